@@ -1,0 +1,330 @@
+//! The engine: connectors and sessions and the only owner of their life cycle (open, close,
+//! reap, evict), the long-poll, idempotent sends, and token dispatch to plugins.
+//!
+//! Every close goes through [`Engine::close`], which the store lets succeed once per
+//! connector, so `disconnect` events and plugin hooks run exactly once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Users;
+use crate::config::{Config, OnMaxConnections};
+use crate::plugins::{system, Plugin, RequestContext};
+use crate::protocol::{self, Token};
+use crate::store::{CloseReason, ConnectorInfo, Drained, OpenOutcome, PushOutcome, QueueLimits, SendClaim, Store, StoreError};
+
+/// Engine failures; [`crate::http`] maps each to one status and body.
+#[derive(Debug)]
+pub enum EngineError {
+    /// `open` on a live connector, or another action on an unknown one.
+    InvalidState,
+    /// `maxconnections` reached with `onmaxconnections = "reject"`.
+    TooManyConnections,
+    /// `ack` beyond the last sequence number issued (which is given).
+    AckAhead(u64),
+    /// A `send` with this `seq` is running right now.
+    SendInProgress,
+    /// A `send` with this `seq` ran too long ago for its response to be kept.
+    SendForgotten,
+    Store(StoreError),
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        EngineError::Store(e)
+    }
+}
+
+pub type EngineResult<T> = Result<T, EngineError>;
+
+/// Who is opening a connector.
+pub struct OpenRequest<'a> {
+    pub connector_id: &'a str,
+    /// The client's `sessionId`, if it gave one.
+    pub session: Option<&'a str>,
+    pub address: &'a str,
+    pub user_agent: &'a str,
+}
+
+pub struct Engine {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub users: Arc<Users>,
+    /// The system plugin first, then the application's plugins.
+    plugins: Vec<Arc<dyn Plugin>>,
+    /// Cancelled when the server starts shutting down: held polls answer at once.
+    pub shutdown: CancellationToken,
+    limits: QueueLimits,
+}
+
+impl Engine {
+    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, users: Arc<Users>, extra: Vec<Arc<dyn Plugin>>) -> Arc<Engine> {
+        let mut plugins: Vec<Arc<dyn Plugin>> = vec![
+            Arc::new(system::SystemPlugin),
+            Arc::new(crate::plugins::filesystem::FilesystemPlugin::new(&config.fs_root)),
+        ];
+        plugins.extend(extra);
+        let limits = QueueLimits { max_packets: config.max_queue_packets, max_bytes: config.max_queue_bytes };
+        Arc::new(Engine { config, store, users, plugins, shutdown: CancellationToken::new(), limits })
+    }
+
+    pub fn plugins(&self) -> &[Arc<dyn Plugin>] {
+        &self.plugins
+    }
+
+    /// The plugin serving an extra HTTP action, if any.
+    pub fn action_plugin(&self, action: &str) -> Option<Arc<dyn Plugin>> {
+        self.plugins.iter().find(|p| p.actions().contains(&action)).cloned()
+    }
+
+    /// Opens a connector: admission, session, welcome queued as packet 1, plugin hooks.
+    pub async fn open(self: &Arc<Self>, req: OpenRequest<'_>) -> EngineResult<()> {
+        let now = protocol::now_ms();
+        let session_id = match req.session {
+            Some(s) => protocol::session_id(s),
+            None => protocol::random_session_id(),
+        };
+        let storage = self.store.session_storage(&session_id).await?;
+        let welcome: Arc<str> = protocol::to_text(&system::welcome(&self.config, req.connector_id, &storage)).into();
+        let info = ConnectorInfo {
+            id: req.connector_id.to_owned(),
+            session_id: session_id.clone(),
+            address: req.address.to_owned(),
+            user_agent: req.user_agent.to_owned(),
+            opened_ms: now,
+            last_active_ms: now,
+        };
+        // One eviction makes room for one open; another node may take it, so try a few times.
+        for _ in 0..4 {
+            match self.store.open(info.clone(), req.session.is_some(), self.config.maxconnections, welcome.clone()).await? {
+                OpenOutcome::Opened => {
+                    tracing::debug!(source_id = %req.connector_id, "connector opened");
+                    let mut ctx = RequestContext::new(self, req.connector_id, &session_id, false);
+                    for plugin in &self.plugins {
+                        plugin.connector_started(&mut ctx).await;
+                    }
+                    return Ok(());
+                }
+                OpenOutcome::Exists => return Err(EngineError::InvalidState),
+                OpenOutcome::Full if self.config.onmaxconnections == OnMaxConnections::Reject => {
+                    return Err(EngineError::TooManyConnections)
+                }
+                OpenOutcome::Full => match self.store.least_recent().await? {
+                    Some(victim) => {
+                        self.close(&victim, CloseReason::Evicted, true).await;
+                    }
+                    None => return Err(EngineError::TooManyConnections),
+                },
+            }
+        }
+        Err(EngineError::TooManyConnections)
+    }
+
+    /// The live connector of that id.
+    pub async fn connector(&self, id: &str) -> EngineResult<Option<ConnectorInfo>> {
+        Ok(self.store.connector(id).await?)
+    }
+
+    /// Records activity: pushes the session's inactivity deadline.
+    pub async fn touch(&self, id: &str) -> EngineResult<()> {
+        Ok(self.store.touch(id, protocol::now_ms()).await?)
+    }
+
+    /// Closes a connector once: server-side reasons queue the close command, a client's
+    /// `close` removes it at once. Runs the plugins' `connector_stopped` (the `disconnect`
+    /// event) unless `events` is false. Returns whether this call closed it.
+    pub async fn close(self: &Arc<Self>, id: &str, reason: CloseReason, events: bool) -> bool {
+        let notify = reason != CloseReason::Client;
+        let info = match self.store.close(id, reason, notify).await {
+            Ok(Some(info)) => info,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(source_id = %id, error = %e, "close failed");
+                return false;
+            }
+        };
+        tracing::debug!(source_id = %id, reason = reason.as_str(), "connector closed");
+        if events {
+            for plugin in &self.plugins {
+                plugin.connector_stopped(self, &info, reason).await;
+            }
+        }
+        true
+    }
+
+    /// Queues a packet for a connector. A connector whose queue overflows is closed (in the
+    /// background, so the sender never waits for it). False if nothing was queued.
+    pub async fn deliver(self: &Arc<Self>, target: &str, text: Arc<str>) -> bool {
+        match self.store.push(target, text, self.limits).await {
+            Ok(PushOutcome::Queued) => true,
+            Ok(PushOutcome::Gone) => false,
+            Ok(PushOutcome::Overflow) => {
+                self.close_overflowed(vec![target.to_owned()]);
+                false
+            }
+            Err(e) => {
+                tracing::warn!(source_id = %target, error = %e, "delivery failed");
+                false
+            }
+        }
+    }
+
+    /// Queues one packet for many connectors.
+    pub async fn deliver_many(self: &Arc<Self>, targets: &[String], text: Arc<str>) {
+        if targets.is_empty() {
+            return;
+        }
+        match self.store.push_many(targets, text, self.limits).await {
+            Ok(overflowed) => self.close_overflowed(overflowed),
+            Err(e) => tracing::warn!(error = %e, "delivery failed"),
+        }
+    }
+
+    fn close_overflowed(self: &Arc<Self>, ids: Vec<String>) {
+        if ids.is_empty() {
+            return;
+        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            for id in ids {
+                if engine.close(&id, CloseReason::QueueOverflow, true).await {
+                    tracing::info!(source_id = %id, "connector closed: queue overflow");
+                }
+            }
+        });
+    }
+
+    /// A `sync`: drains the queue, waiting up to `wait` (capped by `max_sync_wait`) for a
+    /// packet. A newer sync on the same connector makes this one answer `[]` at once.
+    pub async fn sync(&self, id: &str, ack: Option<u64>, wait: Duration) -> EngineResult<Drained> {
+        let ticket = self.store.begin_poll(id).await?;
+        let wait = wait.min(Duration::from_millis(self.config.max_sync_wait));
+        let deadline = Instant::now() + wait;
+        let mut last_round = wait.is_zero();
+        loop {
+            // Subscribe before draining so a packet queued in between still wakes us.
+            let mut wakeup = self.store.subscribe(id);
+            let drained = self.store.drain(id, ack, ticket).await?.map_err(EngineError::AckAhead)?;
+            if last_round
+                || !drained.packets.is_empty()
+                || drained.superseded
+                || drained.unknown
+                || drained.close_reason.is_some()
+            {
+                return Ok(drained);
+            }
+            tokio::select! {
+                _ = wakeup.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => last_round = true,
+                _ = self.shutdown.cancelled() => last_round = true,
+            }
+        }
+    }
+
+    /// Runs a token sent with `send`, at most once per `seq` when one is given. Returns the
+    /// response body: the first packet produced for the sender, if any.
+    pub async fn send(self: &Arc<Self>, id: &str, session_id: &str, data: &str, seq: Option<u64>) -> EngineResult<Option<String>> {
+        if let Some(seq) = seq {
+            match self.store.claim_send(id, seq).await? {
+                SendClaim::Fresh => {}
+                SendClaim::Replay(body) => return Ok(body),
+                SendClaim::InProgress => return Err(EngineError::SendInProgress),
+                SendClaim::Forgotten => return Err(EngineError::SendForgotten),
+            }
+        }
+        let body = self.process_text(id, session_id, data).await;
+        if let Some(seq) = seq {
+            self.store.complete_send(id, seq, body.clone()).await?;
+        }
+        Ok(body)
+    }
+
+    /// Parses and dispatches one token; returns the body.
+    pub async fn process_text(self: &Arc<Self>, id: &str, session_id: &str, data: &str) -> Option<String> {
+        let mut token = protocol::parse_token(data)?;
+        protocol::normalize_ns(&mut token);
+        self.process_token(id, session_id, &token).await
+    }
+
+    /// Dispatches a token to the plugin of its `ns`; returns the body.
+    pub async fn process_token(self: &Arc<Self>, id: &str, session_id: &str, token: &Token) -> Option<String> {
+        let mut ctx = RequestContext::new(self, id, session_id, true);
+        match protocol::get_str(token, "ns") {
+            Some(ns) => {
+                // An unknown namespace gets no reply (PROTOCOL.md: empty 200).
+                if let Some(plugin) = self.plugins.iter().find(|p| p.namespace() == ns) {
+                    plugin.process_token(&mut ctx, token).await;
+                }
+            }
+            None if token.contains_key("utid") => {
+                ctx.reply(protocol::error_response(token, "missing 'ns' argument")).await;
+            }
+            None => {}
+        }
+        ctx.take_body()
+    }
+
+    /// Sends an event to every live connector but `source`, skipping those whose session
+    /// excludes it (`org.jwebsocket.plugins.system.events.exclude` contains `,name`).
+    pub async fn broadcast_event(self: &Arc<Self>, source: Option<&str>, name: &str, event: &Token) {
+        let Ok(connectors) = self.store.connectors().await else { return };
+        let mut excluded_sessions: std::collections::HashMap<String, bool> = Default::default();
+        let mut targets = Vec::with_capacity(connectors.len());
+        for c in connectors {
+            if Some(c.id.as_str()) == source {
+                continue;
+            }
+            let excluded = match excluded_sessions.get(&c.session_id) {
+                Some(x) => *x,
+                None => {
+                    let x = match self.store.session_get(&c.session_id, system::EVENTS_EXCLUDE).await {
+                        Ok(Some(serde_json::Value::String(list))) => list.contains(&format!(",{name}")),
+                        _ => false,
+                    };
+                    excluded_sessions.insert(c.session_id.clone(), x);
+                    x
+                }
+            };
+            if !excluded {
+                targets.push(c.id);
+            }
+        }
+        self.deliver_many(&targets, protocol::to_text(event).into()).await;
+    }
+
+    /// One pass of the reaper: closes the connectors of sessions idle for `timeout`, then
+    /// forgets closed connectors whose close was not collected.
+    pub async fn reap(self: &Arc<Self>) -> EngineResult<usize> {
+        let now = protocol::now_ms();
+        let timeout_ms = self.config.session_timeout().as_millis() as i64;
+        let mut closed = 0;
+        for session in self.store.expired_sessions(now - timeout_ms).await? {
+            for id in self.store.session_connectors(&session).await? {
+                if self.close(&id, CloseReason::Timeout, true).await {
+                    closed += 1;
+                }
+            }
+        }
+        self.store.sweep(now, timeout_ms.min(300_000)).await?;
+        if closed > 0 {
+            tracing::info!(closed, "reaper closed idle connectors");
+        }
+        Ok(closed)
+    }
+
+    /// Closes every live connector (shutdown), after the `systemStopping` event if configured.
+    pub async fn stop_all(self: &Arc<Self>) {
+        let Ok(connectors) = self.store.connectors().await else { return };
+        if self.config.notify_system_stopping {
+            let ids: Vec<String> = connectors.iter().map(|c| c.id.clone()).collect();
+            let event = protocol::to_text(&protocol::event("systemStopping"));
+            self.deliver_many(&ids, event.into()).await;
+        }
+        for c in connectors {
+            self.close(&c.id, CloseReason::Shutdown, false).await;
+        }
+    }
+}

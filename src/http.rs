@@ -1,0 +1,431 @@
+//! One HTTP request: routing (endpoint, static files), parameters, CORS, the dispatch order of
+//! PROTOCOL.md A.3, and the one place where errors become status codes and bodies.
+
+use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use crate::engine::{Engine, EngineError, OpenRequest};
+use crate::params::Params;
+use crate::plugins::RequestContext;
+use crate::protocol::{self, text, Token, NS_SYSTEM};
+use crate::static_files::StaticFiles;
+
+/// The body type of every response.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+pub const HEADER_CONNECTION: &str = "x-pollgate-connection";
+pub const HEADER_SEQ: &str = "x-pollgate-seq";
+pub const HEADER_CLOSE_REASON: &str = "x-pollgate-close-reason";
+
+/// Every way a request can fail; [`HttpError::into_response`] is the only place that turns
+/// one into a status and a body.
+#[derive(Debug)]
+pub enum HttpError {
+    MissingConnectionId,
+    /// `open` on a live connector or another action on an unknown one; POST answers 411.
+    InvalidState { post: bool },
+    InvalidParameters,
+    /// A pollgate extension parameter that does not parse (`ack`, `wait`, `seq`).
+    BadParameter(&'static str),
+    MissingFilename,
+    OriginNotAllowed,
+    InvalidRequest,
+    TooManyConnections,
+    /// Body or parameters larger than `maxframesize`.
+    TooLarge(usize),
+    /// The client did not send its body within `body_read_timeout`.
+    BodyTimeout,
+    AckAhead(u64),
+    SendInProgress,
+    SendForgotten,
+    /// The store cannot be reached.
+    Unavailable(String),
+    /// A server fault; the text is logged, the client gets a short message.
+    Internal(String),
+}
+
+impl From<EngineError> for HttpError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::InvalidState => HttpError::InvalidState { post: false },
+            EngineError::TooManyConnections => HttpError::TooManyConnections,
+            EngineError::AckAhead(last) => HttpError::AckAhead(last),
+            EngineError::SendInProgress => HttpError::SendInProgress,
+            EngineError::SendForgotten => HttpError::SendForgotten,
+            EngineError::Store(e) => HttpError::Unavailable(e.0),
+        }
+    }
+}
+
+impl HttpError {
+    fn status_and_body(&self) -> (StatusCode, String) {
+        use HttpError::*;
+        match self {
+            MissingConnectionId => (StatusCode::BAD_REQUEST, text::MISSING_CONNECTION_ID.into()),
+            InvalidState { post: false } => (StatusCode::BAD_REQUEST, text::INVALID_STATE.into()),
+            InvalidState { post: true } => (StatusCode::LENGTH_REQUIRED, text::INVALID_STATE.into()),
+            InvalidParameters => (StatusCode::BAD_REQUEST, text::INVALID_PARAMETERS.into()),
+            BadParameter(name) => (StatusCode::BAD_REQUEST, format!("Invalid '{name}' parameter value!")),
+            MissingFilename => (StatusCode::BAD_REQUEST, text::MISSING_FILENAME.into()),
+            OriginNotAllowed => (StatusCode::UNAUTHORIZED, text::ORIGIN_NOT_ALLOWED.into()),
+            InvalidRequest => (StatusCode::NOT_FOUND, text::INVALID_REQUEST.into()),
+            TooManyConnections => (StatusCode::SERVICE_UNAVAILABLE, text::TOO_MANY_CONNECTIONS.into()),
+            TooLarge(max) => (StatusCode::PAYLOAD_TOO_LARGE, format!("Request too large: the limit is {max} bytes!")),
+            BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "Request body not received in time!".into()),
+            AckAhead(last) => (StatusCode::BAD_REQUEST, format!("Invalid 'ack' parameter value: the last sequence number is {last}!")),
+            SendInProgress => (StatusCode::CONFLICT, "A send with this 'seq' is in progress!".into()),
+            SendForgotten => (StatusCode::CONFLICT, "A send with this 'seq' was processed; its response is no longer kept!".into()),
+            Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable: the store cannot be reached!".into()),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error!".into()),
+        }
+    }
+
+    /// The response; client mistakes are logged at debug, server faults once at error.
+    pub fn into_response(self) -> Response<Body> {
+        let (status, body) = self.status_and_body();
+        match &self {
+            HttpError::Internal(why) => tracing::error!(status = status.as_u16(), "{why}"),
+            HttpError::Unavailable(why) => tracing::error!(status = status.as_u16(), "store unavailable: {why}"),
+            other => tracing::debug!(status = status.as_u16(), error = ?other, "request refused"),
+        }
+        text_response(status, body)
+    }
+}
+
+/// A plain-text response (every non-download answer of the endpoint).
+pub fn text_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+pub fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Everything a request needs besides itself, shared by all connections.
+pub struct Service {
+    pub engine: Arc<Engine>,
+    statics: StaticFiles,
+    /// `{context}/http`.
+    endpoint: String,
+}
+
+impl Service {
+    pub fn new(engine: Arc<Engine>) -> Service {
+        let endpoint = format!("{}/http", engine.config.context.trim_end_matches('/'));
+        let statics = StaticFiles::new(&engine.config.document_root);
+        Service { engine, statics, endpoint }
+    }
+
+    /// Serves one request. A panic anywhere below answers 500 and leaves the server serving.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        match AssertUnwindSafe(self.route(req, peer)).catch_unwind().await {
+            Ok(resp) => resp,
+            Err(_) => HttpError::Internal("request handler panicked".into()).into_response(),
+        }
+    }
+
+    async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        if req.uri().path() == self.endpoint {
+            let origin = req.headers().get(header::ORIGIN).cloned();
+            let mut resp = match self.endpoint_request(req, peer).await {
+                Ok(resp) => resp,
+                Err(e) => e.into_response(),
+            };
+            if let Some(origin) = origin.filter(|o| self.origin_allowed(o)) {
+                cors_headers(resp.headers_mut(), origin);
+            }
+            return resp;
+        }
+        let context = self.engine.config.context.as_str();
+        let path = req.uri().path().to_owned();
+        let (mount, rest) = match path.strip_prefix(context) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => (context, rest.to_owned()),
+            _ => ("", path.clone()),
+        };
+        self.statics.serve(&req, mount, if rest.is_empty() { "/" } else { &rest }).await
+    }
+
+    fn origin_allowed(&self, origin: &HeaderValue) -> bool {
+        let Ok(origin) = origin.to_str() else { return false };
+        self.engine.config.domains.iter().any(|pattern| glob_match(pattern, origin))
+    }
+
+    async fn endpoint_request(&self, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, HttpError> {
+        let config = self.engine.config.clone();
+        if let Some(origin) = req.headers().get(header::ORIGIN) {
+            if !self.origin_allowed(origin) {
+                return Err(HttpError::OriginNotAllowed);
+            }
+        }
+        let post = match *req.method() {
+            Method::GET | Method::HEAD => false,
+            Method::POST => true,
+            Method::OPTIONS => return Ok(preflight(req.headers())),
+            _ => return Err(HttpError::InvalidRequest),
+        };
+        let query = req.uri().query().unwrap_or("").as_bytes();
+        if query.len() > config.maxframesize {
+            return Err(HttpError::TooLarge(config.maxframesize));
+        }
+        let mut params = Params::parse(query);
+        let headers = req.headers().clone();
+        let mut raw_body = None;
+        if post {
+            let body = read_body(req, config.maxframesize, Duration::from_secs(config.body_read_timeout)).await?;
+            let form = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+            if form {
+                params.extend(&body);
+            } else if !body.is_empty() {
+                raw_body = Some(String::from_utf8_lossy(&body).into_owned());
+            }
+        }
+        let connection_id = headers
+            .get(HEADER_CONNECTION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .filter(|v| !v.is_empty())
+            .or_else(|| params.non_empty("connectionId").map(str::to_owned))
+            .ok_or(HttpError::MissingConnectionId)?;
+        let address = self.client_address(peer, &headers);
+        let ip_part = if config.bind_connection_to_ip { address.as_str() } else { "" };
+        let id = protocol::connector_id(&connection_id, ip_part);
+        let action = params.get("action").unwrap_or("");
+        let engine = &self.engine;
+
+        if action == "sync" {
+            return self.sync(&id, &params).await;
+        }
+        let connector = engine.connector(&id).await?;
+        if action == "open" {
+            if connector.is_some() {
+                return Err(HttpError::InvalidState { post: false });
+            }
+            let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+            engine
+                .open(OpenRequest {
+                    connector_id: &id,
+                    session: params.non_empty("sessionId"),
+                    address: &address,
+                    user_agent,
+                })
+                .await?;
+            return Ok(text_response(StatusCode::OK, protocol::max_frame_size_message(config.maxframesize)));
+        }
+        let Some(connector) = connector else { return Err(HttpError::InvalidState { post }) };
+        engine.touch(&id).await?;
+        let session_id = connector.session_id.as_str();
+        match action {
+            "send" => {
+                let data = params.get("data").map(str::to_owned).or(raw_body).unwrap_or_default();
+                if data.is_empty() {
+                    return Err(HttpError::InvalidParameters);
+                }
+                if data.len() > config.maxframesize {
+                    return Err(HttpError::TooLarge(config.maxframesize));
+                }
+                let seq = parse_param(&params, "seq")?;
+                let body = engine.send(&id, session_id, &data, seq).await?;
+                Ok(text_response(StatusCode::OK, body.unwrap_or_default()))
+            }
+            "login" => {
+                let (Some(username), Some(password)) = (params.non_empty("username"), params.non_empty("password")) else {
+                    return Err(HttpError::InvalidParameters);
+                };
+                let mut token = system_token("login", &params);
+                token.insert("username".into(), username.into());
+                token.insert("password".into(), password.into());
+                let body = engine.process_token(&id, session_id, &token).await;
+                Ok(text_response(StatusCode::OK, body.unwrap_or_default()))
+            }
+            "logout" => {
+                let token = system_token("logout", &params);
+                let body = engine.process_token(&id, session_id, &token).await;
+                Ok(text_response(StatusCode::OK, body.unwrap_or_default()))
+            }
+            "close" => {
+                engine.close(&id, crate::store::CloseReason::Client, true).await;
+                Ok(text_response(StatusCode::OK, protocol::CLOSE_COMMAND))
+            }
+            "whoami" => {
+                let storage = engine.store.session_storage(session_id).await.map_err(EngineError::from)?;
+                let authenticated = protocol::get_bool(&storage, "$is_authenticated") == Some(true);
+                let authorities: Vec<&str> = protocol::get_str(&storage, "$authorities")
+                    .unwrap_or_default()
+                    .split(' ')
+                    .filter(|a| !a.is_empty() && authenticated)
+                    .collect();
+                let body = serde_json::json!({
+                    "sourceId": id,
+                    "username": if authenticated { protocol::get_str(&storage, "$username") } else { None },
+                    "authorities": authorities,
+                    "timeout": config.timeout_minutes(),
+                });
+                Ok(text_response(StatusCode::OK, body.to_string()))
+            }
+            "active" => Ok(text_response(StatusCode::NO_CONTENT, "")),
+            other => match engine.action_plugin(other) {
+                Some(plugin) => {
+                    let mut ctx = RequestContext::new(engine, &id, session_id, true);
+                    plugin.process_action(&mut ctx, other, &params).await
+                }
+                None => Err(HttpError::InvalidRequest),
+            },
+        }
+    }
+
+    async fn sync(&self, id: &str, params: &Params) -> Result<Response<Body>, HttpError> {
+        let ack = parse_param(params, "ack")?;
+        let wait = parse_param(params, "wait")?.unwrap_or(0);
+        let engine = &self.engine;
+        engine.touch(id).await?;
+        // A poll never outlives the session timeout it would otherwise keep alive.
+        let cap = engine.config.session_timeout() / 2;
+        let drained = engine.sync(id, ack, Duration::from_millis(wait).min(cap)).await?;
+        engine.touch(id).await?;
+        let texts: Vec<&str> = drained.packets.iter().map(|p| &*p.text).collect();
+        let mut resp = text_response(StatusCode::OK, serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into()));
+        let headers = resp.headers_mut();
+        headers.insert(HEADER_SEQ, HeaderValue::from(drained.seq));
+        if let Some(reason) = drained.close_reason {
+            if texts.contains(&protocol::CLOSE_COMMAND) {
+                headers.insert(HEADER_CLOSE_REASON, HeaderValue::from_static(reason.as_str()));
+            }
+        }
+        Ok(resp)
+    }
+
+    /// The client's address: the peer, or, behind a trusted proxy, the last address in
+    /// `X-Forwarded-For` that is not itself a trusted proxy.
+    fn client_address(&self, peer: SocketAddr, headers: &HeaderMap) -> String {
+        let trusted = &self.engine.config.trusted_proxies;
+        let is_trusted = |ip: &IpAddr| trusted.iter().any(|t| t.parse::<IpAddr>().is_ok_and(|t| t == *ip));
+        let mut ip = peer.ip().to_canonical();
+        if is_trusted(&ip) {
+            let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+            let hops: Vec<IpAddr> = forwarded
+                .flat_map(|v| v.split(','))
+                .filter_map(|h| h.trim().parse::<IpAddr>().ok())
+                .collect();
+            for hop in hops.iter().rev() {
+                ip = hop.to_canonical();
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+        }
+        ip.to_string()
+    }
+}
+
+/// A system-plugin token built from HTTP parameters (`login`/`logout` actions); `utid`
+/// defaults to 0 as in jWebSocket's REST API.
+fn system_token(kind: &str, params: &Params) -> Token {
+    let mut token = Token::new();
+    token.insert("ns".into(), NS_SYSTEM.into());
+    token.insert("type".into(), kind.into());
+    let utid = params.get("utid").and_then(|u| u.parse::<i32>().ok()).unwrap_or(0);
+    token.insert("utid".into(), utid.into());
+    token
+}
+
+fn parse_param(params: &Params, name: &'static str) -> Result<Option<u64>, HttpError> {
+    match params.get(name) {
+        None | Some("") => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| HttpError::BadParameter(name)),
+    }
+}
+
+/// Reads a request body, refusing more than `limit` bytes and a client slower than `timeout`.
+async fn read_body(req: Request<Incoming>, limit: usize, timeout: Duration) -> Result<Bytes, HttpError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(HttpError::TooLarge(limit));
+    }
+    let collect = Limited::new(req.into_body(), limit).collect();
+    match tokio::time::timeout(timeout, collect).await {
+        Err(_) => Err(HttpError::BodyTimeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(HttpError::TooLarge(limit)),
+        Ok(Err(e)) => Err(HttpError::InvalidParameters).inspect_err(|_| tracing::debug!(error = %e, "body read failed")),
+    }
+}
+
+fn cors_headers(headers: &mut HeaderMap, origin: HeaderValue) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("X-Pollgate-Seq, X-Pollgate-Close-Reason"),
+    );
+}
+
+/// The answer to a CORS preflight from an allowed origin (headers added by the caller).
+fn preflight(request_headers: &HeaderMap) -> Response<Body> {
+    let mut resp = text_response(StatusCode::NO_CONTENT, "");
+    let headers = resp.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+    let allow = request_headers
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("Content-Type, X-Pollgate-Connection"));
+    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow);
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    resp
+}
+
+/// Matches `text` against a pattern where `*` stands for any run of characters.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi].eq_ignore_ascii_case(&t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|b| *b == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_patterns() {
+        assert!(glob_match("*", "http://evil.example"));
+        assert!(glob_match("http*://localhost*", "https://localhost:8787"));
+        assert!(glob_match("http*://*.jwebsocket.org", "http://www.jwebsocket.org"));
+        assert!(!glob_match("http*://*.jwebsocket.org", "http://jwebsocket.org.evil.com"));
+        assert!(!glob_match("http://a.com", "http://a.com.evil"));
+    }
+}

@@ -1,0 +1,61 @@
+//! pollgate: a long-polling HTTP transport engine that speaks the jWebSocket REST protocol.
+//!
+//! Browsers behind firewalls and plain HTTP clients get a live, two-way channel over a
+//! single `{context}/http` endpoint. Each connection has a sequenced outbound queue that
+//! `sync` drains (and, as a long-poll, waits on); an inactivity reaper closes idle sessions.
+//!
+//! # Layout
+//!
+//! - [`config`]: the configuration file, its defaults and the flag/environment overrides.
+//! - [`server`]: listeners (plain and TLS), the accept loop, the reaper task, graceful shutdown.
+//! - [`lenient`]: a stream adapter that lets raw JSON through in request targets.
+//! - [`http`]: one request → parameters → action, and the one place errors become responses.
+//! - [`params`]: lenient query-string and form parsing.
+//! - [`protocol`]: identifiers, the token envelope and the wire strings.
+//! - [`engine`]: connectors and sessions: the only owner of their life cycle (open, close,
+//!   reap, evict), the long-poll, idempotent sends, events.
+//! - [`store`]: the state behind the engine, one small interface ([`store::Store`]) with an
+//!   in-memory implementation ([`store::memory`]) and the sequenced queue ([`store::queue`]).
+//! - [`auth`]: users, password hashes, login rate limits.
+//! - [`plugins`]: the [`plugins::Plugin`] trait an application implements, the system plugin
+//!   and the filesystem plugin that serves `download`.
+//! - [`static_files`]: the document root under `/` and `{context}/`.
+//!
+//! # Embedding pollgate with a plugin of your own
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use pollgate::plugins::{Plugin, RequestContext, Token};
+//!
+//! /// Answers `{"ns":"com.example.clock","type":"now"}` with the server's time.
+//! struct Clock;
+//!
+//! #[async_trait::async_trait]
+//! impl Plugin for Clock {
+//!     fn namespace(&self) -> &str {
+//!         "com.example.clock"
+//!     }
+//!     async fn process_token(&self, ctx: &mut RequestContext<'_>, token: &Token) {
+//!         let mut reply = ctx.response(token);
+//!         reply.insert("now".into(), pollgate::protocol::now_ms().into());
+//!         ctx.reply(reply).await;
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = pollgate::config::Config::load(None, &[])?;
+//! pollgate::server::run(config, vec![Arc::new(Clock)]).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod auth;
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod lenient;
+pub mod params;
+pub mod plugins;
+pub mod protocol;
+pub mod server;
+pub mod static_files;
+pub mod store;

@@ -1,0 +1,128 @@
+//! The `pollgate` binary: command line, configuration, logging, then [`pollgate::server`].
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use pollgate::config::{Config, LogFormat};
+
+const USAGE: &str = "\
+usage: pollgate [--config PATH] [--KEY VALUE ...]
+       pollgate hash-password [PASSWORD]   (reads the password from stdin if not given)
+
+Every configuration key can be given as --kebab-case flag (--port 8080, --max-sync-wait 10000)
+or as POLLGATE_UPPER_SNAKE environment variable; flags win over the environment, which wins
+over the file (default conf/pollgate.toml).";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("hash-password") {
+        return hash_password(args.get(1).cloned());
+    }
+    let (config_path, flags) = match parse_args(&args) {
+        Ok(parsed) => parsed,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::load(config_path.as_deref(), &flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(&config);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.max_threads > 0 {
+        runtime.worker_threads(config.max_threads);
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let server = match pollgate::server::Server::bind(config, Vec::new()).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        for addr in server.local_addrs() {
+            tracing::info!(%addr, "listening");
+            eprintln!("pollgate listening on {addr}");
+        }
+        server.serve().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// The `--config` path and the `--key value` overrides.
+type Args = (Option<PathBuf>, Vec<(String, String)>);
+
+/// Splits `--config PATH` from the `--key value` / `--key=value` overrides.
+fn parse_args(args: &[String]) -> Result<Args, String> {
+    let mut config = None;
+    let mut flags = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        if arg == "--help" || arg == "-h" {
+            return Err(USAGE.into());
+        }
+        let Some(flag) = arg.strip_prefix("--") else {
+            return Err(format!("unexpected argument '{arg}'\n{USAGE}"));
+        };
+        let (name, value) = match flag.split_once('=') {
+            Some((n, v)) => (n.to_owned(), v.to_owned()),
+            None => {
+                i += 1;
+                let v = args.get(i).ok_or_else(|| format!("flag --{flag} needs a value"))?;
+                (flag.to_owned(), v.clone())
+            }
+        };
+        if name == "config" {
+            config = Some(PathBuf::from(value));
+        } else {
+            flags.push((name, value));
+        }
+        i += 1;
+    }
+    Ok((config, flags))
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn hash_password(given: Option<String>) -> ExitCode {
+    let password = match given {
+        Some(p) => p,
+        None => {
+            let mut line = String::new();
+            if std::io::stdin().lock().read_line(&mut line).is_err() {
+                eprintln!("cannot read the password from stdin");
+                return ExitCode::FAILURE;
+            }
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    if password.is_empty() {
+        eprintln!("refusing to hash an empty password");
+        return ExitCode::FAILURE;
+    }
+    println!("{}", pollgate::auth::hash_password(&password));
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,109 @@
+//! Plugins: the trait an application embedding pollgate implements, and the context a
+//! plugin works through. The system plugin and the filesystem plugin are built this way.
+
+pub mod filesystem;
+pub mod system;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::engine::Engine;
+use crate::params::Params;
+use crate::store::{CloseReason, ConnectorInfo};
+
+pub use crate::protocol::Token;
+
+/// A response to an HTTP action a plugin serves itself (such as `download`).
+pub type ActionResponse = hyper::Response<crate::http::Body>;
+
+/// A server-side extension. Tokens whose `ns` equals [`Plugin::namespace`] are handed to
+/// [`Plugin::process_token`]; the other hooks are optional.
+#[async_trait]
+pub trait Plugin: Send + Sync + 'static {
+    /// The token namespace this plugin answers, e.g. `com.example.chat`.
+    fn namespace(&self) -> &str;
+
+    /// Handles one token sent by a client. Send packets through `ctx`: the first packet for
+    /// the requesting connector becomes the HTTP response body, the rest are queued.
+    async fn process_token(&self, ctx: &mut RequestContext<'_>, token: &Token);
+
+    /// The HTTP actions (besides the protocol's own) this plugin serves.
+    fn actions(&self) -> &[&'static str] {
+        &[]
+    }
+
+    /// Serves one of [`Plugin::actions`] for a live connector.
+    async fn process_action(
+        &self,
+        _ctx: &mut RequestContext<'_>,
+        _action: &str,
+        _params: &Params,
+    ) -> Result<ActionResponse, crate::http::HttpError> {
+        Err(crate::http::HttpError::InvalidRequest)
+    }
+
+    /// A connector was opened (its welcome is queued).
+    async fn connector_started(&self, _ctx: &mut RequestContext<'_>) {}
+
+    /// A connector was closed, for any reason. Runs once per connector.
+    async fn connector_stopped(&self, _engine: &Arc<Engine>, _connector: &ConnectorInfo, _reason: CloseReason) {}
+}
+
+/// What a plugin sees of one request: who sent it, and the ways to answer and reach others.
+pub struct RequestContext<'a> {
+    pub engine: &'a Arc<Engine>,
+    /// The requesting connector's id (its public `sourceId`).
+    pub connector_id: &'a str,
+    pub session_id: &'a str,
+    /// The first packet addressed to the requester, which becomes the response body.
+    body: Option<String>,
+    /// Whether packets for the requester go to `body` (true within an HTTP request).
+    captures_body: bool,
+}
+
+impl<'a> RequestContext<'a> {
+    pub fn new(engine: &'a Arc<Engine>, connector_id: &'a str, session_id: &'a str, captures_body: bool) -> Self {
+        RequestContext { engine, connector_id, session_id, body: None, captures_body }
+    }
+
+    /// The response envelope for `request` (code 0, `ok`).
+    pub fn response(&self, request: &Token) -> Token {
+        crate::protocol::response(request)
+    }
+
+    /// Sends a token to the requester.
+    pub async fn reply(&mut self, token: Token) {
+        let id = self.connector_id;
+        self.send(id, &token).await;
+    }
+
+    /// Sends a token to any live connector; false if there is none of that id.
+    pub async fn send(&mut self, target: &str, token: &Token) -> bool {
+        let text = crate::protocol::to_text(token);
+        if target == self.connector_id && self.captures_body && self.body.is_none() {
+            self.body = Some(text);
+            return true;
+        }
+        self.engine.deliver(target, text.into()).await
+    }
+
+    /// Sends a token to many connectors (the requester's copy follows the body rule).
+    pub async fn send_many(&mut self, targets: &[String], token: &Token) {
+        let text = crate::protocol::to_text(token);
+        let mut others: Vec<String> = Vec::with_capacity(targets.len());
+        for target in targets {
+            if target == self.connector_id && self.captures_body && self.body.is_none() {
+                self.body = Some(text.clone());
+            } else {
+                others.push(target.clone());
+            }
+        }
+        self.engine.deliver_many(&others, text.into()).await;
+    }
+
+    /// The body collected so far, taken.
+    pub fn take_body(&mut self) -> Option<String> {
+        self.body.take()
+    }
+}

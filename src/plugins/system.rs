@@ -1,0 +1,602 @@
+//! The system plugin (`org.jwebsocket.plugins.system`): welcome, login and logout, send,
+//! broadcast, session storage, events. Field order and message texts follow
+//! `shared/SYSTEM_PLUGIN.md`, with the fixes listed at its top.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use super::{Plugin, RequestContext};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::protocol::{self, error_response, get_bool, get_int, get_str, Token, ANONYMOUS, NS_SYSTEM, VENDOR, VERSION};
+use crate::store::{CloseReason, ConnectorInfo};
+
+/// Session key with the events a client does not want, e.g. `,connect,disconnect`.
+pub const EVENTS_EXCLUDE: &str = "org.jwebsocket.plugins.system.events.exclude";
+const RIGHT_SEND: &str = "org.jwebsocket.plugins.system.send";
+const RIGHT_BROADCAST: &str = "org.jwebsocket.plugins.system.broadcast";
+const RIGHT_JVMINFO: &str = "org.jwebsocket.plugins.system.getjvminfo";
+const PUBLIC_PREFIX: &str = "public::";
+const ECHO_TEST_DATA: &str = "jWebSocket Echo Simulation Data - ";
+
+pub struct SystemPlugin;
+
+/// The welcome token queued at open (field order of SYSTEM_PLUGIN.md 2.2 / PROTOCOL.md A.4).
+pub fn welcome(config: &Config, connector_id: &str, session: &Token) -> Token {
+    let username = get_str(session, "$username")
+        .map(str::to_owned)
+        .or_else(|| config.allow_anonymous.then(|| ANONYMOUS.to_owned()));
+    let mut t = Token::new();
+    t.insert("ns".into(), NS_SYSTEM.into());
+    t.insert("type".into(), "welcome".into());
+    t.insert("vendor".into(), VENDOR.into());
+    t.insert("version".into(), VERSION.into());
+    t.insert("engines".into(), json!([{"id": "http0", "class": "pollgate.HTTPEngine"}]));
+    t.insert("sourceId".into(), connector_id.into());
+    t.insert("maxFrameSize".into(), config.maxframesize.into());
+    t.insert("timeout".into(), config.timeout_minutes().into());
+    if let Some(name) = &username {
+        t.insert("username".into(), name.as_str().into());
+    }
+    t.insert("protocolVersion".into(), 13.into());
+    t.insert("subProtocol".into(), Value::Null);
+    t.insert("encodingFormats".into(), json!(["base64", "zipBase64"]));
+    if config.allow_anonymous {
+        t.insert("anonymous".into(), (username.as_deref() == Some(ANONYMOUS)).into());
+    }
+    t
+}
+
+/// Whether a session is authenticated and holds `right` (jWebSocket's `hasAuthority`).
+fn has_right(session: &Token, right: &str) -> bool {
+    is_authenticated(session)
+        && get_str(session, "$authorities").is_some_and(|a| a.split(' ').any(|r| r == right))
+}
+
+fn is_authenticated(session: &Token) -> bool {
+    get_bool(session, "$is_authenticated") == Some(true)
+}
+
+/// Sets `sourceId`, in place if present, else at the end.
+fn set_source(token: &mut Token, source: &str) {
+    token.insert("sourceId".into(), source.into());
+}
+
+impl SystemPlugin {
+    async fn session(ctx: &RequestContext<'_>) -> Token {
+        ctx.engine.store.session_storage(ctx.session_id).await.unwrap_or_default()
+    }
+
+    async fn client_count(engine: &Engine) -> i64 {
+        engine.store.connector_count().await.unwrap_or(0) as i64
+    }
+
+    /// Replies with `code` -1 and `msg`.
+    async fn fail(ctx: &mut RequestContext<'_>, token: &Token, msg: &str) {
+        ctx.reply(error_response(token, msg)).await;
+    }
+
+    /// The connector named by `targetId` (or `unid`, which pollgate does not assign).
+    async fn target(ctx: &mut RequestContext<'_>, token: &Token) -> Result<String, String> {
+        if let Some(unid) = get_str(token, "unid") {
+            return Err(format!("No target connector with node-id '{unid}' found."));
+        }
+        let target = get_str(token, "targetId");
+        if let Some(t) = target {
+            if let Ok(Some(c)) = ctx.engine.store.connector(t).await {
+                return Ok(c.id);
+            }
+        }
+        Err(format!("No target connector with endpoint-id '{}' found.", target.unwrap_or("null")))
+    }
+
+    async fn send(ctx: &mut RequestContext<'_>, token: &Token) {
+        let session = Self::session(ctx).await;
+        if !has_right(&session, RIGHT_SEND) {
+            return Self::fail(ctx, token, "access denied").await;
+        }
+        let forward = get_str(token, "action") == Some("forward.json");
+        let target = match Self::target(ctx, token).await {
+            Ok(t) => t,
+            Err(_) if forward => {
+                let id = get_str(token, "targetId").unwrap_or("null");
+                return Self::fail(ctx, token, &format!("No target connector with endpoint-id'{id}' found.")).await;
+            }
+            Err(msg) => return Self::fail(ctx, token, &msg).await,
+        };
+        if forward {
+            let inner = get_str(token, "data").and_then(protocol::parse_token).unwrap_or_default();
+            ctx.send(&target, &inner).await;
+        } else {
+            let mut forwarded = token.clone();
+            set_source(&mut forwarded, ctx.connector_id);
+            ctx.send(&target, &forwarded).await;
+        }
+        if get_bool(token, "responseRequested") != Some(false) {
+            let reply = ctx.response(token);
+            ctx.reply(reply).await;
+        }
+    }
+
+    async fn respond(ctx: &mut RequestContext<'_>, token: &Token) {
+        match Self::target(ctx, token).await {
+            Ok(target) => {
+                let mut forwarded = token.clone();
+                forwarded.insert("type".into(), "response".into());
+                set_source(&mut forwarded, ctx.connector_id);
+                ctx.send(&target, &forwarded).await;
+            }
+            Err(msg) => Self::fail(ctx, token, &msg).await,
+        }
+    }
+
+    async fn broadcast(ctx: &mut RequestContext<'_>, token: &Token) {
+        let session = Self::session(ctx).await;
+        if !has_right(&session, RIGHT_BROADCAST) {
+            return Self::fail(ctx, token, "access denied").await;
+        }
+        let sender_included = get_bool(token, "senderIncluded") == Some(true);
+        let mut out = token.clone();
+        set_source(&mut out, ctx.connector_id);
+        out.shift_remove("senderIncluded");
+        out.shift_remove("responseRequested");
+        let targets: Vec<String> = ctx
+            .engine
+            .store
+            .connectors()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .filter(|id| sender_included || id != ctx.connector_id)
+            .collect();
+        ctx.send_many(&targets, &out).await;
+        if get_bool(token, "responseRequested") != Some(false) {
+            let reply = ctx.response(token);
+            ctx.reply(reply).await;
+        }
+    }
+
+    async fn broadcast_to_shared_session(ctx: &mut RequestContext<'_>, token: &Token) {
+        let sender_included = get_bool(token, "senderIncluded") == Some(true);
+        let mut out = token.clone();
+        set_source(&mut out, ctx.connector_id);
+        let targets: Vec<String> = ctx
+            .engine
+            .store
+            .session_connectors(ctx.session_id)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|id| sender_included || id != ctx.connector_id)
+            .collect();
+        ctx.send_many(&targets, &out).await;
+        let reply = ctx.response(token);
+        ctx.reply(reply).await;
+    }
+
+    /// Sends a copy of `reply` to the other connectors of the requester's session.
+    async fn copy_to_session(ctx: &mut RequestContext<'_>, reply: &Token) {
+        let others: Vec<String> = ctx
+            .engine
+            .store
+            .session_connectors(ctx.session_id)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|id| id != ctx.connector_id)
+            .collect();
+        ctx.engine.deliver_many(&others, protocol::to_text(reply).into()).await;
+    }
+
+    async fn login(ctx: &mut RequestContext<'_>, token: &Token) {
+        let engine = ctx.engine.clone();
+        let session = Self::session(ctx).await;
+        if is_authenticated(&session) {
+            return Self::fail(ctx, token, "is authenticated").await;
+        }
+        let username = get_str(token, "username");
+        let config = &engine.config;
+        let now = protocol::now_ms();
+        let window = (config.login_window * 1000) as i64;
+        let keys = [
+            format!("login-fail:connector:{}", ctx.connector_id),
+            format!("login-fail:user:{}", username.unwrap_or("")),
+        ];
+        for key in &keys {
+            if let Ok((count, free_at)) = engine.store.recent_events(key, now, window).await {
+                if count >= config.login_max_failures {
+                    let secs = ((free_at - now).max(0) + 999) / 1000;
+                    let msg = format!("Too many failed logins, retry in {secs} seconds");
+                    return Self::fail(ctx, token, &msg).await;
+                }
+            }
+        }
+        let password = get_str(token, "password");
+        let authorities = match (username, password) {
+            (Some(u), Some(p)) => engine.users.verify(u, p).await,
+            _ => None,
+        };
+        let (Some(username), Some(authorities)) = (username, authorities) else {
+            for key in &keys {
+                let _ = engine.store.count_event(key, now, window).await;
+            }
+            tracing::info!(source_id = %ctx.connector_id, "login failed");
+            let mut reply = error_response(token, "BadCredentialsException: Bad credentials");
+            reply.insert("username".into(), username.map_or(Value::Null, Value::from));
+            return ctx.reply(reply).await;
+        };
+        let mut entries = Token::new();
+        entries.insert("$is_authenticated".into(), true.into());
+        entries.insert("$username".into(), username.into());
+        entries.insert("$uuid".into(), username.into());
+        let joined: String = authorities.iter().map(|a| format!("{a} ")).collect();
+        entries.insert("$authorities".into(), joined.into());
+        if !engine.store.session_login(ctx.session_id, entries).await.unwrap_or(false) {
+            return Self::fail(ctx, token, "is authenticated").await;
+        }
+        tracing::info!(source_id = %ctx.connector_id, user = %username, "login");
+        let mut reply = ctx.response(token);
+        reply.insert("uuid".into(), username.into());
+        reply.insert("username".into(), username.into());
+        let list = if authorities.is_empty() { vec![String::new()] } else { authorities };
+        reply.insert("authorities".into(), list.into());
+        ctx.reply(reply.clone()).await;
+        Self::copy_to_session(ctx, &reply).await;
+        if config.broadcast_login_event {
+            let mut event = protocol::event("login");
+            event.insert("username".into(), username.into());
+            event.insert("clientCount".into(), Self::client_count(&engine).await.into());
+            event.insert("sourceId".into(), ctx.connector_id.into());
+            engine.broadcast_event(Some(ctx.connector_id), "login", &event).await;
+        }
+    }
+
+    async fn logout(ctx: &mut RequestContext<'_>, token: &Token) {
+        let engine = ctx.engine.clone();
+        let session = Self::session(ctx).await;
+        if !is_authenticated(&session) {
+            return Self::fail(ctx, token, "not authenticated").await;
+        }
+        let username = get_str(&session, "$username").unwrap_or_default().to_owned();
+        let mut reply = ctx.response(token);
+        if engine.config.allow_anonymous {
+            reply.insert("anonymous".into(), (username == ANONYMOUS).into());
+        }
+        ctx.reply(reply.clone()).await;
+        Self::copy_to_session(ctx, &reply).await;
+        Self::logout_event(&engine, ctx.connector_id, &username).await;
+        let _ = engine.store.session_clear(ctx.session_id).await;
+        if engine.config.allow_anonymous {
+            // Unlike jWebSocket, the connection is `anonymous` again rather than nameless.
+            let _ = engine.store.session_put(ctx.session_id, "$username", ANONYMOUS.into()).await;
+        }
+        tracing::info!(source_id = %ctx.connector_id, "logout");
+    }
+
+    async fn logout_event(engine: &Arc<Engine>, source: &str, username: &str) {
+        if engine.config.broadcast_logout_event {
+            let mut event = protocol::event("logout");
+            event.insert("username".into(), username.into());
+            event.insert("clientCount".into(), Self::client_count(engine).await.into());
+            event.insert("sourceId".into(), source.into());
+            engine.broadcast_event(Some(source), "logout", &event).await;
+        }
+    }
+
+    async fn get_authorities(ctx: &mut RequestContext<'_>, token: &Token) {
+        let session = Self::session(ctx).await;
+        if !is_authenticated(&session) {
+            return Self::fail(ctx, token, "not authenticated").await;
+        }
+        let mut reply = ctx.response(token);
+        reply.insert("username".into(), get_str(&session, "$username").unwrap_or_default().into());
+        let list: Vec<&str> = get_str(&session, "$authorities")
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|a| !a.is_empty())
+            .collect();
+        reply.insert("authorities".into(), list.into());
+        ctx.reply(reply).await;
+    }
+
+    async fn close(ctx: &mut RequestContext<'_>, token: &Token) {
+        let engine = ctx.engine.clone();
+        if get_int(token, "timeout").unwrap_or(0) > 0 && get_bool(token, "noGoodBye") != Some(true) {
+            let mut bye = Token::new();
+            bye.insert("type".into(), "goodBye".into());
+            bye.insert("ns".into(), NS_SYSTEM.into());
+            bye.insert("vendor".into(), VENDOR.into());
+            bye.insert("version".into(), VERSION.into());
+            bye.insert("sourceId".into(), ctx.connector_id.into());
+            bye.insert("reason".into(), "client".into());
+            ctx.reply(bye).await;
+        }
+        if get_bool(token, "noLogoutBroadcast") != Some(true) {
+            let session = Self::session(ctx).await;
+            if let Some(name) = get_str(&session, "$username") {
+                Self::logout_event(&engine, ctx.connector_id, name).await;
+            }
+        }
+        let events = get_bool(token, "noDisconnectBroadcast") != Some(true);
+        engine.close(ctx.connector_id, CloseReason::CloseToken, events).await;
+    }
+
+    async fn get_clients(ctx: &mut RequestContext<'_>, token: &Token) {
+        let session = Self::session(ctx).await;
+        if get_str(&session, "$username").is_none() {
+            return Self::fail(ctx, token, "not logged in").await;
+        }
+        let mode = get_int(token, "mode").unwrap_or(0);
+        let store = &ctx.engine.store;
+        let mut clients = Vec::new();
+        for c in store.connectors().await.unwrap_or_default() {
+            let storage = store.session_storage(&c.session_id).await.unwrap_or_default();
+            let Some(name) = get_str(&storage, "$username") else { continue };
+            let authenticated = is_authenticated(&storage);
+            if (mode == 1 && !authenticated) || (mode == 2 && authenticated) {
+                continue;
+            }
+            clients.push(format!("{name}@{}", c.id));
+        }
+        let mut reply = ctx.response(token);
+        let count = clients.len();
+        reply.insert("clients".into(), clients.into());
+        reply.insert("count".into(), count.into());
+        ctx.reply(reply).await;
+    }
+
+    async fn echo(ctx: &mut RequestContext<'_>, token: &Token) {
+        let Some(data) = get_str(token, "data") else {
+            return Self::fail(ctx, token, "missing 'data' argument for 'echo' command").await;
+        };
+        let mut reply = ctx.response(token);
+        reply.insert("data".into(), data.into());
+        let size = get_int(token, "echoTestSize").unwrap_or(-1);
+        if size > 0 {
+            // Bounded by the frame size: the reply must fit what the client accepts.
+            let size = (size as usize).min(ctx.engine.config.maxframesize);
+            let text: String = ECHO_TEST_DATA.chars().cycle().take(size).collect();
+            reply.insert("echoTestSize".into(), size.into());
+            reply.insert("echoTestData".into(), text.into());
+        }
+        let delay = get_int(token, "delay").unwrap_or(-1);
+        if delay > 0 {
+            Self::sleep(ctx.engine, delay).await;
+            reply.insert("delayed".into(), delay.into());
+        }
+        ctx.reply(reply).await;
+    }
+
+    /// Sleeps for a client-requested time, bounded by `max_sync_wait` and shutdown.
+    async fn sleep(engine: &Engine, ms: i64) {
+        let ms = (ms.max(0) as u64).min(engine.config.max_sync_wait);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+            _ = engine.shutdown.cancelled() => {}
+        }
+    }
+
+    async fn wait(ctx: &mut RequestContext<'_>, token: &Token) {
+        let duration = get_int(token, "duration").unwrap_or(0);
+        let wanted = get_bool(token, "responseRequested") != Some(false);
+        if duration < 0 {
+            if wanted {
+                Self::fail(ctx, token, "missing or invalid 'duration' argument for 'wait' command").await;
+            }
+            return;
+        }
+        Self::sleep(ctx.engine, duration).await;
+        if wanted {
+            let mut reply = ctx.response(token);
+            reply.insert("duration".into(), duration.into());
+            ctx.reply(reply).await;
+        }
+    }
+
+    /// The storage a session token reads: own, or another client's (public entries only).
+    async fn target_storage(ctx: &mut RequestContext<'_>, token: &Token) -> Result<(Token, bool), String> {
+        let client = get_str(token, "clientId").unwrap_or(ctx.connector_id).to_owned();
+        let public = get_bool(token, "public") == Some(true) || client != ctx.connector_id;
+        let session_id = if client == ctx.connector_id {
+            ctx.session_id.to_owned()
+        } else {
+            match ctx.engine.store.connector(&client).await {
+                Ok(Some(c)) => c.session_id,
+                _ => return Err(format!("Client with id '{client}' does not exists!")),
+            }
+        };
+        let storage = ctx.engine.store.session_storage(&session_id).await.unwrap_or_default();
+        Ok((storage, public))
+    }
+
+    fn prefixed(key: &str, public: bool) -> String {
+        if public {
+            format!("{PUBLIC_PREFIX}{key}")
+        } else {
+            key.to_owned()
+        }
+    }
+
+    async fn session_token(ctx: &mut RequestContext<'_>, kind: &str, token: &Token) {
+        if get_bool(token, "connectionStorage") == Some(true) {
+            return Self::fail(ctx, token, "connectionStorage is not supported, use the session storage").await;
+        }
+        let store = ctx.engine.store.clone();
+        let key = get_str(token, "key");
+        let own_public = get_bool(token, "public") == Some(true);
+        match kind {
+            "sessionPut" => {
+                let Some(key) = key else { return Self::fail(ctx, token, "Argument 'key' is required!").await };
+                let key = Self::prefixed(key, own_public);
+                if key.starts_with('$') {
+                    let msg = format!("The given key '{key}', target a read only value!");
+                    return Self::fail(ctx, token, &msg).await;
+                }
+                let value = match token.get("value") {
+                    Some(v) if !v.is_null() => v.clone(),
+                    _ => return Self::fail(ctx, token, "Argument 'value' is required!").await,
+                };
+                if store.session_put(ctx.session_id, &key, value).await.is_err() {
+                    return Self::fail(ctx, token, "Error getting the client session storage!").await;
+                }
+                let reply = ctx.response(token);
+                ctx.reply(reply).await;
+            }
+            "sessionRemove" => {
+                let Some(key) = key else { return Self::fail(ctx, token, "Argument 'key' is required!").await };
+                let key = Self::prefixed(key, own_public);
+                if key.starts_with('$') {
+                    let msg = format!("The given key '{key}', target a read only value!");
+                    return Self::fail(ctx, token, &msg).await;
+                }
+                match store.session_remove(ctx.session_id, &key).await {
+                    Ok(Some(value)) => {
+                        let mut reply = ctx.response(token);
+                        reply.insert("data".into(), json!({"key": key, "value": value}));
+                        ctx.reply(reply).await;
+                    }
+                    Ok(None) => Self::fail(ctx, token, &format!("The key '{key}' does not exists!")).await,
+                    Err(_) => Self::fail(ctx, token, "Error getting the client session storage!").await,
+                }
+            }
+            "sessionGet" | "sessionHas" => {
+                let Some(key) = key else { return Self::fail(ctx, token, "Argument 'key' is required!").await };
+                let (storage, public) = match Self::target_storage(ctx, token).await {
+                    Ok(x) => x,
+                    Err(msg) => return Self::fail(ctx, token, &msg).await,
+                };
+                let key = Self::prefixed(key, public);
+                let value = storage.get(&key);
+                let mut reply = ctx.response(token);
+                if kind == "sessionHas" {
+                    reply.insert("data".into(), json!({"key": key, "exists": value.is_some()}));
+                } else {
+                    let Some(value) = value else {
+                        let msg = format!("The key '{key}' does not exists in the targeted client session storage!");
+                        return Self::fail(ctx, token, &msg).await;
+                    };
+                    reply.insert("data".into(), json!({"value": value, "key": key}));
+                }
+                ctx.reply(reply).await;
+            }
+            "sessionKeys" | "sessionGetAll" => {
+                let (storage, public) = match Self::target_storage(ctx, token).await {
+                    Ok(x) => x,
+                    Err(msg) => return Self::fail(ctx, token, &msg).await,
+                };
+                let entries = storage.into_iter().filter(|(k, _)| !public || k.starts_with(PUBLIC_PREFIX));
+                let mut reply = ctx.response(token);
+                if kind == "sessionKeys" {
+                    let keys: Vec<String> = entries.map(|(k, _)| k).collect();
+                    reply.insert("data".into(), keys.into());
+                } else {
+                    reply.insert("data".into(), Value::Object(entries.collect()));
+                }
+                ctx.reply(reply).await;
+            }
+            _ => {
+                // sessionGetMany: each listed client's public entries.
+                let clients = token.get("clients").and_then(Value::as_array).filter(|a| !a.is_empty());
+                let Some(clients) = clients else { return Self::fail(ctx, token, "Argument 'clients' is required!").await };
+                let keys = token.get("keys").and_then(Value::as_array).filter(|a| !a.is_empty());
+                let Some(keys) = keys else { return Self::fail(ctx, token, "Argument 'keys' is required!").await };
+                let mut data = serde_json::Map::new();
+                for client in clients.iter().filter_map(Value::as_str) {
+                    let storage = match store.connector(client).await {
+                        Ok(Some(c)) => store.session_storage(&c.session_id).await.unwrap_or_default(),
+                        _ => Token::new(),
+                    };
+                    let values: serde_json::Map<String, Value> = keys
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(|k| (k.to_owned(), storage.get(&format!("{PUBLIC_PREFIX}{k}")).cloned().unwrap_or(Value::Null)))
+                        .collect();
+                    data.insert(client.to_owned(), Value::Object(values));
+                }
+                let mut reply = ctx.response(token);
+                reply.insert("data".into(), Value::Object(data));
+                ctx.reply(reply).await;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Plugin for SystemPlugin {
+    fn namespace(&self) -> &str {
+        NS_SYSTEM
+    }
+
+    async fn process_token(&self, ctx: &mut RequestContext<'_>, token: &Token) {
+        let Some(kind) = get_str(token, "type") else {
+            return Self::fail(ctx, token, "missing 'type' argument").await;
+        };
+        match kind {
+            "send" => Self::send(ctx, token).await,
+            "respond" => Self::respond(ctx, token).await,
+            "broadcast" => Self::broadcast(ctx, token).await,
+            "broadcastToSharedSession" => Self::broadcast_to_shared_session(ctx, token).await,
+            "header" => {} // accepted, no reply (pollgate negotiates no encodings)
+            "login" | "logon" => Self::login(ctx, token).await,
+            "logout" | "logoff" => Self::logout(ctx, token).await,
+            "getAuthorities" => Self::get_authorities(ctx, token).await,
+            "close" => Self::close(ctx, token).await,
+            "getClients" => Self::get_clients(ctx, token).await,
+            "ping" => {
+                if get_bool(token, "echo") != Some(false) {
+                    let reply = ctx.response(token);
+                    ctx.reply(reply).await;
+                }
+            }
+            "echo" => Self::echo(ctx, token).await,
+            "wait" => Self::wait(ctx, token).await,
+            "alloc" | "dealloc" => {
+                Self::fail(ctx, token, &format!("'{kind}' is not supported by this server")).await;
+            }
+            "sessionPut" | "sessionGet" | "sessionHas" | "sessionRemove" | "sessionKeys" | "sessionGetAll"
+            | "sessionGetMany" => Self::session_token(ctx, kind, token).await,
+            "getjvminfo" => {
+                let session = Self::session(ctx).await;
+                let msg = if has_right(&session, RIGHT_JVMINFO) {
+                    "getjvminfo is not available: pollgate does not run on a JVM"
+                } else {
+                    "access denied"
+                };
+                Self::fail(ctx, token, msg).await;
+            }
+            other => Self::fail(ctx, token, &format!("unknown type '{other}'")).await,
+        }
+    }
+
+    async fn connector_started(&self, ctx: &mut RequestContext<'_>) {
+        let engine = ctx.engine.clone();
+        let store = &engine.store;
+        let session = Self::session(ctx).await;
+        if engine.config.allow_anonymous && get_str(&session, "$username").is_none() {
+            let _ = store.session_put(ctx.session_id, "$username", ANONYMOUS.into()).await;
+        }
+        let _ = store.session_put(ctx.session_id, "$session_uid", protocol::random_session_id().into()).await;
+        if !session.contains_key("$created_at") {
+            let _ = store.session_put(ctx.session_id, "$created_at", protocol::now_ms().into()).await;
+        }
+        if engine.config.broadcast_open_event {
+            let mut event = protocol::event("connect");
+            event.insert("sourceId".into(), ctx.connector_id.into());
+            event.insert("clientCount".into(), Self::client_count(&engine).await.into());
+            engine.broadcast_event(Some(ctx.connector_id), "connect", &event).await;
+        }
+    }
+
+    async fn connector_stopped(&self, engine: &Arc<Engine>, connector: &ConnectorInfo, _reason: CloseReason) {
+        if engine.config.broadcast_close_event {
+            let mut event = protocol::event("disconnect");
+            event.insert("sourceId".into(), connector.id.as_str().into());
+            event.insert("clientCount".into(), Self::client_count(engine).await.into());
+            engine.broadcast_event(Some(&connector.id), "disconnect", &event).await;
+        }
+    }
+}

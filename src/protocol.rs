@@ -1,0 +1,192 @@
+//! The wire: identifiers, the token envelope, and the fixed strings of the jWebSocket REST
+//! protocol (`shared/PROTOCOL.md` part A) and its system plugin.
+
+use md5::{Digest, Md5};
+use serde_json::{Map, Value};
+
+/// A token: a JSON object whose key order is kept (the client's order for forwarded tokens).
+pub type Token = Map<String, Value>;
+
+pub const NS_SYSTEM: &str = "org.jwebsocket.plugins.system";
+pub const NS_FILESYSTEM: &str = "org.jwebsocket.plugins.filesystem";
+pub const NS_MSGCTRL: &str = "org.jwebsocket.msgctrl";
+pub const VENDOR: &str = "jWebSocket.org";
+pub const VERSION: &str = "1.0.0 RC3 (build 50223)";
+pub const ANONYMOUS: &str = "anonymous";
+/// The packet that tells a client its connection was closed by the server.
+pub const CLOSE_COMMAND: &str = "http.command.close";
+
+/// Plain-text bodies of the protocol's error answers.
+pub mod text {
+    pub const MISSING_CONNECTION_ID: &str = "Missing 'connectionId' parameter value!";
+    pub const INVALID_STATE: &str = "Invalid connection state!";
+    pub const INVALID_PARAMETERS: &str = "Invalid request parameters!";
+    pub const MISSING_FILENAME: &str = "Missing filename parameter!";
+    pub const ORIGIN_NOT_ALLOWED: &str = "Origin not allowed!";
+    pub const INVALID_REQUEST: &str = "Invalid request!";
+    pub const TOO_MANY_CONNECTIONS: &str = "Too many connections!";
+}
+
+/// Lowercase hex of an MD5 digest.
+pub fn md5_hex(input: &[u8]) -> String {
+    hex(&Md5::digest(input))
+}
+
+/// Lowercase hex of any bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
+}
+
+/// The connector id, a connection's public name (`sourceId`): `md5(connectionId + client_ip)`.
+pub fn connector_id(connection_id: &str, client_ip: &str) -> String {
+    let mut h = Md5::new();
+    h.update(connection_id.as_bytes());
+    h.update(client_ip.as_bytes());
+    hex(&h.finalize())
+}
+
+/// The session id for a client-given `sessionId`: `md5(sessionId)`.
+pub fn session_id(client_session_id: &str) -> String {
+    md5_hex(client_session_id.as_bytes())
+}
+
+/// A fresh random session id, for connectors opened without `sessionId`.
+pub fn random_session_id() -> String {
+    hex(&rand::random::<[u8; 16]>())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The request's `utid` if it is a 32-bit integer, otherwise -1 (jWebSocket's rule).
+pub fn utid(request: &Token) -> i64 {
+    get_int(request, "utid").unwrap_or(-1)
+}
+
+/// A JSON integer in the 32-bit range, as jWebSocket's strict `getInteger`.
+pub fn get_int(token: &Token, key: &str) -> Option<i64> {
+    token
+        .get(key)
+        .and_then(Value::as_i64)
+        .filter(|n| i32::try_from(*n).is_ok())
+}
+
+/// A JSON boolean only: the string `"true"` does not count.
+pub fn get_bool(token: &Token, key: &str) -> Option<bool> {
+    token.get(key).and_then(Value::as_bool)
+}
+
+/// A JSON string only.
+pub fn get_str<'a>(token: &'a Token, key: &str) -> Option<&'a str> {
+    token.get(key).and_then(Value::as_str)
+}
+
+/// The standard response envelope: `type`, `code`, `msg`, `utid`, `ns`, `reqType`.
+pub fn response(request: &Token) -> Token {
+    let mut t = Token::new();
+    t.insert("type".into(), "response".into());
+    t.insert("code".into(), 0.into());
+    t.insert("msg".into(), "ok".into());
+    t.insert("utid".into(), utid(request).into());
+    if let Some(ns) = get_str(request, "ns") {
+        t.insert("ns".into(), ns.into());
+    }
+    if let Some(kind) = request.get("type") {
+        t.insert("reqType".into(), kind.clone());
+    }
+    t
+}
+
+/// The envelope with `code` -1 and `msg`.
+pub fn error_response(request: &Token, msg: &str) -> Token {
+    let mut t = response(request);
+    t.insert("code".into(), (-1).into());
+    t.insert("msg".into(), msg.into());
+    t
+}
+
+/// An event of the system plugin: `ns`, `type:"event"`, `name`.
+pub fn event(name: &str) -> Token {
+    let mut t = Token::new();
+    t.insert("ns".into(), NS_SYSTEM.into());
+    t.insert("type".into(), "event".into());
+    t.insert("name".into(), name.into());
+    t
+}
+
+/// The open body: the frame-size control message.
+pub fn max_frame_size_message(max_frame_size: usize) -> String {
+    format!(
+        "{{\"ns\":\"{NS_MSGCTRL}\",\"type\":\"info\",\"name\":\"maxFrameSize\",\"data\":{max_frame_size},\"jwsWrappedMsg\":true}}"
+    )
+}
+
+/// Parses a packet text into a token; `None` when it is not a JSON object.
+pub fn parse_token(text: &str) -> Option<Token> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Some(map),
+        _ => None,
+    }
+}
+
+/// Serialises a token with no whitespace.
+pub fn to_text(token: &Token) -> String {
+    serde_json::to_string(token).unwrap_or_else(|_| "{}".into())
+}
+
+/// jWebSocket rewrites `org.jWebSocket…` namespaces to `org.jwebsocket…` before dispatch.
+pub fn normalize_ns(token: &mut Token) {
+    if let Some(Value::String(ns)) = token.get_mut("ns") {
+        if let Some(rest) = ns.strip_prefix("org.jWebSocket") {
+            *ns = format!("org.jwebsocket{rest}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connector_id_is_md5_of_id_and_address() {
+        assert_eq!(connector_id("abc", ""), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(connector_id("ab", "c"), connector_id("abc", ""));
+        assert_eq!(session_id("abc"), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(random_session_id().len(), 32);
+        assert_ne!(random_session_id(), random_session_id());
+    }
+
+    #[test]
+    fn envelope_field_order_and_utid_rule() {
+        let req = parse_token(r#"{"ns":"org.jwebsocket.plugins.system","type":"echo","utid":7}"#).unwrap();
+        assert_eq!(
+            to_text(&response(&req)),
+            r#"{"type":"response","code":0,"msg":"ok","utid":7,"ns":"org.jwebsocket.plugins.system","reqType":"echo"}"#
+        );
+        let req = parse_token(r#"{"type":"x","utid":"7"}"#).unwrap();
+        assert_eq!(to_text(&error_response(&req, "no")), r#"{"type":"response","code":-1,"msg":"no","utid":-1,"reqType":"x"}"#);
+        let req = parse_token(r#"{"utid":4294967296}"#).unwrap();
+        assert_eq!(utid(&req), -1);
+    }
+
+    #[test]
+    fn strict_getters_and_namespace_normalisation() {
+        let mut t = parse_token(r#"{"ns":"org.jWebSocket.plugins.system","b":"true","i":5.0,"s":1}"#).unwrap();
+        assert_eq!(get_bool(&t, "b"), None);
+        assert_eq!(get_int(&t, "i"), None);
+        assert_eq!(get_str(&t, "s"), None);
+        normalize_ns(&mut t);
+        assert_eq!(get_str(&t, "ns"), Some(NS_SYSTEM));
+    }
+}

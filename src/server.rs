@@ -1,0 +1,258 @@
+//! Listeners (plain and TLS), the accept loop, the reaper task and graceful shutdown.
+//!
+//! Shutdown order: stop accepting; queue `systemStopping` (if configured) and the close
+//! command for every connector, which answers held polls; cancel what still waits; let
+//! connections finish their in-flight requests; give up after `shutdown_timeout`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Users;
+use crate::config::{Config, ConfigError};
+use crate::engine::Engine;
+use crate::http::Service;
+use crate::lenient::LenientTarget;
+use crate::plugins::Plugin;
+use crate::store::memory::MemoryStore;
+
+/// A bound, not yet serving, pollgate node.
+pub struct Server {
+    service: Arc<Service>,
+    plain: TcpListener,
+    tls: Option<(TcpListener, TlsAcceptor)>,
+}
+
+impl Server {
+    /// Loads users and TLS material and binds the ports; every failure names its key or file.
+    pub async fn bind(config: Config, plugins: Vec<Arc<dyn Plugin>>) -> Result<Server, ConfigError> {
+        let config = Arc::new(config);
+        let users = Arc::new(Users::load(&config.users_file)?);
+        let tls = if config.tls_enabled() {
+            let acceptor = tls_acceptor(&config)?;
+            Some((listen(&config.bind_address, config.sslport, "sslport").await?, acceptor))
+        } else {
+            None
+        };
+        let plain = listen(&config.bind_address, config.port, "port").await?;
+        let store = Arc::new(MemoryStore::default());
+        let engine = Engine::new(config, store, users, plugins);
+        Ok(Server { service: Arc::new(Service::new(engine)), plain, tls })
+    }
+
+    /// The plain address, then the TLS one if any.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        let mut addrs: Vec<SocketAddr> = self.plain.local_addr().into_iter().collect();
+        if let Some((l, _)) = &self.tls {
+            addrs.extend(l.local_addr());
+        }
+        addrs
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn serve(self) {
+        self.serve_until(shutdown_signal()).await
+    }
+
+    /// Serves until `stop` completes.
+    pub async fn serve_until(self, stop: impl std::future::Future<Output = ()>) {
+        let engine = self.service.engine.clone();
+        let config = engine.config.clone();
+        let stop_accepting = CancellationToken::new();
+        let connections = TaskTracker::new();
+        let background = CancellationToken::new();
+
+        let reaper = tokio::spawn(reaper(engine.clone(), background.clone()));
+        let mut acceptors = vec![tokio::spawn(accept_loop(
+            self.plain,
+            None,
+            self.service.clone(),
+            stop_accepting.clone(),
+            connections.clone(),
+        ))];
+        if let Some((listener, acceptor)) = self.tls {
+            acceptors.push(tokio::spawn(accept_loop(
+                listener,
+                Some(acceptor),
+                self.service.clone(),
+                stop_accepting.clone(),
+                connections.clone(),
+            )));
+        }
+
+        stop.await;
+        tracing::info!("shutting down");
+        stop_accepting.cancel();
+        for a in acceptors {
+            let _ = a.await;
+        }
+        engine.stop_all().await;
+        engine.shutdown.cancel();
+        background.cancel();
+        let _ = reaper.await;
+        connections.close();
+        let deadline = Duration::from_secs(config.shutdown_timeout);
+        if tokio::time::timeout(deadline, connections.wait()).await.is_err() {
+            tracing::warn!("shutdown deadline passed with requests in flight");
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Convenience: bind and serve until a signal.
+pub async fn run(config: Config, plugins: Vec<Arc<dyn Plugin>>) -> Result<(), ConfigError> {
+    let server = Server::bind(config, plugins).await?;
+    server.serve().await;
+    Ok(())
+}
+
+async fn listen(address: &str, port: u16, key: &str) -> Result<TcpListener, ConfigError> {
+    TcpListener::bind((address, port))
+        .await
+        .map_err(|e| ConfigError(format!("config: cannot listen on '{key}' {address}:{port}: {e}")))
+}
+
+fn tls_acceptor(config: &Config) -> Result<TlsAcceptor, ConfigError> {
+    let read = |key: &str, path: &str| {
+        std::fs::read(path).map_err(|e| ConfigError(format!("config: cannot read '{key}' file {path}: {e}")))
+    };
+    let cert_pem = read("tls_cert", &config.tls_cert)?;
+    let key_pem = read("tls_key", &config.tls_key)?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| ConfigError(format!("config: 'tls_cert' file {}: {e}", config.tls_cert)))?;
+    if certs.is_empty() {
+        return Err(ConfigError(format!("config: 'tls_cert' file {} holds no certificate", config.tls_cert)));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .ok()
+        .flatten()
+        .ok_or_else(|| ConfigError(format!("config: 'tls_key' file {} holds no private key", config.tls_key)))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let tls = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| ConfigError(format!("config: 'tls_key' file {}: {e}", config.tls_key)))?;
+    let mut tls = tls;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(tls)))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    service: Arc<Service>,
+    stop: CancellationToken,
+    connections: TaskTracker,
+) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => {
+                backoff = Duration::from_millis(10);
+                pair
+            }
+            Err(e) => {
+                // Out of descriptors or similar: back off instead of spinning, then retry.
+                tracing::warn!(error = %e, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let stop = stop.clone();
+        let tls = tls.clone();
+        connections.spawn(async move {
+            let timeout = Duration::from_secs(service.engine.config.header_read_timeout);
+            match tls {
+                None => serve_connection(stream, peer, service, stop).await,
+                Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(stream, peer, service, stop).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                },
+            }
+        });
+    }
+}
+
+async fn serve_connection<S>(stream: S, peer: SocketAddr, service: Arc<Service>, stop: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = Duration::from_secs(service.engine.config.header_read_timeout);
+    let io = TokioIo::new(LenientTarget::new(stream));
+    let svc = service_fn(move |req| {
+        let service = service.clone();
+        async move { Ok::<_, Infallible>(service.handle(req, peer).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true)
+        .serve_connection(io, svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Runs the reaper until cancelled: a pass every second (or sooner for short timeouts).
+async fn reaper(engine: Arc<Engine>, cancel: CancellationToken) {
+    let period = (engine.config.session_timeout() / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        if let Err(e) = engine.reap().await {
+            tracing::warn!(error = ?e, "reaper pass failed");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

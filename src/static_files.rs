@@ -1,0 +1,65 @@
+//! The document root, served under `/` and `{context}/` by hyper-staticfile (ranges,
+//! `ETag`/`Last-Modified`, content types). `..` is removed by its path sanitiser; symlinks
+//! that lead out of the root are refused here.
+
+use std::path::{Path, PathBuf};
+
+use http_body_util::BodyExt;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_staticfile::{AcceptEncoding, ResolveResult, Resolver, ResponseBuilder};
+
+use crate::http::{text_response, Body};
+
+pub struct StaticFiles {
+    resolver: Resolver,
+}
+
+impl StaticFiles {
+    pub fn new(root: &Path) -> StaticFiles {
+        let root = root.to_path_buf();
+        let mut resolver = Resolver::new(root.clone());
+        resolver.set_rewrite(move |params| {
+            let root = root.clone();
+            async move {
+                // Resolve symlinks and refuse anything that lands outside the root.
+                let inside = match (root.canonicalize(), root.join(&params.path).canonicalize()) {
+                    (Ok(r), Ok(p)) => p.starts_with(r),
+                    _ => true, // missing: the resolver answers 404 itself
+                };
+                if inside {
+                    Ok(params)
+                } else {
+                    Err(std::io::Error::new(std::io::ErrorKind::NotFound, "outside the document root"))
+                }
+            }
+        });
+        StaticFiles { resolver }
+    }
+
+    /// Serves `path` (relative to the mount point `mount`, which is "" or the context).
+    pub async fn serve<B>(&self, req: &Request<B>, mount: &str, path: &str) -> Response<Body> {
+        if req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
+            return text_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed!");
+        }
+        let result = match self.resolver.resolve_path(path, AcceptEncoding::none()).await {
+            Ok(r) => r,
+            Err(_) => ResolveResult::NotFound,
+        };
+        if matches!(result, ResolveResult::NotFound | ResolveResult::PermissionDenied) {
+            return text_response(StatusCode::NOT_FOUND, "Not found!");
+        }
+        let built = ResponseBuilder::new().request(req).path(path).build(result);
+        let Ok(resp) = built else {
+            return text_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error!");
+        };
+        let (mut parts, body) = resp.into_parts();
+        if let Some(location) = parts.headers.get(header::LOCATION).and_then(|l| l.to_str().ok()) {
+            let prefixed: PathBuf = PathBuf::from(format!("{mount}{location}"));
+            if let Ok(v) = HeaderValue::from_str(&prefixed.to_string_lossy()) {
+                parts.headers.insert(header::LOCATION, v);
+            }
+        }
+        Response::from_parts(parts, body.boxed_unsync())
+    }
+}

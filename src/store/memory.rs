@@ -1,0 +1,383 @@
+//! The in-memory store: one node, everything in this process, lost on restart.
+//!
+//! All state sits behind one mutex. Every method takes it once, does its whole step and
+//! releases it before returning, so each method is atomic and no lock is ever held across an
+//! `.await`. Wake-ups are `watch` channels, signalled while the lock is held so a poll that
+//! subscribed before draining cannot miss a packet.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::queue::Queue;
+use super::{
+    CloseReason, ConnectorInfo, Drained, OpenOutcome, PushOutcome, QueueLimits, SendClaim, Store, StoreResult,
+    Wakeup,
+};
+use crate::protocol::{Token, CLOSE_COMMAND};
+
+/// How many responses of idempotent sends are kept per connector.
+const SEND_RESPONSES_KEPT: usize = 64;
+/// How long a shared session outlives its last connector (jWebSocket's reconnection window).
+const SHARED_SESSION_LINGER_MS: i64 = 60_000;
+
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    connectors: HashMap<String, ConnectorEntry>,
+    sessions: HashMap<String, SessionEntry>,
+    /// Event times per counter key (failed logins), oldest first.
+    counters: HashMap<String, VecDeque<i64>>,
+    /// Connectors that are not closed (the admission count).
+    live: usize,
+}
+
+struct ConnectorEntry {
+    info: ConnectorInfo,
+    queue: Queue,
+    /// Set once closed: the reason and when. A closed entry only serves the pending close.
+    closed: Option<(CloseReason, i64)>,
+    /// Ticket of the newest sync; older held syncs see a different one and return.
+    poll_ticket: u64,
+    /// Bumped on every push, poll takeover and close.
+    wake: watch::Sender<u64>,
+    sends: SendLog,
+}
+
+#[derive(Default)]
+struct SendLog {
+    last_seq: u64,
+    in_progress: Vec<u64>,
+    responses: VecDeque<(u64, Option<String>)>,
+}
+
+struct SessionEntry {
+    storage: Token,
+    /// Live connectors of the session.
+    connectors: Vec<String>,
+    last_request_ms: i64,
+    shared: bool,
+    /// When the last connector left (for the linger of shared sessions).
+    empty_since: Option<i64>,
+}
+
+impl ConnectorEntry {
+    fn wake(&self) {
+        self.wake.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
+
+impl Inner {
+    /// Marks a connector closed (or removes it) and unlinks it from its session.
+    fn close(&mut self, id: &str, reason: CloseReason, notify: bool, now: i64) -> Option<ConnectorInfo> {
+        let entry = self.connectors.get_mut(id)?;
+        if entry.closed.is_some() {
+            if !notify {
+                // The client closes a connector whose close is pending: forget it now.
+                self.connectors.remove(id);
+            }
+            return None;
+        }
+        let info = entry.info.clone();
+        self.live -= 1;
+        if notify {
+            entry.queue.push_unbounded(CLOSE_COMMAND.into());
+            entry.closed = Some((reason, now));
+            entry.wake();
+        } else if let Some(entry) = self.connectors.remove(id) {
+            entry.wake();
+        }
+        self.leave_session(&info.session_id, id, now);
+        Some(info)
+    }
+
+    fn leave_session(&mut self, session_id: &str, connector_id: &str, now: i64) {
+        let Some(session) = self.sessions.get_mut(session_id) else { return };
+        session.connectors.retain(|c| c != connector_id);
+        if session.connectors.is_empty() {
+            if session.shared {
+                session.empty_since = Some(now);
+            } else {
+                self.sessions.remove(session_id);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn open(
+        &self,
+        info: ConnectorInfo,
+        shared_session: bool,
+        max_connectors: usize,
+        welcome: Arc<str>,
+    ) -> StoreResult<OpenOutcome> {
+        let mut inner = self.inner.lock();
+        let replaced_wake = match inner.connectors.get(&info.id) {
+            Some(existing) if existing.closed.is_none() => return Ok(OpenOutcome::Exists),
+            Some(existing) => Some(existing.wake.clone()),
+            None => None,
+        };
+        if inner.live >= max_connectors {
+            return Ok(OpenOutcome::Full);
+        }
+        let now = info.opened_ms;
+        let session = inner.sessions.entry(info.session_id.clone()).or_insert_with(|| SessionEntry {
+            storage: Token::new(),
+            connectors: Vec::new(),
+            last_request_ms: now,
+            shared: shared_session,
+            empty_since: None,
+        });
+        session.connectors.push(info.id.clone());
+        session.last_request_ms = now;
+        session.empty_since = None;
+        let mut queue = Queue::default();
+        queue.push_unbounded(welcome);
+        // A held poll on the replaced (closed) entry keeps its channel and is woken.
+        let wake = replaced_wake.unwrap_or_else(|| watch::channel(0).0);
+        let entry = ConnectorEntry {
+            info: info.clone(),
+            queue,
+            closed: None,
+            poll_ticket: 0,
+            wake,
+            sends: SendLog::default(),
+        };
+        entry.wake();
+        inner.connectors.insert(info.id, entry);
+        inner.live += 1;
+        Ok(OpenOutcome::Opened)
+    }
+
+    async fn connector(&self, id: &str) -> StoreResult<Option<ConnectorInfo>> {
+        let inner = self.inner.lock();
+        Ok(inner.connectors.get(id).filter(|c| c.closed.is_none()).map(|c| c.info.clone()))
+    }
+
+    async fn connectors(&self) -> StoreResult<Vec<ConnectorInfo>> {
+        let inner = self.inner.lock();
+        Ok(inner.connectors.values().filter(|c| c.closed.is_none()).map(|c| c.info.clone()).collect())
+    }
+
+    async fn connector_count(&self) -> StoreResult<usize> {
+        Ok(self.inner.lock().live)
+    }
+
+    async fn least_recent(&self) -> StoreResult<Option<String>> {
+        let inner = self.inner.lock();
+        Ok(inner
+            .connectors
+            .values()
+            .filter(|c| c.closed.is_none())
+            .min_by_key(|c| c.info.last_active_ms)
+            .map(|c| c.info.id.clone()))
+    }
+
+    async fn touch(&self, id: &str, now_ms: i64) -> StoreResult<()> {
+        let mut inner = self.inner.lock();
+        let Some(entry) = inner.connectors.get_mut(id).filter(|c| c.closed.is_none()) else { return Ok(()) };
+        entry.info.last_active_ms = now_ms;
+        let session_id = entry.info.session_id.clone();
+        if let Some(session) = inner.sessions.get_mut(&session_id) {
+            session.last_request_ms = session.last_request_ms.max(now_ms);
+        }
+        Ok(())
+    }
+
+    async fn close(&self, id: &str, reason: CloseReason, notify: bool) -> StoreResult<Option<ConnectorInfo>> {
+        Ok(self.inner.lock().close(id, reason, notify, crate::protocol::now_ms()))
+    }
+
+    async fn push(&self, id: &str, text: Arc<str>, limits: QueueLimits) -> StoreResult<PushOutcome> {
+        let mut inner = self.inner.lock();
+        let Some(entry) = inner.connectors.get_mut(id).filter(|c| c.closed.is_none()) else {
+            return Ok(PushOutcome::Gone);
+        };
+        if entry.queue.push(text, limits).is_none() {
+            return Ok(PushOutcome::Overflow);
+        }
+        entry.wake();
+        Ok(PushOutcome::Queued)
+    }
+
+    async fn push_many(&self, ids: &[String], text: Arc<str>, limits: QueueLimits) -> StoreResult<Vec<String>> {
+        let mut inner = self.inner.lock();
+        let mut overflowed = Vec::new();
+        for id in ids {
+            let Some(entry) = inner.connectors.get_mut(id).filter(|c| c.closed.is_none()) else { continue };
+            if entry.queue.push(text.clone(), limits).is_none() {
+                overflowed.push(id.clone());
+            } else {
+                entry.wake();
+            }
+        }
+        Ok(overflowed)
+    }
+
+    async fn begin_poll(&self, id: &str) -> StoreResult<u64> {
+        let mut inner = self.inner.lock();
+        let Some(entry) = inner.connectors.get_mut(id) else { return Ok(0) };
+        entry.poll_ticket += 1;
+        entry.wake();
+        Ok(entry.poll_ticket)
+    }
+
+    async fn drain(&self, id: &str, ack: Option<u64>, ticket: u64) -> StoreResult<Result<Drained, u64>> {
+        let mut inner = self.inner.lock();
+        let Some(entry) = inner.connectors.get_mut(id) else {
+            return Ok(Ok(Drained { unknown: true, seq: ack.unwrap_or(0), ..Drained::default() }));
+        };
+        let close_reason = entry.closed.map(|(r, _)| r);
+        if entry.poll_ticket != ticket {
+            return Ok(Ok(Drained { superseded: true, seq: entry.queue.acked(), close_reason, ..Drained::default() }));
+        }
+        let (packets, close_delivered) = match ack {
+            Some(n) => {
+                if let Err(last) = entry.queue.ack(n) {
+                    return Ok(Err(last));
+                }
+                // Closed and everything (the close command included) acknowledged.
+                (entry.queue.pending(), close_reason.is_some() && entry.queue.is_empty())
+            }
+            None => {
+                let packets = entry.queue.take_all();
+                let delivered = close_reason.is_some();
+                (packets, delivered)
+            }
+        };
+        let seq = packets.last().map_or(entry.queue.acked(), |p| p.seq);
+        if close_delivered {
+            inner.connectors.remove(id);
+        }
+        Ok(Ok(Drained { packets, seq, close_reason, superseded: false, unknown: false }))
+    }
+
+    fn subscribe(&self, id: &str) -> Wakeup {
+        match self.inner.lock().connectors.get(id) {
+            Some(entry) => Wakeup(entry.wake.subscribe()),
+            None => Wakeup::never(),
+        }
+    }
+
+    async fn session_storage(&self, session_id: &str) -> StoreResult<Token> {
+        Ok(self.inner.lock().sessions.get(session_id).map(|s| s.storage.clone()).unwrap_or_default())
+    }
+
+    async fn session_get(&self, session_id: &str, key: &str) -> StoreResult<Option<Value>> {
+        Ok(self.inner.lock().sessions.get(session_id).and_then(|s| s.storage.get(key).cloned()))
+    }
+
+    async fn session_put(&self, session_id: &str, key: &str, value: Value) -> StoreResult<()> {
+        if let Some(s) = self.inner.lock().sessions.get_mut(session_id) {
+            s.storage.insert(key.to_owned(), value);
+        }
+        Ok(())
+    }
+
+    async fn session_remove(&self, session_id: &str, key: &str) -> StoreResult<Option<Value>> {
+        Ok(self.inner.lock().sessions.get_mut(session_id).and_then(|s| s.storage.shift_remove(key)))
+    }
+
+    async fn session_clear(&self, session_id: &str) -> StoreResult<()> {
+        if let Some(s) = self.inner.lock().sessions.get_mut(session_id) {
+            s.storage.clear();
+        }
+        Ok(())
+    }
+
+    async fn session_login(&self, session_id: &str, entries: Token) -> StoreResult<bool> {
+        let mut inner = self.inner.lock();
+        let Some(s) = inner.sessions.get_mut(session_id) else { return Ok(false) };
+        if s.storage.get("$is_authenticated") == Some(&Value::Bool(true)) {
+            return Ok(false);
+        }
+        for (k, v) in entries {
+            s.storage.insert(k, v);
+        }
+        Ok(true)
+    }
+
+    async fn session_connectors(&self, session_id: &str) -> StoreResult<Vec<String>> {
+        Ok(self.inner.lock().sessions.get(session_id).map(|s| s.connectors.clone()).unwrap_or_default())
+    }
+
+    async fn expired_sessions(&self, idle_before_ms: i64) -> StoreResult<Vec<String>> {
+        let inner = self.inner.lock();
+        Ok(inner
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.connectors.is_empty() && s.last_request_ms < idle_before_ms)
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
+
+    async fn sweep(&self, now_ms: i64, retention_ms: i64) -> StoreResult<()> {
+        let mut inner = self.inner.lock();
+        inner.connectors.retain(|_, c| match c.closed {
+            Some((_, at)) => now_ms - at < retention_ms,
+            None => true,
+        });
+        inner
+            .sessions
+            .retain(|_, s| s.empty_since.is_none_or(|at| now_ms - at < SHARED_SESSION_LINGER_MS));
+        inner.counters.retain(|_, times| times.back().is_some_and(|t| now_ms - t < 3_600_000));
+        Ok(())
+    }
+
+    async fn claim_send(&self, id: &str, seq: u64) -> StoreResult<SendClaim> {
+        let mut inner = self.inner.lock();
+        let Some(entry) = inner.connectors.get_mut(id) else { return Ok(SendClaim::Fresh) };
+        let log = &mut entry.sends;
+        if seq > log.last_seq {
+            log.last_seq = seq;
+            log.in_progress.push(seq);
+            return Ok(SendClaim::Fresh);
+        }
+        if log.in_progress.contains(&seq) {
+            return Ok(SendClaim::InProgress);
+        }
+        Ok(match log.responses.iter().find(|(s, _)| *s == seq) {
+            Some((_, body)) => SendClaim::Replay(body.clone()),
+            None => SendClaim::Forgotten,
+        })
+    }
+
+    async fn complete_send(&self, id: &str, seq: u64, body: Option<String>) -> StoreResult<()> {
+        let mut inner = self.inner.lock();
+        let Some(entry) = inner.connectors.get_mut(id) else { return Ok(()) };
+        let log = &mut entry.sends;
+        log.in_progress.retain(|s| *s != seq);
+        log.responses.push_back((seq, body));
+        while log.responses.len() > SEND_RESPONSES_KEPT {
+            log.responses.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn count_event(&self, key: &str, now_ms: i64, window_ms: i64) -> StoreResult<u32> {
+        let mut inner = self.inner.lock();
+        let times = inner.counters.entry(key.to_owned()).or_default();
+        times.push_back(now_ms);
+        while times.front().is_some_and(|t| now_ms - t >= window_ms) {
+            times.pop_front();
+        }
+        Ok(times.len() as u32)
+    }
+
+    async fn recent_events(&self, key: &str, now_ms: i64, window_ms: i64) -> StoreResult<(u32, i64)> {
+        let inner = self.inner.lock();
+        let Some(times) = inner.counters.get(key) else { return Ok((0, now_ms)) };
+        let recent: Vec<i64> = times.iter().copied().filter(|t| now_ms - t < window_ms).collect();
+        Ok((recent.len() as u32, recent.first().map_or(now_ms, |t| t + window_ms)))
+    }
+}

@@ -1,0 +1,226 @@
+//! The state behind the engine: connectors, sessions, sequenced queues, idempotent-send
+//! records and counters, behind one small interface ([`Store`]) so that a shared store
+//! (Redis) can replace the in-memory one for a cluster.
+//!
+//! Every method is one atomic step for the store: the engine never reads, decides and writes
+//! back in separate calls where another node could slip in between. The wake-up of held
+//! polls ([`Store::subscribe`]) is part of the interface because in a cluster the packet that
+//! ends a poll may be queued by another node.
+
+pub mod memory;
+pub mod queue;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::protocol::Token;
+
+/// Why a connector was closed. Travels through every close path, to logs and to the client
+/// (`X-Pollgate-Close-Reason` on the sync that delivers the close command).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent `action=close`.
+    Client,
+    /// The client sent the system plugin's `close` token.
+    CloseToken,
+    /// The session was inactive for `timeout` minutes.
+    Timeout,
+    /// The server is shutting down.
+    Shutdown,
+    /// Evicted to admit a new connector (`onmaxconnections = "close"`).
+    Evicted,
+    /// Its queue would have exceeded `max_queue_packets` or `max_queue_bytes`.
+    QueueOverflow,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Client => "client",
+            CloseReason::CloseToken => "client",
+            CloseReason::Timeout => "timeout",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Evicted => "evicted",
+            CloseReason::QueueOverflow => "queue overflow",
+        }
+    }
+}
+
+/// What the store keeps about a live connector.
+#[derive(Debug, Clone)]
+pub struct ConnectorInfo {
+    /// `md5(connectionId + client_ip)`, the public `sourceId`.
+    pub id: String,
+    pub session_id: String,
+    /// The client address the id was derived from (for operators, never the connectionId).
+    pub address: String,
+    pub user_agent: String,
+    pub opened_ms: i64,
+    pub last_active_ms: i64,
+}
+
+/// One queued packet and its per-connector sequence number (contiguous, from 1).
+#[derive(Debug, Clone)]
+pub struct QueuedPacket {
+    pub seq: u64,
+    pub text: Arc<str>,
+}
+
+/// Limits of one connector's queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub max_packets: usize,
+    pub max_bytes: usize,
+}
+
+/// The answer to a `sync`, as the store hands it to the engine.
+#[derive(Debug, Default)]
+pub struct Drained {
+    pub packets: Vec<QueuedPacket>,
+    /// `X-Pollgate-Seq`: the last packet's sequence number, or the acknowledged one.
+    pub seq: u64,
+    /// Set when the connector is closed; the close command is among `packets` or was delivered.
+    pub close_reason: Option<CloseReason>,
+    /// A newer sync on the same connector took over; this one answers `[]`.
+    pub superseded: bool,
+    /// No such connector (never opened, closed by the client, or long gone).
+    pub unknown: bool,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum OpenOutcome {
+    Opened,
+    /// A live connector has this id.
+    Exists,
+    /// `maxconnections` live connectors.
+    Full,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum PushOutcome {
+    Queued,
+    /// Queuing would exceed the limits: nothing was queued, the caller closes the connector.
+    Overflow,
+    /// No live connector of that id.
+    Gone,
+}
+
+/// What a `send` with `seq` may do.
+#[derive(Debug, PartialEq)]
+pub enum SendClaim {
+    /// A new `seq`: run it, then [`Store::complete_send`].
+    Fresh,
+    /// Already run: here is its stored body.
+    Replay(Option<String>),
+    /// Being run right now by another request.
+    InProgress,
+    /// Run so long ago that its response is no longer kept.
+    Forgotten,
+}
+
+/// The store could not do what was asked (a shared store that is unreachable).
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "store unavailable: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Fires when a packet is queued for a connector, a newer poll takes over, or it closes.
+pub struct Wakeup(pub watch::Receiver<u64>);
+
+impl Wakeup {
+    /// A wake-up that never fires (for a connector that does not exist).
+    pub fn never() -> Wakeup {
+        let (tx, rx) = watch::channel(0);
+        std::mem::forget(tx);
+        Wakeup(rx)
+    }
+
+    /// Waits for the next change after this `Wakeup` was made.
+    pub async fn changed(&mut self) {
+        if self.0.changed().await.is_err() {
+            // The connector is gone: wake once; the caller's next drain sees it.
+        }
+    }
+}
+
+/// The interface every store implements. See the module docs for the atomicity rule.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- connectors
+    /// Creates a connector (and its session, if new) with `welcome` as packet 1, unless a
+    /// live one has the id or `max_connectors` are live. A closed connector of the same id
+    /// is replaced.
+    async fn open(
+        &self,
+        info: ConnectorInfo,
+        shared_session: bool,
+        max_connectors: usize,
+        welcome: Arc<str>,
+    ) -> StoreResult<OpenOutcome>;
+    /// A live connector.
+    async fn connector(&self, id: &str) -> StoreResult<Option<ConnectorInfo>>;
+    /// Every live connector.
+    async fn connectors(&self) -> StoreResult<Vec<ConnectorInfo>>;
+    async fn connector_count(&self) -> StoreResult<usize>;
+    /// The live connector whose last request is the oldest.
+    async fn least_recent(&self) -> StoreResult<Option<String>>;
+    /// Records a request: the connector's last activity and its session's deadline.
+    async fn touch(&self, id: &str, now_ms: i64) -> StoreResult<()>;
+    /// Closes a live connector. With `notify`, its queue ends with the close command and it is
+    /// kept until that is delivered (or `retention_ms` passes); without, it goes at once.
+    /// Returns the connector to exactly one caller, so close events are sent once.
+    async fn close(&self, id: &str, reason: CloseReason, notify: bool) -> StoreResult<Option<ConnectorInfo>>;
+
+    // ---- queues
+    async fn push(&self, id: &str, text: Arc<str>, limits: QueueLimits) -> StoreResult<PushOutcome>;
+    /// Pushes one packet to many connectors; returns the ids that overflowed.
+    async fn push_many(&self, ids: &[String], text: Arc<str>, limits: QueueLimits) -> StoreResult<Vec<String>>;
+    /// Starts a sync: returns its ticket and makes any older held sync of the connector return.
+    async fn begin_poll(&self, id: &str) -> StoreResult<u64>;
+    /// Takes what a sync returns. Without `ack`, returned packets are removed; with `ack`,
+    /// packets up to it are removed and all later ones returned. `Err(last)` when `ack` is
+    /// beyond the last sequence number issued.
+    async fn drain(&self, id: &str, ack: Option<u64>, ticket: u64) -> StoreResult<Result<Drained, u64>>;
+    /// A wake-up for the connector's next change; make it before draining.
+    fn subscribe(&self, id: &str) -> Wakeup;
+
+    // ---- sessions
+    /// The whole session storage (empty for an unknown session).
+    async fn session_storage(&self, session_id: &str) -> StoreResult<Token>;
+    async fn session_get(&self, session_id: &str, key: &str) -> StoreResult<Option<Value>>;
+    async fn session_put(&self, session_id: &str, key: &str, value: Value) -> StoreResult<()>;
+    async fn session_remove(&self, session_id: &str, key: &str) -> StoreResult<Option<Value>>;
+    async fn session_clear(&self, session_id: &str) -> StoreResult<()>;
+    /// Sets `entries` unless the session is already authenticated; false if it was.
+    async fn session_login(&self, session_id: &str, entries: Token) -> StoreResult<bool>;
+    /// The live connectors of a session.
+    async fn session_connectors(&self, session_id: &str) -> StoreResult<Vec<String>>;
+
+    // ---- expiry
+    /// Sessions with live connectors whose last request is before `idle_before_ms`.
+    async fn expired_sessions(&self, idle_before_ms: i64) -> StoreResult<Vec<String>>;
+    /// Forgets closed connectors older than `retention_ms` and sessions left empty.
+    async fn sweep(&self, now_ms: i64, retention_ms: i64) -> StoreResult<()>;
+
+    // ---- idempotent sends
+    async fn claim_send(&self, id: &str, seq: u64) -> StoreResult<SendClaim>;
+    async fn complete_send(&self, id: &str, seq: u64, body: Option<String>) -> StoreResult<()>;
+
+    // ---- counters
+    /// Records one event under `key` and returns how many fell within the last `window_ms`.
+    async fn count_event(&self, key: &str, now_ms: i64, window_ms: i64) -> StoreResult<u32>;
+    /// How many events under `key` fell within the last `window_ms`, and when the oldest of
+    /// them leaves the window.
+    async fn recent_events(&self, key: &str, now_ms: i64, window_ms: i64) -> StoreResult<(u32, i64)>;
+}

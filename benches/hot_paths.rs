@@ -1,1 +1,83 @@
-fn main() {}
+//! Criterion benchmarks of the hot paths: parameter parsing, connector id, token envelope,
+//! queue push/drain/ack, and the long-poll wake-up through the memory store.
+
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use pollgate::params::Params;
+use pollgate::protocol;
+use pollgate::store::memory::MemoryStore;
+use pollgate::store::queue::Queue;
+use pollgate::store::{ConnectorInfo, QueueLimits, Store};
+
+const QUERY: &[u8] = br#"connectionId=0a113ef6b61820da0a113ef6b61820da&action=send&seq=42&data={"ns":"org.jwebsocket.plugins.system","type":"echo","data":"hello+world%21","utid":7}"#;
+const LIMITS: QueueLimits = QueueLimits { max_packets: 1000, max_bytes: 1 << 22 };
+
+fn parsing(c: &mut Criterion) {
+    c.bench_function("params/parse_send_query", |b| b.iter(|| Params::parse(std::hint::black_box(QUERY))));
+    c.bench_function("protocol/connector_id", |b| {
+        b.iter(|| protocol::connector_id(std::hint::black_box("0a113ef6b61820da0a113ef6b61820da"), "127.0.0.1"))
+    });
+    let request = protocol::parse_token(r#"{"ns":"org.jwebsocket.plugins.system","type":"echo","data":"x","utid":7}"#).unwrap();
+    c.bench_function("protocol/envelope", |b| {
+        b.iter(|| {
+            let mut r = protocol::response(std::hint::black_box(&request));
+            r.insert("data".into(), "x".into());
+            protocol::to_text(&r)
+        })
+    });
+}
+
+fn queue(c: &mut Criterion) {
+    let packet: Arc<str> = Arc::from(r#"{"ns":"org.jwebsocket.plugins.system","type":"broadcast","data":"hello"}"#);
+    c.bench_function("queue/push_take_all_16", |b| {
+        let mut q = Queue::default();
+        b.iter(|| {
+            for _ in 0..16 {
+                q.push(packet.clone(), LIMITS);
+            }
+            q.take_all()
+        })
+    });
+    c.bench_function("queue/push_ack_16", |b| {
+        let mut q = Queue::default();
+        b.iter(|| {
+            for _ in 0..16 {
+                q.push(packet.clone(), LIMITS);
+            }
+            let pending = q.pending();
+            q.ack(q.last_seq()).unwrap();
+            pending
+        })
+    });
+}
+
+fn wake_up(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let store = Arc::new(MemoryStore::default());
+    let info = ConnectorInfo {
+        id: "c".into(),
+        session_id: "s".into(),
+        address: "127.0.0.1".into(),
+        user_agent: String::new(),
+        opened_ms: 0,
+        last_active_ms: 0,
+    };
+    rt.block_on(store.open(info, false, 10, "welcome".into())).unwrap();
+    c.bench_function("store/push_wakes_held_poll", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let ticket = store.begin_poll("c").await.unwrap();
+                let mut wakeup = store.subscribe("c");
+                let pusher = store.clone();
+                let task = tokio::spawn(async move { pusher.push("c", "p".into(), LIMITS).await });
+                wakeup.changed().await;
+                task.await.unwrap().unwrap();
+                store.drain("c", None, ticket).await.unwrap().unwrap()
+            })
+        })
+    });
+}
+
+criterion_group!(benches, parsing, queue, wake_up);
+criterion_main!(benches);

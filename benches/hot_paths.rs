@@ -18,7 +18,8 @@ fn parsing(c: &mut Criterion) {
     c.bench_function("protocol/connector_id", |b| {
         b.iter(|| protocol::connector_id(std::hint::black_box("0a113ef6b61820da0a113ef6b61820da"), "127.0.0.1"))
     });
-    let request = protocol::parse_token(r#"{"ns":"org.jwebsocket.plugins.system","type":"echo","data":"x","utid":7}"#).unwrap();
+    let request =
+        protocol::parse_token(r#"{"ns":"org.jwebsocket.plugins.system","type":"echo","data":"x","utid":7}"#).unwrap();
     c.bench_function("protocol/envelope", |b| {
         b.iter(|| {
             let mut r = protocol::response(std::hint::black_box(&request));

@@ -112,10 +112,7 @@ impl Users {
 /// A salted argon2id hash in PHC format, for the users file.
 pub fn hash_password(password: &str) -> String {
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .unwrap_or_default()
+    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -140,7 +137,8 @@ mod tests {
     fn plain_passwords_and_unknown_roles_are_refused() {
         let e = Users::parse("[[users]]\nusername = \"u\"\npassword_hash = \"secret\"\n").unwrap_err();
         assert!(e.contains("hash-password"), "{e}");
-        let text = format!("[[users]]\nusername = \"u\"\npassword_hash = \"{}\"\nroles = [\"X\"]\n", hash_password("p"));
+        let text =
+            format!("[[users]]\nusername = \"u\"\npassword_hash = \"{}\"\nroles = [\"X\"]\n", hash_password("p"));
         assert!(Users::parse(&text).unwrap_err().contains("unknown role 'X'"));
     }
 }

@@ -282,12 +282,7 @@ fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
 /// Turns a flag or environment string into a TOML value shaped like the key's default:
 /// strings stay strings, lists accept `a,b,c` or TOML `["a","b"]`, the rest parse as TOML.
 fn override_value(default: &toml::Value, raw: &str) -> toml::Value {
-    let parsed = || {
-        format!("v = {raw}")
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-    };
+    let parsed = || format!("v = {raw}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v"));
     match default {
         toml::Value::String(_) => toml::Value::String(raw.to_owned()),
         toml::Value::Array(_) if !raw.trim_start().starts_with('[') => toml::Value::Array(

@@ -14,7 +14,9 @@ use crate::auth::Users;
 use crate::config::{Config, OnMaxConnections};
 use crate::plugins::{system, Plugin, RequestContext};
 use crate::protocol::{self, Token};
-use crate::store::{CloseReason, ConnectorInfo, Drained, OpenOutcome, PushOutcome, QueueLimits, SendClaim, Store, StoreError};
+use crate::store::{
+    CloseReason, ConnectorInfo, Drained, OpenOutcome, PushOutcome, QueueLimits, SendClaim, Store, StoreError,
+};
 
 /// Engine failures; [`crate::http`] maps each to one status and body.
 #[derive(Debug)]
@@ -61,7 +63,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, users: Arc<Users>, extra: Vec<Arc<dyn Plugin>>) -> Arc<Engine> {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        users: Arc<Users>,
+        extra: Vec<Arc<dyn Plugin>>,
+    ) -> Arc<Engine> {
         let mut plugins: Vec<Arc<dyn Plugin>> = vec![
             Arc::new(system::SystemPlugin),
             Arc::new(crate::plugins::filesystem::FilesystemPlugin::new(&config.fs_root)),
@@ -99,7 +106,11 @@ impl Engine {
         };
         // One eviction makes room for one open; another node may take it, so try a few times.
         for _ in 0..4 {
-            match self.store.open(info.clone(), req.session.is_some(), self.config.maxconnections, welcome.clone()).await? {
+            match self
+                .store
+                .open(info.clone(), req.session.is_some(), self.config.maxconnections, welcome.clone())
+                .await?
+            {
                 OpenOutcome::Opened => {
                     tracing::debug!(source_id = %req.connector_id, "connector opened");
                     let mut ctx = RequestContext::new(self, req.connector_id, &session_id, false);
@@ -226,7 +237,13 @@ impl Engine {
 
     /// Runs a token sent with `send`, at most once per `seq` when one is given. Returns the
     /// response body: the first packet produced for the sender, if any.
-    pub async fn send(self: &Arc<Self>, id: &str, session_id: &str, data: &str, seq: Option<u64>) -> EngineResult<Option<String>> {
+    pub async fn send(
+        self: &Arc<Self>,
+        id: &str,
+        session_id: &str,
+        data: &str,
+        seq: Option<u64>,
+    ) -> EngineResult<Option<String>> {
         if let Some(seq) = seq {
             match self.store.claim_send(id, seq).await? {
                 SendClaim::Fresh => {}

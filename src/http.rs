@@ -32,7 +32,9 @@ pub const HEADER_CLOSE_REASON: &str = "x-pollgate-close-reason";
 pub enum HttpError {
     MissingConnectionId,
     /// `open` on a live connector or another action on an unknown one; POST answers 411.
-    InvalidState { post: bool },
+    InvalidState {
+        post: bool,
+    },
     InvalidParameters,
     /// A pollgate extension parameter that does not parse (`ack`, `wait`, `seq`).
     BadParameter(&'static str),
@@ -81,10 +83,16 @@ impl HttpError {
             TooManyConnections => (StatusCode::SERVICE_UNAVAILABLE, text::TOO_MANY_CONNECTIONS.into()),
             TooLarge(max) => (StatusCode::PAYLOAD_TOO_LARGE, format!("Request too large: the limit is {max} bytes!")),
             BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "Request body not received in time!".into()),
-            AckAhead(last) => (StatusCode::BAD_REQUEST, format!("Invalid 'ack' parameter value: the last sequence number is {last}!")),
+            AckAhead(last) => {
+                (StatusCode::BAD_REQUEST, format!("Invalid 'ack' parameter value: the last sequence number is {last}!"))
+            }
             SendInProgress => (StatusCode::CONFLICT, "A send with this 'seq' is in progress!".into()),
-            SendForgotten => (StatusCode::CONFLICT, "A send with this 'seq' was processed; its response is no longer kept!".into()),
-            Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable: the store cannot be reached!".into()),
+            SendForgotten => {
+                (StatusCode::CONFLICT, "A send with this 'seq' was processed; its response is no longer kept!".into())
+            }
+            Unavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable: the store cannot be reached!".into())
+            }
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error!".into()),
         }
     }
@@ -244,7 +252,8 @@ impl Service {
                 Ok(text_response(StatusCode::OK, body.unwrap_or_default()))
             }
             "login" => {
-                let (Some(username), Some(password)) = (params.non_empty("username"), params.non_empty("password")) else {
+                let (Some(username), Some(password)) = (params.non_empty("username"), params.non_empty("password"))
+                else {
                     return Err(HttpError::InvalidParameters);
                 };
                 let mut token = system_token("login", &params);
@@ -318,10 +327,8 @@ impl Service {
         let mut ip = peer.ip().to_canonical();
         if is_trusted(&ip) {
             let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
-            let hops: Vec<IpAddr> = forwarded
-                .flat_map(|v| v.split(','))
-                .filter_map(|h| h.trim().parse::<IpAddr>().ok())
-                .collect();
+            let hops: Vec<IpAddr> =
+                forwarded.flat_map(|v| v.split(',')).filter_map(|h| h.trim().parse::<IpAddr>().ok()).collect();
             for hop in hops.iter().rev() {
                 ip = hop.to_canonical();
                 if !is_trusted(&ip) {
@@ -353,11 +360,8 @@ fn parse_param(params: &Params, name: &'static str) -> Result<Option<u64>, HttpE
 
 /// Reads a request body, refusing more than `limit` bytes and a client slower than `timeout`.
 async fn read_body(req: Request<Incoming>, limit: usize, timeout: Duration) -> Result<Bytes, HttpError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(HttpError::TooLarge(limit));
     }
@@ -366,7 +370,9 @@ async fn read_body(req: Request<Incoming>, limit: usize, timeout: Duration) -> R
         Err(_) => Err(HttpError::BodyTimeout),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(HttpError::TooLarge(limit)),
-        Ok(Err(e)) => Err(HttpError::InvalidParameters).inspect_err(|_| tracing::debug!(error = %e, "body read failed")),
+        Ok(Err(e)) => {
+            Err(HttpError::InvalidParameters).inspect_err(|_| tracing::debug!(error = %e, "body read failed"))
+        }
     }
 }
 

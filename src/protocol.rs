@@ -63,10 +63,7 @@ pub fn random_session_id() -> String {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// The request's `utid` if it is a 32-bit integer, otherwise -1 (jWebSocket's rule).
@@ -76,10 +73,7 @@ pub fn utid(request: &Token) -> i64 {
 
 /// A JSON integer in the 32-bit range, as jWebSocket's strict `getInteger`.
 pub fn get_int(token: &Token, key: &str) -> Option<i64> {
-    token
-        .get(key)
-        .and_then(Value::as_i64)
-        .filter(|n| i32::try_from(*n).is_ok())
+    token.get(key).and_then(Value::as_i64).filter(|n| i32::try_from(*n).is_ok())
 }
 
 /// A JSON boolean only: the string `"true"` does not count.
@@ -175,7 +169,10 @@ mod tests {
             r#"{"type":"response","code":0,"msg":"ok","utid":7,"ns":"org.jwebsocket.plugins.system","reqType":"echo"}"#
         );
         let req = parse_token(r#"{"type":"x","utid":"7"}"#).unwrap();
-        assert_eq!(to_text(&error_response(&req, "no")), r#"{"type":"response","code":-1,"msg":"no","utid":-1,"reqType":"x"}"#);
+        assert_eq!(
+            to_text(&error_response(&req, "no")),
+            r#"{"type":"response","code":-1,"msg":"no","utid":-1,"reqType":"x"}"#
+        );
         let req = parse_token(r#"{"utid":4294967296}"#).unwrap();
         assert_eq!(utid(&req), -1);
     }

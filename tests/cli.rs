@@ -20,7 +20,8 @@ fn pollgate(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 /// A bad configuration exits non-zero with one line naming the key or file.
 #[test]
 fn bad_configuration_exits_with_one_line() {
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (&["--port", "http"], &[], "'port'"),
         (&["--no-such-key", "1"], &[], "--no-such-key"),
         (&[], &[("POLLGATE_ONMAXCONNECTIONS", "drop")], "'onmaxconnections'"),

@@ -109,7 +109,8 @@ fn idempotent_send_runs_once() {
     a.open();
     let b_id = b.open();
     a.login("guest", "guest");
-    let token = json!({"ns": "org.jwebsocket.plugins.system", "type": "send", "targetId": b_id, "data": "once", "utid": 1});
+    let token =
+        json!({"ns": "org.jwebsocket.plugins.system", "type": "send", "targetId": b_id, "data": "once", "utid": 1});
     let first = a.get(&format!("action=send&seq=1&data={token}"));
     let retry = a.get(&format!("action=send&seq=1&data={token}"));
     assert_eq!(first.text(), retry.text());

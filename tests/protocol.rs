@@ -79,7 +79,8 @@ fn send_accepts_raw_json_in_the_query() {
         r.text(),
         r#"{"type":"response","code":0,"msg":"ok","utid":-1,"ns":"org.jwebsocket.plugins.system","reqType":"echo","data":"REST"}"#
     );
-    let r = c.get(r#"action=send&data={"ns":"org.jwebsocket.plugins.system","type":"echo","data":"a+b%C3%A9<#>","utid":3}"#);
+    let r = c
+        .get(r#"action=send&data={"ns":"org.jwebsocket.plugins.system","type":"echo","data":"a+b%C3%A9<#>","utid":3}"#);
     assert_eq!(r.json()["data"], "a bé<#>");
     assert_eq!(r.json()["utid"], 3);
 }

@@ -85,7 +85,8 @@ impl FilesystemPlugin {
                 return Ok(Self::error(&format!("The file '{filename}' does not exist in the given alias!")));
             }
         };
-        let file = tokio::fs::File::open(&path).await.map_err(|e| HttpError::Internal(format!("download open: {e}")))?;
+        let file =
+            tokio::fs::File::open(&path).await.map_err(|e| HttpError::Internal(format!("download open: {e}")))?;
         let len = file.metadata().await.map_err(|e| HttpError::Internal(format!("download stat: {e}")))?.len();
         let stream = futures_util::StreamExt::map(tokio_util::io::ReaderStream::new(file), |chunk| {
             chunk.map(hyper::body::Frame::data)
@@ -147,7 +148,12 @@ impl Plugin for FilesystemPlugin {
         &["download"]
     }
 
-    async fn process_action(&self, ctx: &mut RequestContext<'_>, _action: &str, params: &Params) -> Result<ActionResponse, HttpError> {
+    async fn process_action(
+        &self,
+        ctx: &mut RequestContext<'_>,
+        _action: &str,
+        params: &Params,
+    ) -> Result<ActionResponse, HttpError> {
         self.download(ctx, params).await
     }
 }

@@ -52,8 +52,7 @@ pub fn welcome(config: &Config, connector_id: &str, session: &Token) -> Token {
 
 /// Whether a session is authenticated and holds `right` (jWebSocket's `hasAuthority`).
 fn has_right(session: &Token, right: &str) -> bool {
-    is_authenticated(session)
-        && get_str(session, "$authorities").is_some_and(|a| a.split(' ').any(|r| r == right))
+    is_authenticated(session) && get_str(session, "$authorities").is_some_and(|a| a.split(' ').any(|r| r == right))
 }
 
 fn is_authenticated(session: &Token) -> bool {
@@ -294,11 +293,8 @@ impl SystemPlugin {
         }
         let mut reply = ctx.response(token);
         reply.insert("username".into(), get_str(&session, "$username").unwrap_or_default().into());
-        let list: Vec<&str> = get_str(&session, "$authorities")
-            .unwrap_or_default()
-            .split(' ')
-            .filter(|a| !a.is_empty())
-            .collect();
+        let list: Vec<&str> =
+            get_str(&session, "$authorities").unwrap_or_default().split(' ').filter(|a| !a.is_empty()).collect();
         reply.insert("authorities".into(), list.into());
         ctx.reply(reply).await;
     }
@@ -501,7 +497,9 @@ impl SystemPlugin {
             _ => {
                 // sessionGetMany: each listed client's public entries.
                 let clients = token.get("clients").and_then(Value::as_array).filter(|a| !a.is_empty());
-                let Some(clients) = clients else { return Self::fail(ctx, token, "Argument 'clients' is required!").await };
+                let Some(clients) = clients else {
+                    return Self::fail(ctx, token, "Argument 'clients' is required!").await;
+                };
                 let keys = token.get("keys").and_then(Value::as_array).filter(|a| !a.is_empty());
                 let Some(keys) = keys else { return Self::fail(ctx, token, "Argument 'keys' is required!").await };
                 let mut data = serde_json::Map::new();
@@ -513,7 +511,9 @@ impl SystemPlugin {
                     let values: serde_json::Map<String, Value> = keys
                         .iter()
                         .filter_map(Value::as_str)
-                        .map(|k| (k.to_owned(), storage.get(&format!("{PUBLIC_PREFIX}{k}")).cloned().unwrap_or(Value::Null)))
+                        .map(|k| {
+                            (k.to_owned(), storage.get(&format!("{PUBLIC_PREFIX}{k}")).cloned().unwrap_or(Value::Null))
+                        })
                         .collect();
                     data.insert(client.to_owned(), Value::Object(values));
                 }

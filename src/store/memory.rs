@@ -15,8 +15,7 @@ use tokio::sync::watch;
 
 use super::queue::Queue;
 use super::{
-    CloseReason, ConnectorInfo, Drained, OpenOutcome, PushOutcome, QueueLimits, SendClaim, Store, StoreResult,
-    Wakeup,
+    CloseReason, ConnectorInfo, Drained, OpenOutcome, PushOutcome, QueueLimits, SendClaim, Store, StoreResult, Wakeup,
 };
 use crate::protocol::{Token, CLOSE_COMMAND};
 
@@ -145,14 +144,8 @@ impl Store for MemoryStore {
         queue.push_unbounded(welcome);
         // A held poll on the replaced (closed) entry keeps its channel and is woken.
         let wake = replaced_wake.unwrap_or_else(|| watch::channel(0).0);
-        let entry = ConnectorEntry {
-            info: info.clone(),
-            queue,
-            closed: None,
-            poll_ticket: 0,
-            wake,
-            sends: SendLog::default(),
-        };
+        let entry =
+            ConnectorEntry { info: info.clone(), queue, closed: None, poll_ticket: 0, wake, sends: SendLog::default() };
         entry.wake();
         inner.connectors.insert(info.id, entry);
         inner.live += 1;
@@ -327,9 +320,7 @@ impl Store for MemoryStore {
             Some((_, at)) => now_ms - at < retention_ms,
             None => true,
         });
-        inner
-            .sessions
-            .retain(|_, s| s.empty_since.is_none_or(|at| now_ms - at < SHARED_SESSION_LINGER_MS));
+        inner.sessions.retain(|_, s| s.empty_since.is_none_or(|at| now_ms - at < SHARED_SESSION_LINGER_MS));
         inner.counters.retain(|_, times| times.back().is_some_and(|t| now_ms - t < 3_600_000));
         Ok(())
     }

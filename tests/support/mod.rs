@@ -66,20 +66,12 @@ impl Server {
                 l.push('\n');
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!("pollgate did not start: {}", log.lock().unwrap());
-            });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("pollgate did not start: {}", log.lock().unwrap());
+        });
         let tls_addr = rx.recv_timeout(Duration::from_millis(300)).ok();
-        Server {
-            child: Some(child),
-            addr,
-            tls_addr,
-            log,
-            dir,
-        }
+        Server { child: Some(child), addr, tls_addr, log, dir }
     }
 
     /// Everything the server logged so far.
@@ -99,10 +91,7 @@ impl Server {
     /// Sends SIGTERM and waits for the exit status (at most `limit`).
     pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let child = self.child.as_mut()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
         let start = Instant::now();
         while start.elapsed() < limit {
             if let Ok(Some(status)) = child.try_wait() {
@@ -137,22 +126,17 @@ impl Response {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 
     /// A sync body: the packets as strings.
     pub fn packets(&self) -> Vec<String> {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not a sync body ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not a sync body ({e}): {}", self.text()))
     }
 }
 
@@ -173,30 +157,16 @@ pub fn parse_response(buf: &[u8]) -> Response {
         .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(buf)));
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
     let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     let mut body = buf[end + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"))
-    {
+    if headers.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked")) {
         body = dechunk(&body);
     }
-    Response {
-        status,
-        headers,
-        body,
-    }
+    Response { status, headers, body }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
@@ -205,8 +175,7 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
             return out;
         };
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
         if size == 0 {
             return out;
         }
@@ -234,16 +203,9 @@ pub fn post(addr: SocketAddr, target: &str, content_type: &str, body: &[u8]) -> 
     post_with(addr, target, &[("Content-Type", content_type)], body)
 }
 
-pub fn post_with(
-    addr: SocketAddr,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Response {
-    let mut req = format!(
-        "POST {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+pub fn post_with(addr: SocketAddr, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    let mut req =
+        format!("POST {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (n, v) in headers {
         req.push_str(&format!("{n}: {v}\r\n"));
     }
@@ -286,18 +248,12 @@ pub struct Client {
 impl Client {
     pub fn new(addr: SocketAddr) -> Client {
         let id: u128 = rand::random();
-        Client {
-            addr,
-            connection_id: format!("{id:032x}"),
-        }
+        Client { addr, connection_id: format!("{id:032x}") }
     }
 
     /// `GET {endpoint}?connectionId=…&{query}` with the query as given.
     pub fn get(&self, query: &str) -> Response {
-        get(
-            self.addr,
-            &format!("{ENDPOINT}?connectionId={}&{query}", self.connection_id),
-        )
+        get(self.addr, &format!("{ENDPOINT}?connectionId={}&{query}", self.connection_id))
     }
 
     /// Form POST of `connectionId` plus `pairs` (values encoded).
@@ -306,12 +262,7 @@ impl Client {
         for (k, v) in pairs {
             body.push_str(&format!("&{k}={}", enc(v)));
         }
-        post(
-            self.addr,
-            ENDPOINT,
-            "application/x-www-form-urlencoded",
-            body.as_bytes(),
-        )
+        post(self.addr, ENDPOINT, "application/x-www-form-urlencoded", body.as_bytes())
     }
 
     /// Opens and drains the welcome; returns this connector's `sourceId`.
@@ -353,11 +304,7 @@ impl Client {
     }
 
     pub fn login(&self, user: &str, password: &str) -> serde_json::Value {
-        let r = self.post(&[
-            ("action", "login"),
-            ("username", user),
-            ("password", password),
-        ]);
+        let r = self.post(&[("action", "login"), ("username", user), ("password", password)]);
         assert_eq!(r.status, 200, "{}", r.text());
         r.json()
     }

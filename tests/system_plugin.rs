@@ -41,34 +41,24 @@ fn send_json(c: &Client, token: &Value) -> String {
 
 /// The action=login body text.
 fn login_raw(c: &Client, user: &str, password: &str) -> String {
-    let r = c.post(&[
-        ("action", "login"),
-        ("username", user),
-        ("password", password),
-    ]);
+    let r = c.post(&[("action", "login"), ("username", user), ("password", password)]);
     assert_eq!(r.status, 200, "{}", r.text());
     r.text()
 }
 
 /// The standard success reply.
 fn ok_reply(utid: i64, req: &str) -> String {
-    format!(
-        r#"{{"type":"response","code":0,"msg":"ok","utid":{utid},"ns":"{NS}","reqType":"{req}"}}"#
-    )
+    format!(r#"{{"type":"response","code":0,"msg":"ok","utid":{utid},"ns":"{NS}","reqType":"{req}"}}"#)
 }
 
 /// The standard error reply.
 fn err_reply(utid: i64, req: &str, msg: &str) -> String {
-    format!(
-        r#"{{"type":"response","code":-1,"msg":"{msg}","utid":{utid},"ns":"{NS}","reqType":"{req}"}}"#
-    )
+    format!(r#"{{"type":"response","code":-1,"msg":"{msg}","utid":{utid},"ns":"{NS}","reqType":"{req}"}}"#)
 }
 
 /// A success reply with extra fields (`extra` starts with a comma).
 fn ok_with(utid: i64, req: &str, extra: &str) -> String {
-    format!(
-        r#"{{"type":"response","code":0,"msg":"ok","utid":{utid},"ns":"{NS}","reqType":"{req}"{extra}}}"#
-    )
+    format!(r#"{{"type":"response","code":0,"msg":"ok","utid":{utid},"ns":"{NS}","reqType":"{req}"{extra}}}"#)
 }
 
 /// The queued packets of a connector (a plain, immediate sync).
@@ -98,35 +88,16 @@ fn ping_replies_with_std_envelope_and_utid() {
     assert_eq!(sys(&c, "ping", r#","utid":7"#), ok_reply(7, "ping"));
     assert_eq!(sys(&c, "ping", ""), ok_reply(-1, "ping"));
     assert_eq!(sys(&c, "ping", r#","utid":"7""#), ok_reply(-1, "ping"));
-    assert_eq!(
-        sys(&c, "ping", r#","utid":4294967296"#),
-        ok_reply(-1, "ping")
-    );
-    assert_eq!(
-        sys(&c, "ping", r#","echo":true,"utid":8"#),
-        ok_reply(8, "ping")
-    );
+    assert_eq!(sys(&c, "ping", r#","utid":4294967296"#), ok_reply(-1, "ping"));
+    assert_eq!(sys(&c, "ping", r#","echo":true,"utid":8"#), ok_reply(8, "ping"));
     // Booleans are strict: the string "false" means the default (echo).
-    assert_eq!(
-        sys(&c, "ping", r#","echo":"false","utid":11"#),
-        ok_reply(11, "ping")
-    );
+    assert_eq!(sys(&c, "ping", r#","echo":"false","utid":11"#), ok_reply(11, "ping"));
     // org.jWebSocket… is normalised before dispatch.
-    let r = send_raw(
-        &c,
-        r#"{"ns":"org.jWebSocket.plugins.system","type":"ping","utid":9}"#,
-    );
+    let r = send_raw(&c, r#"{"ns":"org.jWebSocket.plugins.system","type":"ping","utid":9}"#);
     assert_eq!(r.text(), ok_reply(9, "ping"));
-    let r = send_raw(
-        &c,
-        &format!(r#"{{"ns":"{NS}","type":"ping","echo":false,"utid":10}}"#),
-    );
+    let r = send_raw(&c, &format!(r#"{{"ns":"{NS}","type":"ping","echo":false,"utid":10}}"#));
     assert_eq!((r.status, r.body.len()), (200, 0));
-    assert_eq!(
-        queued(&c),
-        Vec::<String>::new(),
-        "echo:false queues nothing either"
-    );
+    assert_eq!(queued(&c), Vec::<String>::new(), "echo:false queues nothing either");
 }
 
 /// echo returns data, the generated echoTestSize/echoTestData, delayed, and the missing-data error.
@@ -135,10 +106,7 @@ fn echo_returns_data_test_data_and_errors() {
     let server = quiet_server();
     let c = server.client();
     c.open();
-    assert_eq!(
-        sys(&c, "echo", r#","data":"REST","utid":3"#),
-        ok_with(3, "echo", r#","data":"REST""#)
-    );
+    assert_eq!(sys(&c, "echo", r#","data":"REST","utid":3"#), ok_with(3, "echo", r#","data":"REST""#));
     assert_eq!(
         sys(&c, "echo", r#","data":"x","echoTestSize":40,"utid":4"#),
         ok_with(
@@ -147,10 +115,7 @@ fn echo_returns_data_test_data_and_errors() {
             r#","data":"x","echoTestSize":40,"echoTestData":"jWebSocket Echo Simulation Data - jWebSo""#
         )
     );
-    assert_eq!(
-        sys(&c, "echo", r#","data":"x","echoTestSize":0"#),
-        ok_with(-1, "echo", r#","data":"x""#)
-    );
+    assert_eq!(sys(&c, "echo", r#","data":"x","echoTestSize":0"#), ok_with(-1, "echo", r#","data":"x""#));
     let start = std::time::Instant::now();
     assert_eq!(
         sys(&c, "echo", r#","data":"x","delay":60,"utid":5"#),
@@ -158,14 +123,8 @@ fn echo_returns_data_test_data_and_errors() {
     );
     assert!(start.elapsed() >= std::time::Duration::from_millis(60));
     let missing = "missing 'data' argument for 'echo' command";
-    assert_eq!(
-        sys(&c, "echo", r#","utid":6"#),
-        err_reply(6, "echo", missing)
-    );
-    assert_eq!(
-        sys(&c, "echo", r#","data":5,"utid":7"#),
-        err_reply(7, "echo", missing)
-    );
+    assert_eq!(sys(&c, "echo", r#","utid":6"#), err_reply(6, "echo", missing));
+    assert_eq!(sys(&c, "echo", r#","data":5,"utid":7"#), err_reply(7, "echo", missing));
 }
 
 /// wait sleeps `duration` ms and answers it; a negative one is an error; responseRequested:false answers nothing.
@@ -175,33 +134,17 @@ fn wait_answers_duration_errors_and_silence() {
     let c = server.client();
     c.open();
     let start = std::time::Instant::now();
-    assert_eq!(
-        sys(&c, "wait", r#","duration":100,"utid":1"#),
-        ok_with(1, "wait", r#","duration":100"#)
-    );
+    assert_eq!(sys(&c, "wait", r#","duration":100,"utid":1"#), ok_with(1, "wait", r#","duration":100"#));
     assert!(start.elapsed() >= std::time::Duration::from_millis(100));
     // A non-integer duration counts as 0.
-    assert_eq!(
-        sys(&c, "wait", r#","duration":"50""#),
-        ok_with(-1, "wait", r#","duration":0"#)
-    );
+    assert_eq!(sys(&c, "wait", r#","duration":"50""#), ok_with(-1, "wait", r#","duration":0"#));
     assert_eq!(sys(&c, "wait", ""), ok_with(-1, "wait", r#","duration":0"#));
     assert_eq!(
         sys(&c, "wait", r#","duration":-1,"utid":2"#),
-        err_reply(
-            2,
-            "wait",
-            "missing or invalid 'duration' argument for 'wait' command"
-        )
+        err_reply(2, "wait", "missing or invalid 'duration' argument for 'wait' command")
     );
-    assert_eq!(
-        sys(&c, "wait", r#","duration":10,"responseRequested":false"#),
-        ""
-    );
-    assert_eq!(
-        sys(&c, "wait", r#","duration":-1,"responseRequested":false"#),
-        ""
-    );
+    assert_eq!(sys(&c, "wait", r#","duration":10,"responseRequested":false"#), "");
+    assert_eq!(sys(&c, "wait", r#","duration":-1,"responseRequested":false"#), "");
     assert_eq!(queued(&c), Vec::<String>::new());
 }
 
@@ -222,17 +165,12 @@ fn send_delivers_the_whole_token_with_source_id() {
     let expected = request.replace("spoofed", &a_id);
     assert_eq!(queued(&b), vec![expected]);
     // Without a sourceId it is appended; nested values pass through unchanged.
-    let request = format!(
-        r#"{{"data":{{"z":[1,2],"a":null}},"type":"send","ns":"{NS}","targetId":"{b_id}","utid":6}}"#
-    );
+    let request =
+        format!(r#"{{"data":{{"z":[1,2],"a":null}},"type":"send","ns":"{NS}","targetId":"{b_id}","utid":6}}"#);
     assert_eq!(send_raw(&a, &request).text(), ok_reply(6, "send"));
     let expected = format!(r#"{},"sourceId":"{a_id}"}}"#, &request[..request.len() - 1]);
     assert_eq!(queued(&b), vec![expected]);
-    assert_eq!(
-        queued(&a),
-        Vec::<String>::new(),
-        "the sender gets nothing queued"
-    );
+    assert_eq!(queued(&a), Vec::<String>::new(), "the sender gets nothing queued");
 }
 
 /// send with responseRequested:false answers an empty body; the target still gets the token, responseRequested included.
@@ -243,9 +181,7 @@ fn send_without_response_requested() {
     let a_id = a.open();
     let b_id = b.open();
     must_login(&a, "root", "root");
-    let request = format!(
-        r#"{{"ns":"{NS}","type":"send","targetId":"{b_id}","responseRequested":false,"data":"x"}}"#
-    );
+    let request = format!(r#"{{"ns":"{NS}","type":"send","targetId":"{b_id}","responseRequested":false,"data":"x"}}"#);
     let r = send_raw(&a, &request);
     assert_eq!((r.status, r.body.len()), (200, 0));
     let expected = format!(
@@ -262,11 +198,9 @@ fn send_to_oneself_body_then_reply() {
     let a = server.client();
     let a_id = a.open();
     must_login(&a, "guest", "guest");
-    let request =
-        format!(r#"{{"ns":"{NS}","type":"send","targetId":"{a_id}","data":"me","utid":3}}"#);
-    let expected = format!(
-        r#"{{"ns":"{NS}","type":"send","targetId":"{a_id}","data":"me","utid":3,"sourceId":"{a_id}"}}"#
-    );
+    let request = format!(r#"{{"ns":"{NS}","type":"send","targetId":"{a_id}","data":"me","utid":3}}"#);
+    let expected =
+        format!(r#"{{"ns":"{NS}","type":"send","targetId":"{a_id}","data":"me","utid":3,"sourceId":"{a_id}"}}"#);
     assert_eq!(send_raw(&a, &request).text(), expected);
     assert_eq!(queued(&a), vec![ok_reply(3, "send")]);
 }
@@ -280,31 +214,15 @@ fn send_to_unknown_target_errors() {
     must_login(&a, "guest", "guest");
     assert_eq!(
         sys(&a, "send", r#","targetId":"nobody","data":"x","utid":8"#),
-        err_reply(
-            8,
-            "send",
-            "No target connector with endpoint-id 'nobody' found."
-        )
+        err_reply(8, "send", "No target connector with endpoint-id 'nobody' found.")
     );
     assert_eq!(
-        sys(
-            &a,
-            "send",
-            r#","targetId":"nobody","responseRequested":false"#
-        ),
-        err_reply(
-            -1,
-            "send",
-            "No target connector with endpoint-id 'nobody' found."
-        )
+        sys(&a, "send", r#","targetId":"nobody","responseRequested":false"#),
+        err_reply(-1, "send", "No target connector with endpoint-id 'nobody' found.")
     );
     assert_eq!(
         sys(&a, "send", r#","data":"x","utid":9"#),
-        err_reply(
-            9,
-            "send",
-            "No target connector with endpoint-id 'null' found."
-        )
+        err_reply(9, "send", "No target connector with endpoint-id 'null' found.")
     );
     // pollgate assigns no node ids: a `unid` never matches.
     assert_eq!(
@@ -321,28 +239,17 @@ fn send_requires_the_send_right() {
     a.open();
     let b_id = b.open();
     assert_eq!(
-        sys(
-            &a,
-            "send",
-            &format!(r#","targetId":"{b_id}","data":"x","utid":9"#)
-        ),
+        sys(&a, "send", &format!(r#","targetId":"{b_id}","data":"x","utid":9"#)),
         err_reply(9, "send", "access denied")
     );
     assert_eq!(
-        sys(
-            &a,
-            "send",
-            &format!(r#","targetId":"{b_id}","responseRequested":false"#)
-        ),
+        sys(&a, "send", &format!(r#","targetId":"{b_id}","responseRequested":false"#)),
         err_reply(-1, "send", "access denied")
     );
     // pollgate fix 4: forward.json checks the right too.
     let forward = json!({"ns": NS, "type": "send", "targetId": b_id, "action": "forward.json",
         "responseRequested": false, "data": r#"{"ns":"x","type":"y"}"#, "utid": 4});
-    assert_eq!(
-        send_json(&a, &forward),
-        err_reply(4, "send", "access denied")
-    );
+    assert_eq!(send_json(&a, &forward), err_reply(4, "send", "access denied"));
     assert_eq!(queued(&b), Vec::<String>::new(), "nothing delivered");
 }
 
@@ -355,22 +262,17 @@ fn forward_json_sends_the_parsed_data() {
     let b_id = b.open();
     must_login(&a, "guest", "guest");
     let inner = r#"{"ns":"my.app","type":"hello","payload":{"z":1,"a":2},"utid":3}"#;
-    let forward = json!({"ns": NS, "type": "send", "targetId": b_id, "action": "forward.json", "data": inner, "utid": 11});
+    let forward =
+        json!({"ns": NS, "type": "send", "targetId": b_id, "action": "forward.json", "data": inner, "utid": 11});
     assert_eq!(send_json(&a, &forward), ok_reply(11, "send"));
     assert_eq!(queued(&b), vec![inner.to_owned()]);
     let forward = json!({"ns": NS, "type": "send", "targetId": b_id, "action": "forward.json",
         "responseRequested": false, "data": "not json"});
     assert_eq!(send_json(&a, &forward), "");
     assert_eq!(queued(&b), vec!["{}".to_owned()]);
-    let forward = json!({"ns": NS, "type": "send", "targetId": "nobody", "action": "forward.json", "data": inner, "utid": 12});
-    assert_eq!(
-        send_json(&a, &forward),
-        err_reply(
-            12,
-            "send",
-            "No target connector with endpoint-id'nobody' found."
-        )
-    );
+    let forward =
+        json!({"ns": NS, "type": "send", "targetId": "nobody", "action": "forward.json", "data": inner, "utid": 12});
+    assert_eq!(send_json(&a, &forward), err_reply(12, "send", "No target connector with endpoint-id'nobody' found."));
 }
 
 /// respond needs no right, sends the token with type "response" and sourceId to the target, and answers the sender nothing.
@@ -380,9 +282,8 @@ fn respond_forwards_as_response_without_reply() {
     let (a, b) = (server.client(), server.client());
     let a_id = a.open();
     let b_id = b.open();
-    let request = format!(
-        r#"{{"ns":"{NS}","type":"respond","targetId":"{b_id}","utid":5,"reqType":"send","data":"answer"}}"#
-    );
+    let request =
+        format!(r#"{{"ns":"{NS}","type":"respond","targetId":"{b_id}","utid":5,"reqType":"send","data":"answer"}}"#);
     let r = send_raw(&a, &request);
     assert_eq!((r.status, r.body.len()), (200, 0));
     let expected = format!(
@@ -392,11 +293,7 @@ fn respond_forwards_as_response_without_reply() {
     assert_eq!(queued(&a), Vec::<String>::new());
     assert_eq!(
         sys(&a, "respond", r#","targetId":"nobody","utid":6"#),
-        err_reply(
-            6,
-            "respond",
-            "No target connector with endpoint-id 'nobody' found."
-        )
+        err_reply(6, "respond", "No target connector with endpoint-id 'nobody' found.")
     );
 }
 
@@ -418,27 +315,13 @@ fn broadcast_reaches_all_others() {
     );
     assert_eq!(queued(&b), vec![seen.clone()]);
     assert_eq!(queued(&c), vec![seen]);
-    assert_eq!(
-        queued(&a),
-        Vec::<String>::new(),
-        "the sender is excluded by default"
-    );
+    assert_eq!(queued(&a), Vec::<String>::new(), "the sender is excluded by default");
     // responseRequested:false: no reply, still delivered.
-    assert_eq!(
-        sys(
-            &a,
-            "broadcast",
-            r#","data":"quiet","responseRequested":false"#
-        ),
-        ""
-    );
+    assert_eq!(sys(&a, "broadcast", r#","data":"quiet","responseRequested":false"#), "");
     let seen = format!(r#"{{"ns":"{NS}","type":"broadcast","data":"quiet","sourceId":"{a_id}"}}"#);
     assert_eq!(queued(&b), vec![seen]);
     // Anonymous connectors lack the broadcast right.
-    assert_eq!(
-        sys(&b, "broadcast", r#","data":"x","utid":2"#),
-        err_reply(2, "broadcast", "access denied")
-    );
+    assert_eq!(sys(&b, "broadcast", r#","data":"x","utid":2"#), err_reply(2, "broadcast", "access denied"));
     assert_eq!(queued(&a), Vec::<String>::new());
     assert_eq!(queued(&c).len(), 1, "only the earlier quiet broadcast");
 }
@@ -451,11 +334,8 @@ fn broadcast_sender_included() {
     let a_id = a.open();
     b.open();
     must_login(&a, "root", "root");
-    let request = format!(
-        r#"{{"ns":"{NS}","type":"broadcast","senderIncluded":true,"data":"all","utid":7}}"#
-    );
-    let seen =
-        format!(r#"{{"ns":"{NS}","type":"broadcast","data":"all","utid":7,"sourceId":"{a_id}"}}"#);
+    let request = format!(r#"{{"ns":"{NS}","type":"broadcast","senderIncluded":true,"data":"all","utid":7}}"#);
+    let seen = format!(r#"{{"ns":"{NS}","type":"broadcast","data":"all","utid":7,"sourceId":"{a_id}"}}"#);
     assert_eq!(send_raw(&a, &request).text(), seen);
     assert_eq!(queued(&a), vec![ok_reply(7, "broadcast")]);
     assert_eq!(queued(&b), vec![seen]);
@@ -469,22 +349,14 @@ fn broadcast_to_shared_session() {
     let a_id = a.open_with("&sessionId=shared-S");
     b.open_with("&sessionId=shared-S");
     c.open();
-    let request = format!(
-        r#"{{"ns":"{NS}","type":"broadcastToSharedSession","data":"x","senderIncluded":false,"utid":4}}"#
-    );
-    assert_eq!(
-        send_raw(&a, &request).text(),
-        ok_reply(4, "broadcastToSharedSession")
-    );
+    let request =
+        format!(r#"{{"ns":"{NS}","type":"broadcastToSharedSession","data":"x","senderIncluded":false,"utid":4}}"#);
+    assert_eq!(send_raw(&a, &request).text(), ok_reply(4, "broadcastToSharedSession"));
     let seen = format!(
         r#"{{"ns":"{NS}","type":"broadcastToSharedSession","data":"x","senderIncluded":false,"utid":4,"sourceId":"{a_id}"}}"#
     );
     assert_eq!(queued(&b), vec![seen]);
-    assert_eq!(
-        queued(&c),
-        Vec::<String>::new(),
-        "another session gets nothing"
-    );
+    assert_eq!(queued(&c), Vec::<String>::new(), "another session gets nothing");
     assert_eq!(queued(&a), Vec::<String>::new());
     // senderIncluded:true: the sender's copy is the body, the reply follows; responseRequested is ignored.
     let request = format!(
@@ -509,56 +381,23 @@ fn login_success_answers_uuid_username_authorities() {
     a.open();
     b.open();
     let text = login_raw(&a, "guest", "guest");
-    let prefix = ok_with(
-        0,
-        "login",
-        r#","uuid":"guest","username":"guest","authorities":["#,
-    );
+    let prefix = ok_with(0, "login", r#","uuid":"guest","username":"guest","authorities":["#);
     assert!(text.starts_with(&prefix[..prefix.len() - 1]), "{text}");
     let v: Value = serde_json::from_str(&text).unwrap();
-    let auth: Vec<&str> = v["authorities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let auth: Vec<&str> = v["authorities"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert_eq!(auth.len(), 43);
-    assert!(
-        auth.windows(2).all(|w| w[0] < w[1]),
-        "sorted ascending: {auth:?}"
-    );
+    assert!(auth.windows(2).all(|w| w[0] < w[1]), "sorted ascending: {auth:?}");
     assert!(auth.contains(&RIGHT_SEND) && auth.contains(&RIGHT_BROADCAST));
     assert_eq!(auth.last(), Some(&RIGHT_SEND));
     // The `logon` token: same handler, its own reqType, the request's utid.
-    let text = sys(
-        &b,
-        "logon",
-        r#","username":"root","password":"root","utid":11"#,
-    );
-    let prefix = ok_with(
-        11,
-        "logon",
-        r#","uuid":"root","username":"root","authorities":["#,
-    );
+    let text = sys(&b, "logon", r#","username":"root","password":"root","utid":11"#);
+    let prefix = ok_with(11, "logon", r#","uuid":"root","username":"root","authorities":["#);
     assert!(text.starts_with(&prefix[..prefix.len() - 1]), "{text}");
     let v: Value = serde_json::from_str(&text).unwrap();
     let auth = v["authorities"].as_array().unwrap();
     assert_eq!(auth.len(), 98);
     assert!(auth.contains(&json!("org.jwebsocket.plugins.system.getjvminfo")));
-    assert_eq!(
-        keys(&v),
-        [
-            "type",
-            "code",
-            "msg",
-            "utid",
-            "ns",
-            "reqType",
-            "uuid",
-            "username",
-            "authorities"
-        ]
-    );
+    assert_eq!(keys(&v), ["type", "code", "msg", "utid", "ns", "reqType", "uuid", "username", "authorities"]);
 }
 
 /// Bad credentials answer code -1 "BadCredentialsException: Bad credentials" plus `username`; a second login answers "is authenticated" without it.
@@ -568,54 +407,26 @@ fn login_errors() {
     let a = server.client();
     a.open();
     let bad = "BadCredentialsException: Bad credentials";
-    let expected = |user: &str| {
-        format!(
-            r#"{},"username":"{user}"}}"#,
-            err_reply(0, "login", bad).trim_end_matches('}')
-        )
-    };
+    let expected =
+        |user: &str| format!(r#"{},"username":"{user}"}}"#, err_reply(0, "login", bad).trim_end_matches('}'));
     assert_eq!(login_raw(&a, "guest", "wrong"), expected("guest"));
     assert_eq!(login_raw(&a, "nobody", "guest"), expected("nobody"));
-    assert_eq!(
-        login_raw(&a, "Guest", "guest"),
-        expected("Guest"),
-        "names are case-sensitive"
-    );
+    assert_eq!(login_raw(&a, "Guest", "guest"), expected("Guest"), "names are case-sensitive");
     // No account has an empty password, not even `anonymous`.
     assert_eq!(
-        sys(
-            &a,
-            "login",
-            r#","username":"anonymous","password":"","utid":3"#
-        ),
-        format!(
-            r#"{},"username":"anonymous"}}"#,
-            err_reply(3, "login", bad).trim_end_matches('}')
-        )
+        sys(&a, "login", r#","username":"anonymous","password":"","utid":3"#),
+        format!(r#"{},"username":"anonymous"}}"#, err_reply(3, "login", bad).trim_end_matches('}'))
     );
     // A missing username gives `username:null`.
     assert_eq!(
         sys(&a, "login", r#","password":"guest","utid":4"#),
-        format!(
-            r#"{},"username":null}}"#,
-            err_reply(4, "login", bad).trim_end_matches('}')
-        )
+        format!(r#"{},"username":null}}"#, err_reply(4, "login", bad).trim_end_matches('}'))
     );
     must_login(&a, "guest", "guest");
+    assert_eq!(login_raw(&a, "guest", "guest"), err_reply(0, "login", "is authenticated"));
+    assert_eq!(login_raw(&a, "root", "root"), err_reply(0, "login", "is authenticated"));
     assert_eq!(
-        login_raw(&a, "guest", "guest"),
-        err_reply(0, "login", "is authenticated")
-    );
-    assert_eq!(
-        login_raw(&a, "root", "root"),
-        err_reply(0, "login", "is authenticated")
-    );
-    assert_eq!(
-        sys(
-            &a,
-            "logon",
-            r#","username":"root","password":"root","utid":5"#
-        ),
+        sys(&a, "logon", r#","username":"root","password":"root","utid":5"#),
         err_reply(5, "logon", "is authenticated")
     );
 }
@@ -629,84 +440,44 @@ fn login_state_is_shared_by_the_session() {
     b.open_with("&sessionId=shared-login");
     let c_id = c.open();
     let reply = login_raw(&a, "guest", "guest");
-    assert!(
-        reply.starts_with(r#"{"type":"response","code":0"#),
-        "{reply}"
-    );
-    assert_eq!(
-        queued(&b),
-        vec![reply.clone()],
-        "b gets the same login reply"
-    );
+    assert!(reply.starts_with(r#"{"type":"response","code":0"#), "{reply}");
+    assert_eq!(queued(&b), vec![reply.clone()], "b gets the same login reply");
     assert_eq!(queued(&a), Vec::<String>::new());
-    assert_eq!(
-        queued(&c),
-        Vec::<String>::new(),
-        "another session gets nothing"
-    );
-    assert_eq!(
-        login_raw(&b, "root", "root"),
-        err_reply(0, "login", "is authenticated")
-    );
+    assert_eq!(queued(&c), Vec::<String>::new(), "another session gets nothing");
+    assert_eq!(login_raw(&b, "root", "root"), err_reply(0, "login", "is authenticated"));
     // A connector opened into the logged-in session is welcomed with its user name.
     let d = server.client();
     assert_eq!(d.get("action=open&sessionId=shared-login").status, 200);
     let welcome: Value = serde_json::from_str(&queued(&d)[0]).unwrap();
-    assert_eq!(
-        (welcome["username"].as_str(), welcome["anonymous"].as_bool()),
-        (Some("guest"), Some(false))
-    );
+    assert_eq!((welcome["username"].as_str(), welcome["anonymous"].as_bool()), (Some("guest"), Some(false)));
     let auth: Value = serde_json::from_str(&sys(&b, "getAuthorities", "")).unwrap();
     assert_eq!(auth["username"], "guest");
     // b holds the session's rights.
-    assert_eq!(
-        sys(
-            &b,
-            "send",
-            &format!(r#","targetId":"{c_id}","data":"x","utid":1"#)
-        ),
-        ok_reply(1, "send")
-    );
+    assert_eq!(sys(&b, "send", &format!(r#","targetId":"{c_id}","data":"x","utid":1"#)), ok_reply(1, "send"));
     assert_eq!(queued(&c).len(), 1);
     let r = b.get("action=logout");
     assert_eq!(r.text(), ok_with(0, "logout", r#","anonymous":false"#));
     assert_eq!(queued(&a), vec![r.text()], "a gets the same logout reply");
     assert_eq!(queued(&d), vec![r.text()]);
-    assert_eq!(
-        sys(&a, "getAuthorities", ""),
-        err_reply(-1, "getAuthorities", "not authenticated")
-    );
+    assert_eq!(sys(&a, "getAuthorities", ""), err_reply(-1, "getAuthorities", "not authenticated"));
 }
 
 /// After LOGIN_MAX_FAILURES failures a connector (and that user name) gets "Too many failed logins, retry in N seconds", even with the right password; another user elsewhere still logs in.
 #[test]
 fn login_rate_limit() {
-    let server = Server::start(&[
-        ("LOGIN_MAX_FAILURES", "3"),
-        ("BROADCAST_LOGIN_EVENT", "false"),
-    ]);
+    let server = Server::start(&[("LOGIN_MAX_FAILURES", "3"), ("BROADCAST_LOGIN_EVENT", "false")]);
     let (a, b, c) = (server.client(), server.client(), server.client());
     a.open();
     b.open();
     c.open();
     for _ in 0..3 {
         let text = login_raw(&a, "guest", "wrong");
-        assert!(
-            text.contains("BadCredentialsException: Bad credentials"),
-            "{text}"
-        );
+        assert!(text.contains("BadCredentialsException: Bad credentials"), "{text}");
     }
     let limited = |text: &str| {
         let v: Value = serde_json::from_str(text).unwrap();
-        assert_eq!(
-            (v["code"].as_i64(), v["reqType"].as_str()),
-            (Some(-1), Some("login")),
-            "{text}"
-        );
-        assert_eq!(
-            keys(&v)[..6],
-            ["type", "code", "msg", "utid", "ns", "reqType"]
-        );
+        assert_eq!((v["code"].as_i64(), v["reqType"].as_str()), (Some(-1), Some("login")), "{text}");
+        assert_eq!(keys(&v)[..6], ["type", "code", "msg", "utid", "ns", "reqType"]);
         let msg = v["msg"].as_str().unwrap();
         let secs = msg
             .strip_prefix("Too many failed logins, retry in ")
@@ -721,10 +492,7 @@ fn login_rate_limit() {
     limited(&login_raw(&b, "guest", "guest"));
     // A different user on another connector is unaffected.
     let ok: Value = serde_json::from_str(&login_raw(&c, "root", "root")).unwrap();
-    assert_eq!(
-        (ok["code"].as_i64(), ok["username"].as_str()),
-        (Some(0), Some("root"))
-    );
+    assert_eq!((ok["code"].as_i64(), ok["username"].as_str()), (Some(0), Some("root")));
     assert_eq!(a.get("action=whoami").json()["username"], Value::Null);
 }
 
@@ -735,68 +503,28 @@ fn logout_clears_storage_and_makes_the_connection_anonymous() {
     let (a, b) = (server.client(), server.client());
     let a_id = a.open();
     let b_id = b.open();
-    assert_eq!(
-        a.get("action=logout").text(),
-        err_reply(0, "logout", "not authenticated")
-    );
-    assert_eq!(
-        sys(&a, "logoff", r#","utid":3"#),
-        err_reply(3, "logoff", "not authenticated")
-    );
+    assert_eq!(a.get("action=logout").text(), err_reply(0, "logout", "not authenticated"));
+    assert_eq!(sys(&a, "logoff", r#","utid":3"#), err_reply(3, "logoff", "not authenticated"));
     must_login(&a, "guest", "guest");
-    assert_eq!(
-        sys(&a, "sessionPut", r#","key":"k","value":1"#),
-        ok_reply(-1, "sessionPut")
-    );
-    assert_eq!(
-        sys(&a, "sessionPut", r#","key":"p","value":2,"public":true"#),
-        ok_reply(-1, "sessionPut")
-    );
-    assert_eq!(
-        a.get("action=logout").text(),
-        ok_with(0, "logout", r#","anonymous":false"#)
-    );
+    assert_eq!(sys(&a, "sessionPut", r#","key":"k","value":1"#), ok_reply(-1, "sessionPut"));
+    assert_eq!(sys(&a, "sessionPut", r#","key":"p","value":2,"public":true"#), ok_reply(-1, "sessionPut"));
+    assert_eq!(a.get("action=logout").text(), ok_with(0, "logout", r#","anonymous":false"#));
     assert_eq!(queued(&a), Vec::<String>::new());
     // Everything was cleared; the name is `anonymous` again.
-    assert_eq!(
-        sys(&a, "sessionKeys", ""),
-        ok_with(-1, "sessionKeys", r#","data":["$username"]"#)
-    );
+    assert_eq!(sys(&a, "sessionKeys", ""), ok_with(-1, "sessionKeys", r#","data":["$username"]"#));
     assert_eq!(
         sys(&a, "sessionGet", r#","key":"$username""#),
-        ok_with(
-            -1,
-            "sessionGet",
-            r#","data":{"value":"anonymous","key":"$username"}"#
-        )
+        ok_with(-1, "sessionGet", r#","data":{"value":"anonymous","key":"$username"}"#)
     );
     let clients: Value = serde_json::from_str(&sys(&a, "getClients", "")).unwrap();
-    assert!(
-        clients["clients"]
-            .as_array()
-            .unwrap()
-            .contains(&json!(format!("anonymous@{a_id}"))),
-        "{clients}"
-    );
+    assert!(clients["clients"].as_array().unwrap().contains(&json!(format!("anonymous@{a_id}"))), "{clients}");
     assert_eq!(a.get("action=whoami").json()["username"], Value::Null);
-    assert_eq!(
-        sys(&a, "send", &format!(r#","targetId":"{b_id}","data":"x""#)),
-        err_reply(-1, "send", "access denied")
-    );
-    assert_eq!(
-        sys(&a, "getAuthorities", ""),
-        err_reply(-1, "getAuthorities", "not authenticated")
-    );
-    assert_eq!(
-        a.get("action=logout").text(),
-        err_reply(0, "logout", "not authenticated")
-    );
+    assert_eq!(sys(&a, "send", &format!(r#","targetId":"{b_id}","data":"x""#)), err_reply(-1, "send", "access denied"));
+    assert_eq!(sys(&a, "getAuthorities", ""), err_reply(-1, "getAuthorities", "not authenticated"));
+    assert_eq!(a.get("action=logout").text(), err_reply(0, "logout", "not authenticated"));
     // A new login works, and `logoff` is the same handler with its own reqType.
     must_login(&a, "root", "root");
-    assert_eq!(
-        sys(&a, "logoff", r#","utid":4"#),
-        ok_with(4, "logoff", r#","anonymous":false"#)
-    );
+    assert_eq!(sys(&a, "logoff", r#","utid":4"#), ok_with(4, "logoff", r#","anonymous":false"#));
 }
 
 /// getAuthorities answers the user name and the login's authorities; without a login, "not authenticated".
@@ -805,20 +533,11 @@ fn get_authorities_lists_the_login_authorities() {
     let server = quiet_server();
     let a = server.client();
     a.open();
-    assert_eq!(
-        sys(&a, "getAuthorities", r#","utid":1"#),
-        err_reply(1, "getAuthorities", "not authenticated")
-    );
+    assert_eq!(sys(&a, "getAuthorities", r#","utid":1"#), err_reply(1, "getAuthorities", "not authenticated"));
     let login = a.login("root", "root");
     let text = sys(&a, "getAuthorities", r#","utid":2"#);
-    let expected = ok_with(
-        2,
-        "getAuthorities",
-        &format!(
-            r#","username":"root","authorities":{}"#,
-            login["authorities"]
-        ),
-    );
+    let expected =
+        ok_with(2, "getAuthorities", &format!(r#","username":"root","authorities":{}"#, login["authorities"]));
     assert_eq!(text, expected);
 }
 
@@ -835,41 +554,22 @@ fn get_clients_by_mode() {
     assert_eq!(gone.get("action=close").status, 200);
     must_login(&a, "guest", "guest");
     let all: Value = serde_json::from_str(&sys(&b, "getClients", r#","utid":1"#)).unwrap();
-    assert_eq!(
-        keys(&all),
-        ["type", "code", "msg", "utid", "ns", "reqType", "clients", "count"]
-    );
-    let mut list: Vec<&str> = all["clients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .collect();
+    assert_eq!(keys(&all), ["type", "code", "msg", "utid", "ns", "reqType", "clients", "count"]);
+    let mut list: Vec<&str> = all["clients"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
     list.sort();
     let mut expected = vec![format!("guest@{a_id}"), format!("anonymous@{b_id}")];
     expected.sort();
     assert_eq!(list, expected);
     assert_eq!(all["count"], 2);
     assert_eq!(all["code"], 0);
-    assert_eq!(
-        sys(&b, "getClients", r#","mode":0,"utid":2"#).len(),
-        sys(&b, "getClients", r#","utid":2"#).len()
-    );
+    assert_eq!(sys(&b, "getClients", r#","mode":0,"utid":2"#).len(), sys(&b, "getClients", r#","utid":2"#).len());
     assert_eq!(
         sys(&b, "getClients", r#","mode":1,"utid":3"#),
-        ok_with(
-            3,
-            "getClients",
-            &format!(r#","clients":["guest@{a_id}"],"count":1"#)
-        )
+        ok_with(3, "getClients", &format!(r#","clients":["guest@{a_id}"],"count":1"#))
     );
     assert_eq!(
         sys(&a, "getClients", r#","mode":2,"utid":4"#),
-        ok_with(
-            4,
-            "getClients",
-            &format!(r#","clients":["anonymous@{b_id}"],"count":1"#)
-        )
+        ok_with(4, "getClients", &format!(r#","clients":["anonymous@{b_id}"],"count":1"#))
     );
 }
 
@@ -898,29 +598,16 @@ fn get_clients_not_logged_in_without_anonymous() {
         ]
     );
     b.open();
-    assert_eq!(
-        sys(&a, "getClients", ""),
-        err_reply(-1, "getClients", "not logged in")
-    );
+    assert_eq!(sys(&a, "getClients", ""), err_reply(-1, "getClients", "not logged in"));
     must_login(&a, "guest", "guest");
     assert_eq!(
         sys(&a, "getClients", r#","utid":1"#),
-        ok_with(
-            1,
-            "getClients",
-            &format!(r#","clients":["guest@{a_id}"],"count":1"#)
-        )
+        ok_with(1, "getClients", &format!(r#","clients":["guest@{a_id}"],"count":1"#))
     );
-    assert_eq!(
-        sys(&b, "getClients", ""),
-        err_reply(-1, "getClients", "not logged in")
-    );
+    assert_eq!(sys(&b, "getClients", ""), err_reply(-1, "getClients", "not logged in"));
     // Without anonymous login, logout carries no `anonymous` field and leaves no name.
     assert_eq!(a.get("action=logout").text(), ok_reply(0, "logout"));
-    assert_eq!(
-        sys(&a, "getClients", ""),
-        err_reply(-1, "getClients", "not logged in")
-    );
+    assert_eq!(sys(&a, "getClients", ""), err_reply(-1, "getClients", "not logged in"));
 }
 
 // ---- session storage -------------------------------------------------------------------------
@@ -931,21 +618,10 @@ fn session_put_get_has_remove() {
     let server = quiet_server();
     let a = server.client();
     a.open();
-    assert_eq!(
-        sys(
-            &a,
-            "sessionPut",
-            r#","key":"k","value":{"b":1,"a":[true]},"utid":1"#
-        ),
-        ok_reply(1, "sessionPut")
-    );
+    assert_eq!(sys(&a, "sessionPut", r#","key":"k","value":{"b":1,"a":[true]},"utid":1"#), ok_reply(1, "sessionPut"));
     assert_eq!(
         sys(&a, "sessionGet", r#","key":"k","utid":2"#),
-        ok_with(
-            2,
-            "sessionGet",
-            r#","data":{"value":{"b":1,"a":[true]},"key":"k"}"#
-        )
+        ok_with(2, "sessionGet", r#","data":{"value":{"b":1,"a":[true]},"key":"k"}"#)
     );
     assert_eq!(
         sys(&a, "sessionHas", r#","key":"k""#),
@@ -953,65 +629,40 @@ fn session_put_get_has_remove() {
     );
     assert_eq!(
         sys(&a, "sessionHas", r#","key":"other""#),
-        ok_with(
-            -1,
-            "sessionHas",
-            r#","data":{"key":"other","exists":false}"#
-        )
+        ok_with(-1, "sessionHas", r#","data":{"key":"other","exists":false}"#)
     );
     // Overwrite, with a falsy (but not null) value, then another.
-    assert_eq!(
-        sys(&a, "sessionPut", r#","key":"k","value":false"#),
-        ok_reply(-1, "sessionPut")
-    );
+    assert_eq!(sys(&a, "sessionPut", r#","key":"k","value":false"#), ok_reply(-1, "sessionPut"));
     assert_eq!(
         sys(&a, "sessionGet", r#","key":"k""#),
         ok_with(-1, "sessionGet", r#","data":{"value":false,"key":"k"}"#)
     );
-    assert_eq!(
-        sys(&a, "sessionPut", r#","key":"k","value":"v2""#),
-        ok_reply(-1, "sessionPut")
-    );
+    assert_eq!(sys(&a, "sessionPut", r#","key":"k","value":"v2""#), ok_reply(-1, "sessionPut"));
     assert_eq!(
         sys(&a, "sessionRemove", r#","key":"k","utid":3"#),
         ok_with(3, "sessionRemove", r#","data":{"key":"k","value":"v2"}"#)
     );
     assert_eq!(
         sys(&a, "sessionGet", r#","key":"k""#),
-        err_reply(
-            -1,
-            "sessionGet",
-            "The key 'k' does not exists in the targeted client session storage!"
-        )
+        err_reply(-1, "sessionGet", "The key 'k' does not exists in the targeted client session storage!")
     );
     assert_eq!(
         sys(&a, "sessionRemove", r#","key":"k""#),
         err_reply(-1, "sessionRemove", "The key 'k' does not exists!")
     );
     // Public entries live under `public::`.
-    assert_eq!(
-        sys(&a, "sessionPut", r#","key":"p","value":5,"public":true"#),
-        ok_reply(-1, "sessionPut")
-    );
+    assert_eq!(sys(&a, "sessionPut", r#","key":"p","value":5,"public":true"#), ok_reply(-1, "sessionPut"));
     assert_eq!(
         sys(&a, "sessionGet", r#","key":"p","public":true"#),
         ok_with(-1, "sessionGet", r#","data":{"value":5,"key":"public::p"}"#)
     );
     assert_eq!(
         sys(&a, "sessionGet", r#","key":"p""#),
-        err_reply(
-            -1,
-            "sessionGet",
-            "The key 'p' does not exists in the targeted client session storage!"
-        )
+        err_reply(-1, "sessionGet", "The key 'p' does not exists in the targeted client session storage!")
     );
     assert_eq!(
         sys(&a, "sessionRemove", r#","key":"p","public":true"#),
-        ok_with(
-            -1,
-            "sessionRemove",
-            r#","data":{"key":"public::p","value":5}"#
-        )
+        ok_with(-1, "sessionRemove", r#","data":{"key":"public::p","value":5}"#)
     );
 }
 
@@ -1023,81 +674,36 @@ fn session_errors_and_read_only_keys() {
     a.open();
     let key_required = "Argument 'key' is required!";
     for kind in ["sessionPut", "sessionGet", "sessionHas", "sessionRemove"] {
-        assert_eq!(
-            sys(&a, kind, r#","value":1,"utid":1"#),
-            err_reply(1, kind, key_required),
-            "{kind}"
-        );
+        assert_eq!(sys(&a, kind, r#","value":1,"utid":1"#), err_reply(1, kind, key_required), "{kind}");
     }
     let value_required = "Argument 'value' is required!";
+    assert_eq!(sys(&a, "sessionPut", r#","key":"k""#), err_reply(-1, "sessionPut", value_required));
+    assert_eq!(sys(&a, "sessionPut", r#","key":"k","value":null"#), err_reply(-1, "sessionPut", value_required));
     assert_eq!(
-        sys(&a, "sessionPut", r#","key":"k""#),
-        err_reply(-1, "sessionPut", value_required)
-    );
-    assert_eq!(
-        sys(&a, "sessionPut", r#","key":"k","value":null"#),
-        err_reply(-1, "sessionPut", value_required)
-    );
-    assert_eq!(
-        sys(
-            &a,
-            "sessionPut",
-            r#","key":"$username","value":"root","utid":2"#
-        ),
-        err_reply(
-            2,
-            "sessionPut",
-            "The given key '$username', target a read only value!"
-        )
+        sys(&a, "sessionPut", r#","key":"$username","value":"root","utid":2"#),
+        err_reply(2, "sessionPut", "The given key '$username', target a read only value!")
     );
     // pollgate fix 3: every `$` key is read-only, $is_authenticated and $session_uid included.
-    for key in [
-        "$is_authenticated",
-        "$session_uid",
-        "$authorities",
-        "$uuid",
-        "$created_at",
-    ] {
+    for key in ["$is_authenticated", "$session_uid", "$authorities", "$uuid", "$created_at"] {
         let msg = format!("The given key '{key}', target a read only value!");
         assert_eq!(
             sys(&a, "sessionPut", &format!(r#","key":"{key}","value":true"#)),
             err_reply(-1, "sessionPut", &msg)
         );
-        assert_eq!(
-            sys(&a, "sessionRemove", &format!(r#","key":"{key}""#)),
-            err_reply(-1, "sessionRemove", &msg)
-        );
+        assert_eq!(sys(&a, "sessionRemove", &format!(r#","key":"{key}""#)), err_reply(-1, "sessionRemove", &msg));
     }
     assert_eq!(
         sys(&a, "sessionRemove", r#","key":"$username""#),
-        err_reply(
-            -1,
-            "sessionRemove",
-            "The given key '$username', target a read only value!"
-        )
+        err_reply(-1, "sessionRemove", "The given key '$username', target a read only value!")
     );
     // Nothing changed: still anonymous and not authenticated.
     assert_eq!(
         sys(&a, "sessionGet", r#","key":"$username""#),
-        ok_with(
-            -1,
-            "sessionGet",
-            r#","data":{"value":"anonymous","key":"$username"}"#
-        )
+        ok_with(-1, "sessionGet", r#","data":{"value":"anonymous","key":"$username"}"#)
     );
-    assert_eq!(
-        sys(&a, "getAuthorities", ""),
-        err_reply(-1, "getAuthorities", "not authenticated")
-    );
+    assert_eq!(sys(&a, "getAuthorities", ""), err_reply(-1, "getAuthorities", "not authenticated"));
     // The check runs after the prefix: the public variant is an ordinary key.
-    assert_eq!(
-        sys(
-            &a,
-            "sessionPut",
-            r#","key":"$username","value":"x","public":true"#
-        ),
-        ok_reply(-1, "sessionPut")
-    );
+    assert_eq!(sys(&a, "sessionPut", r#","key":"$username","value":"x","public":true"#), ok_reply(-1, "sessionPut"));
 }
 
 /// Another client's public entries are readable by clientId (get/has/keys/getAll); its non-public entries are not.
@@ -1107,115 +713,47 @@ fn session_public_entries_of_another_client() {
     let (a, b) = (server.client(), server.client());
     let a_id = a.open();
     b.open();
-    assert_eq!(
-        sys(
-            &a,
-            "sessionPut",
-            r#","key":"color","value":"red","public":true"#
-        ),
-        ok_reply(-1, "sessionPut")
-    );
-    assert_eq!(
-        sys(&a, "sessionPut", r#","key":"secret","value":"s""#),
-        ok_reply(-1, "sessionPut")
-    );
+    assert_eq!(sys(&a, "sessionPut", r#","key":"color","value":"red","public":true"#), ok_reply(-1, "sessionPut"));
+    assert_eq!(sys(&a, "sessionPut", r#","key":"secret","value":"s""#), ok_reply(-1, "sessionPut"));
     let from = format!(r#","clientId":"{a_id}""#);
     assert_eq!(
-        sys(
-            &b,
-            "sessionGet",
-            &format!(r#"{from},"key":"color","utid":1"#)
-        ),
-        ok_with(
-            1,
-            "sessionGet",
-            r#","data":{"value":"red","key":"public::color"}"#
-        )
+        sys(&b, "sessionGet", &format!(r#"{from},"key":"color","utid":1"#)),
+        ok_with(1, "sessionGet", r#","data":{"value":"red","key":"public::color"}"#)
     );
     assert_eq!(
         sys(&b, "sessionGet", &format!(r#"{from},"key":"secret""#)),
-        err_reply(
-            -1,
-            "sessionGet",
-            "The key 'public::secret' does not exists in the targeted client session storage!"
-        )
+        err_reply(-1, "sessionGet", "The key 'public::secret' does not exists in the targeted client session storage!")
     );
     // public:false cannot override the forced public lookup.
     assert_eq!(
-        sys(
-            &b,
-            "sessionGet",
-            &format!(r#"{from},"key":"secret","public":false"#)
-        ),
-        err_reply(
-            -1,
-            "sessionGet",
-            "The key 'public::secret' does not exists in the targeted client session storage!"
-        )
+        sys(&b, "sessionGet", &format!(r#"{from},"key":"secret","public":false"#)),
+        err_reply(-1, "sessionGet", "The key 'public::secret' does not exists in the targeted client session storage!")
     );
     // pollgate fix 2: has/keys/getAll read the named client, not the caller.
     assert_eq!(
         sys(&b, "sessionHas", &format!(r#"{from},"key":"color""#)),
-        ok_with(
-            -1,
-            "sessionHas",
-            r#","data":{"key":"public::color","exists":true}"#
-        )
+        ok_with(-1, "sessionHas", r#","data":{"key":"public::color","exists":true}"#)
     );
     assert_eq!(
         sys(&b, "sessionHas", &format!(r#"{from},"key":"secret""#)),
-        ok_with(
-            -1,
-            "sessionHas",
-            r#","data":{"key":"public::secret","exists":false}"#
-        )
+        ok_with(-1, "sessionHas", r#","data":{"key":"public::secret","exists":false}"#)
     );
     assert_eq!(
         sys(&b, "sessionHas", r#","key":"color","public":true"#),
-        ok_with(
-            -1,
-            "sessionHas",
-            r#","data":{"key":"public::color","exists":false}"#
-        ),
+        ok_with(-1, "sessionHas", r#","data":{"key":"public::color","exists":false}"#),
         "b's own storage has no color"
     );
-    assert_eq!(
-        sys(&b, "sessionKeys", &from),
-        ok_with(-1, "sessionKeys", r#","data":["public::color"]"#)
-    );
-    assert_eq!(
-        sys(&b, "sessionGetAll", &from),
-        ok_with(-1, "sessionGetAll", r#","data":{"public::color":"red"}"#)
-    );
+    assert_eq!(sys(&b, "sessionKeys", &from), ok_with(-1, "sessionKeys", r#","data":["public::color"]"#));
+    assert_eq!(sys(&b, "sessionGetAll", &from), ok_with(-1, "sessionGetAll", r#","data":{"public::color":"red"}"#));
     // The owner sees everything, or only the public part with public:true.
     let own: Value = serde_json::from_str(&sys(&a, "sessionKeys", "")).unwrap();
-    let own: Vec<&str> = own["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k.as_str().unwrap())
-        .collect();
-    for key in [
-        "$username",
-        "$session_uid",
-        "$created_at",
-        "public::color",
-        "secret",
-    ] {
+    let own: Vec<&str> = own["data"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
+    for key in ["$username", "$session_uid", "$created_at", "public::color", "secret"] {
         assert!(own.contains(&key), "{key} in {own:?}");
     }
-    assert_eq!(
-        sys(&a, "sessionKeys", r#","public":true"#),
-        ok_with(-1, "sessionKeys", r#","data":["public::color"]"#)
-    );
+    assert_eq!(sys(&a, "sessionKeys", r#","public":true"#), ok_with(-1, "sessionKeys", r#","data":["public::color"]"#));
     let all: Value = serde_json::from_str(&sys(&a, "sessionGetAll", "")).unwrap();
-    assert_eq!(
-        (
-            all["data"]["secret"].as_str(),
-            all["data"]["public::color"].as_str()
-        ),
-        (Some("s"), Some("red"))
-    );
+    assert_eq!((all["data"]["secret"].as_str(), all["data"]["public::color"].as_str()), (Some("s"), Some("red")));
     assert_eq!(all["data"]["$username"], "anonymous");
     assert_eq!(
         sys(&a, "sessionGetAll", r#","public":true"#),
@@ -1224,11 +762,7 @@ fn session_public_entries_of_another_client() {
     // An unknown clientId.
     let unknown = "Client with id 'nobody' does not exists!";
     for kind in ["sessionGet", "sessionHas", "sessionKeys", "sessionGetAll"] {
-        assert_eq!(
-            sys(&b, kind, r#","clientId":"nobody","key":"color""#),
-            err_reply(-1, kind, unknown),
-            "{kind}"
-        );
+        assert_eq!(sys(&b, kind, r#","clientId":"nobody","key":"color""#), err_reply(-1, kind, unknown), "{kind}");
     }
 }
 
@@ -1239,38 +773,15 @@ fn session_get_many() {
     let (a, b) = (server.client(), server.client());
     let a_id = a.open();
     let b_id = b.open();
-    assert_eq!(
-        sys(
-            &a,
-            "sessionPut",
-            r#","key":"color","value":"red","public":true"#
-        ),
-        ok_reply(-1, "sessionPut")
-    );
-    assert_eq!(
-        sys(&a, "sessionPut", r#","key":"size","value":3"#),
-        ok_reply(-1, "sessionPut")
-    );
-    assert_eq!(
-        sys(&b, "sessionPut", r#","key":"size","value":7,"public":true"#),
-        ok_reply(-1, "sessionPut")
-    );
-    let text = sys(
-        &b,
-        "sessionGetMany",
-        &format!(r#","clients":["{a_id}","{b_id}"],"keys":["color","size"],"utid":5"#),
-    );
+    assert_eq!(sys(&a, "sessionPut", r#","key":"color","value":"red","public":true"#), ok_reply(-1, "sessionPut"));
+    assert_eq!(sys(&a, "sessionPut", r#","key":"size","value":3"#), ok_reply(-1, "sessionPut"));
+    assert_eq!(sys(&b, "sessionPut", r#","key":"size","value":7,"public":true"#), ok_reply(-1, "sessionPut"));
+    let text =
+        sys(&b, "sessionGetMany", &format!(r#","clients":["{a_id}","{b_id}"],"keys":["color","size"],"utid":5"#));
     let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(keys(&v), ["type", "code", "msg", "utid", "ns", "reqType", "data"]);
     assert_eq!(
-        keys(&v),
-        ["type", "code", "msg", "utid", "ns", "reqType", "data"]
-    );
-    assert_eq!(
-        (
-            v["code"].as_i64(),
-            v["utid"].as_i64(),
-            v["reqType"].as_str()
-        ),
+        (v["code"].as_i64(), v["utid"].as_i64(), v["reqType"].as_str()),
         (Some(0), Some(5), Some("sessionGetMany"))
     );
     assert_eq!(
@@ -1307,9 +818,7 @@ fn events_reach_other_clients_in_field_order() {
     let b_id = b.open();
     assert_eq!(
         queued(&a),
-        vec![format!(
-            r#"{{"ns":"{NS}","type":"event","name":"connect","sourceId":"{b_id}","clientCount":2}}"#
-        )]
+        vec![format!(r#"{{"ns":"{NS}","type":"event","name":"connect","sourceId":"{b_id}","clientCount":2}}"#)]
     );
     must_login(&b, "guest", "guest");
     assert_eq!(
@@ -1325,18 +834,12 @@ fn events_reach_other_clients_in_field_order() {
             r#"{{"ns":"{NS}","type":"event","name":"logout","username":"guest","clientCount":2,"sourceId":"{b_id}"}}"#
         )]
     );
-    assert_eq!(
-        queued(&b),
-        Vec::<String>::new(),
-        "the source gets none of its own events"
-    );
+    assert_eq!(queued(&b), Vec::<String>::new(), "the source gets none of its own events");
     // A plain close (the HTTP action) gives only `disconnect`, counted without the leaver.
     assert_eq!(b.get("action=close").text(), "http.command.close");
     assert_eq!(
         queued(&a),
-        vec![format!(
-            r#"{{"ns":"{NS}","type":"event","name":"disconnect","sourceId":"{b_id}","clientCount":1}}"#
-        )]
+        vec![format!(r#"{{"ns":"{NS}","type":"event","name":"disconnect","sourceId":"{b_id}","clientCount":1}}"#)]
     );
 }
 
@@ -1372,21 +875,10 @@ fn events_exclude_suppresses_named_events() {
     let login = format!(
         r#"{{"ns":"{NS}","type":"event","name":"login","username":"guest","clientCount":3,"sourceId":"{b_id}"}}"#
     );
-    assert_eq!(
-        queued(&a),
-        vec![login.clone()],
-        "login delivered, logout suppressed"
-    );
-    let seen: Vec<Value> = queued(&watcher)
-        .iter()
-        .map(|p| serde_json::from_str(p).unwrap())
-        .collect();
+    assert_eq!(queued(&a), vec![login.clone()], "login delivered, logout suppressed");
+    let seen: Vec<Value> = queued(&watcher).iter().map(|p| serde_json::from_str(p).unwrap()).collect();
     let names: Vec<&str> = seen.iter().map(|e| e["name"].as_str().unwrap()).collect();
-    assert_eq!(
-        names,
-        ["connect", "login", "logout"],
-        "others are unaffected"
-    );
+    assert_eq!(names, ["connect", "login", "logout"], "others are unaffected");
     // Removing the setting restores the events.
     let r = sys(&a, "sessionRemove", &format!(r#","key":"{EXCLUDE}""#));
     assert!(r.starts_with(r#"{"type":"response","code":0"#), "{r}");
@@ -1394,9 +886,7 @@ fn events_exclude_suppresses_named_events() {
     let c_id = c.open();
     assert_eq!(
         queued(&a),
-        vec![format!(
-            r#"{{"ns":"{NS}","type":"event","name":"connect","sourceId":"{c_id}","clientCount":4}}"#
-        )]
+        vec![format!(r#"{{"ns":"{NS}","type":"event","name":"connect","sourceId":"{c_id}","clientCount":4}}"#)]
     );
 }
 
@@ -1424,9 +914,7 @@ fn close_token_says_good_bye_and_closes() {
             format!(
                 r#"{{"ns":"{NS}","type":"event","name":"logout","username":"anonymous","clientCount":2,"sourceId":"{b_id}"}}"#
             ),
-            format!(
-                r#"{{"ns":"{NS}","type":"event","name":"disconnect","sourceId":"{b_id}","clientCount":1}}"#
-            ),
+            format!(r#"{{"ns":"{NS}","type":"event","name":"disconnect","sourceId":"{b_id}","clientCount":1}}"#),
         ]
     );
     assert_eq!(b.sync().text(), r#"["http.command.close"]"#);
@@ -1436,11 +924,7 @@ fn close_token_says_good_bye_and_closes() {
         "action=whoami",
     ] {
         let r = b.get(q);
-        assert_eq!(
-            (r.status, r.text().as_str()),
-            (400, "Invalid connection state!"),
-            "{q}"
-        );
+        assert_eq!((r.status, r.text().as_str()), (400, "Invalid connection state!"), "{q}");
     }
 }
 
@@ -1461,29 +945,16 @@ fn close_token_options() {
             r#"{{"ns":"{NS}","type":"event","name":"logout","username":"{user}","clientCount":{count},"sourceId":"{id}"}}"#
         )
     };
-    let disconnect = |id: &str| {
-        format!(
-            r#"{{"ns":"{NS}","type":"event","name":"disconnect","sourceId":"{id}","clientCount":1}}"#
-        )
-    };
+    let disconnect =
+        |id: &str| format!(r#"{{"ns":"{NS}","type":"event","name":"disconnect","sourceId":"{id}","clientCount":1}}"#);
 
     let (c, id) = open();
     assert_eq!(sys(&c, "close", ""), "");
-    assert_eq!(
-        queued(&watcher),
-        vec![logout(&id, "anonymous", 2), disconnect(&id)]
-    );
+    assert_eq!(queued(&watcher), vec![logout(&id, "anonymous", 2), disconnect(&id)]);
     assert_eq!(c.sync().text(), r#"["http.command.close"]"#);
 
     let (c, id) = open();
-    assert_eq!(
-        sys(
-            &c,
-            "close",
-            r#","timeout":5,"noGoodBye":true,"noLogoutBroadcast":true"#
-        ),
-        ""
-    );
+    assert_eq!(sys(&c, "close", r#","timeout":5,"noGoodBye":true,"noLogoutBroadcast":true"#), "");
     assert_eq!(queued(&watcher), vec![disconnect(&id)]);
 
     let (c, id) = open();
@@ -1496,10 +967,7 @@ fn close_token_options() {
     must_login(&c, "guest", "guest");
     queued(&watcher);
     assert_eq!(sys(&c, "close", ""), "");
-    assert_eq!(
-        queued(&watcher),
-        vec![logout(&id, "guest", 2), disconnect(&id)]
-    );
+    assert_eq!(queued(&watcher), vec![logout(&id, "guest", 2), disconnect(&id)]);
 }
 
 // ---- unknown and unanswerable tokens ---------------------------------------------------------
@@ -1525,36 +993,18 @@ fn unknown_and_unanswerable_tokens() {
             (Some("response"), Some(-1), Some(utid))
         );
         assert_eq!(v["reqType"].as_str(), req);
-        assert!(
-            !v["msg"].as_str().unwrap().is_empty() && v["msg"] != "ok",
-            "{text}"
-        );
+        assert!(!v["msg"].as_str().unwrap().is_empty() && v["msg"] != "ok", "{text}");
         if ns {
             assert_eq!(v["ns"], NS);
         }
     };
-    check(
-        sys(&a, "nonsense", r#","utid":3"#),
-        3,
-        Some("nonsense"),
-        true,
-    );
+    check(sys(&a, "nonsense", r#","utid":3"#), 3, Some("nonsense"), true);
     check(sys(&a, "nonsense", ""), -1, Some("nonsense"), true);
     // pollgate fix 5: alloc/dealloc answer.
     check(sys(&a, "alloc", r#","utid":4"#), 4, Some("alloc"), true);
     check(sys(&a, "dealloc", r#","utid":5"#), 5, Some("dealloc"), true);
-    check(
-        send_raw(&a, &format!(r#"{{"ns":"{NS}","utid":6}}"#)).text(),
-        6,
-        None,
-        true,
-    );
-    check(
-        send_raw(&a, r#"{"type":"echo","data":"x","utid":7}"#).text(),
-        7,
-        Some("echo"),
-        false,
-    );
+    check(send_raw(&a, &format!(r#"{{"ns":"{NS}","utid":6}}"#)).text(), 6, None, true);
+    check(send_raw(&a, r#"{"type":"echo","data":"x","utid":7}"#).text(), 7, Some("echo"), false);
     // Nothing to answer: no ns and no utid, an unknown ns, data that is no JSON object.
     for data in [
         r#"{"type":"echo","data":"x"}"#,
@@ -1567,13 +1017,6 @@ fn unknown_and_unanswerable_tokens() {
         assert_eq!((r.status, r.body.len()), (200, 0), "{data}: {}", r.text());
     }
     // header is accepted without a reply.
-    assert_eq!(
-        sys(
-            &a,
-            "header",
-            r#","clientType":"browser","encodingFormats":["base64"],"utid":8"#
-        ),
-        ""
-    );
+    assert_eq!(sys(&a, "header", r#","clientType":"browser","encodingFormats":["base64"],"utid":8"#), "");
     assert_eq!(queued(&a), Vec::<String>::new());
 }

@@ -54,6 +54,14 @@ impl StaticFiles {
             return text_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error!");
         };
         let (mut parts, body) = resp.into_parts();
+        // hyper-staticfile answers If-Modified-Since only; If-None-Match is answered here.
+        if parts.status == StatusCode::OK
+            && etag_matches(req.headers().get(header::IF_NONE_MATCH), parts.headers.get(header::ETAG))
+        {
+            parts.status = StatusCode::NOT_MODIFIED;
+            parts.headers.remove(header::CONTENT_LENGTH);
+            return Response::from_parts(parts, crate::http::full(""));
+        }
         if let Some(location) = parts.headers.get(header::LOCATION).and_then(|l| l.to_str().ok()) {
             let prefixed: PathBuf = PathBuf::from(format!("{mount}{location}"));
             if let Ok(v) = HeaderValue::from_str(&prefixed.to_string_lossy()) {
@@ -62,4 +70,14 @@ impl StaticFiles {
         }
         Response::from_parts(parts, body.boxed_unsync())
     }
+}
+
+/// Weak comparison of `If-None-Match` (a list, or `*`) with the response's `ETag`.
+fn etag_matches(if_none_match: Option<&HeaderValue>, etag: Option<&HeaderValue>) -> bool {
+    let (Some(wanted), Some(etag)) = (if_none_match.and_then(|v| v.to_str().ok()), etag.and_then(|v| v.to_str().ok()))
+    else {
+        return false;
+    };
+    let weak = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    wanted.split(',').any(|t| t.trim() == "*" || weak(t) == weak(etag))
 }

@@ -33,18 +33,12 @@ fn logged_in(server: &Server, user: &str) -> Client {
 fn assert_refused(r: &Response, msg: &str) {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), fs_error(msg));
-    assert!(
-        r.header("content-disposition").is_none(),
-        "an error is no attachment: {:?}",
-        r.headers
-    );
+    assert!(r.header("content-disposition").is_none(), "an error is no attachment: {:?}", r.headers);
 }
 
 /// The media type of a response without parameters (`text/plain; charset=…` → `text/plain`).
 fn media_type(r: &Response) -> String {
-    let ct = r
-        .header("content-type")
-        .unwrap_or_else(|| panic!("no content type: {:?}", r.headers));
+    let ct = r.header("content-type").unwrap_or_else(|| panic!("no content type: {:?}", r.headers));
     ct.split(';').next().unwrap().trim().to_ascii_lowercase()
 }
 
@@ -53,17 +47,9 @@ fn media_type(r: &Response) -> String {
 fn missing_filename_is_400() {
     let server = Server::start(&[]);
     let c = logged_in(&server, "guest");
-    for q in [
-        "action=download",
-        "action=download&filename=",
-        "action=download&alias=publicDir",
-    ] {
+    for q in ["action=download", "action=download&filename=", "action=download&alias=publicDir"] {
         let r = c.get(q);
-        assert_eq!(
-            (r.status, r.text().as_str()),
-            (400, "Missing filename parameter!"),
-            "{q}"
-        );
+        assert_eq!((r.status, r.text().as_str()), (400, "Missing filename parameter!"), "{q}");
     }
 }
 
@@ -74,10 +60,7 @@ fn not_logged_in_is_access_denied() {
     write(&server.fs_root().join("public/open.txt"), b"public");
     let c = server.client();
     c.open();
-    for q in [
-        "action=download&filename=open.txt",
-        "action=download&filename=open.txt&alias=publicDir",
-    ] {
+    for q in ["action=download&filename=open.txt", "action=download&filename=open.txt&alias=publicDir"] {
         let r = c.get(q);
         assert_refused(&r, "access denied");
         assert_eq!(r.json()["ns"], NS_FS);
@@ -91,27 +74,15 @@ fn downloads_from_the_private_dir_by_default() {
     let server = Server::start(&[]);
     let content = b"hello guest\r\nline two\n\x00\xff binary tail";
     write(&server.fs_root().join("private/guest/note.txt"), content);
-    write(
-        &server.fs_root().join("private/root/note.txt"),
-        b"root's note",
-    );
+    write(&server.fs_root().join("private/root/note.txt"), b"root's note");
     let c = logged_in(&server, "guest");
-    for q in [
-        "action=download&filename=note.txt",
-        "action=download&filename=note.txt&alias=privateDir",
-    ] {
+    for q in ["action=download&filename=note.txt", "action=download&filename=note.txt&alias=privateDir"] {
         let r = c.get(q);
         assert_eq!(r.status, 200, "{q}: {}", r.text());
         assert_eq!(r.body, content.to_vec(), "{q}");
         assert_eq!(media_type(&r), "text/plain");
-        assert_eq!(
-            r.header("content-length"),
-            Some(content.len().to_string().as_str())
-        );
-        assert_eq!(
-            r.header("content-disposition"),
-            Some("attachment; filename=note.txt")
-        );
+        assert_eq!(r.header("content-length"), Some(content.len().to_string().as_str()));
+        assert_eq!(r.header("content-disposition"), Some("attachment; filename=note.txt"));
     }
     // root gets root's own note under the same name.
     let r = logged_in(&server, "root").get("action=download&filename=note.txt");
@@ -131,26 +102,17 @@ fn downloads_from_the_public_dir() {
     assert_eq!(r.body, json.to_vec());
     assert_eq!(media_type(&r), "application/json");
     assert_eq!(r.header("content-length"), Some("13"));
-    assert_eq!(
-        r.header("content-disposition"),
-        Some("attachment; filename=data.json")
-    );
+    assert_eq!(r.header("content-disposition"), Some("attachment; filename=data.json"));
 
     let r = c.get("action=download&filename=sub/page.html&alias=publicDir");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.body, b"<p>x</p>".to_vec());
     assert_eq!(media_type(&r), "text/html");
-    assert_eq!(
-        r.header("content-disposition"),
-        Some("attachment; filename=page.html")
-    );
+    assert_eq!(r.header("content-disposition"), Some("attachment; filename=page.html"));
 
     // The public file is not in the private folder.
     let r = c.get("action=download&filename=data.json");
-    assert_refused(
-        &r,
-        "The file 'data.json' does not exist in the given alias!",
-    );
+    assert_refused(&r, "The file 'data.json' does not exist in the given alias!");
 }
 
 /// An alias other than privateDir/publicDir is refused with `The given alias 'X' does not exist!`.
@@ -180,29 +142,20 @@ fn traversal_is_out_of_the_location() {
         ("..%2F..%2Fsecret.txt".into(), "../../secret.txt".into()),
         ("..%2f..%2fsecret.txt".into(), "../../secret.txt".into()),
         ("..%5C..%5Csecret.txt".into(), "..\\..\\secret.txt".into()),
-        (
-            "sub/../../../secret.txt".into(),
-            "sub/../../../secret.txt".into(),
-        ),
+        ("sub/../../../secret.txt".into(), "sub/../../../secret.txt".into()),
         (enc(&absolute), absolute.clone()),
         ("%2Fetc%2Fpasswd".into(), "/etc/passwd".into()),
     ];
     for (raw_name, decoded) in &cases {
         for alias in ["", "&alias=publicDir"] {
             let r = c.get(&format!("action=download&filename={raw_name}{alias}"));
-            assert_refused(
-                &r,
-                &format!("The file '{decoded}' is out of the file-system location!"),
-            );
+            assert_refused(&r, &format!("The file '{decoded}' is out of the file-system location!"));
             assert!(!r.text().contains("TOP SECRET"));
         }
     }
     // `..` that stays inside the alias is still a `..`: refused, not resolved.
     let r = c.get("action=download&filename=x%2F..%2Fok.txt&alias=publicDir");
-    assert_refused(
-        &r,
-        "The file 'x/../ok.txt' is out of the file-system location!",
-    );
+    assert_refused(&r, "The file 'x/../ok.txt' is out of the file-system location!");
 }
 
 /// A symlink inside the alias that points outside it is refused, for files and folders alike.
@@ -211,28 +164,17 @@ fn symlink_out_of_the_alias_is_refused() {
     let server = Server::start(&[]);
     let fs = server.fs_root();
     write(&fs.join("outside/secret.txt"), b"TOP SECRET");
-    std::os::unix::fs::symlink(
-        fs.join("outside/secret.txt"),
-        fs.join("private/guest/link.txt"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink(fs.join("outside/secret.txt"), fs.join("private/guest/link.txt")).unwrap();
     std::os::unix::fs::symlink(fs.join("outside"), fs.join("public/dirlink")).unwrap();
-    std::os::unix::fs::symlink("../../outside/secret.txt", fs.join("private/guest/rel.txt"))
-        .unwrap();
+    std::os::unix::fs::symlink("../../outside/secret.txt", fs.join("private/guest/rel.txt")).unwrap();
     let c = logged_in(&server, "guest");
     for (q, name) in [
         ("action=download&filename=link.txt", "link.txt"),
         ("action=download&filename=rel.txt", "rel.txt"),
-        (
-            "action=download&filename=dirlink%2Fsecret.txt&alias=publicDir",
-            "dirlink/secret.txt",
-        ),
+        ("action=download&filename=dirlink%2Fsecret.txt&alias=publicDir", "dirlink/secret.txt"),
     ] {
         let r = c.get(q);
-        assert_refused(
-            &r,
-            &format!("The file '{name}' is out of the file-system location!"),
-        );
+        assert_refused(&r, &format!("The file '{name}' is out of the file-system location!"));
         assert!(!r.text().contains("TOP SECRET"));
     }
 }
@@ -245,20 +187,11 @@ fn other_users_private_dir_is_refused() {
     let c = logged_in(&server, "guest");
     for (q, name) in [
         ("action=download&filename=../root/r.txt", "../root/r.txt"),
-        (
-            "action=download&filename=..%2Froot%2Fr.txt",
-            "../root/r.txt",
-        ),
-        (
-            "action=download&filename=../private/root/r.txt&alias=publicDir",
-            "../private/root/r.txt",
-        ),
+        ("action=download&filename=..%2Froot%2Fr.txt", "../root/r.txt"),
+        ("action=download&filename=../private/root/r.txt&alias=publicDir", "../private/root/r.txt"),
     ] {
         let r = c.get(q);
-        assert_refused(
-            &r,
-            &format!("The file '{name}' is out of the file-system location!"),
-        );
+        assert_refused(&r, &format!("The file '{name}' is out of the file-system location!"));
     }
 }
 
@@ -281,45 +214,24 @@ fn missing_file_does_not_exist() {
 fn crlf_in_the_filename_cannot_inject_headers() {
     let server = Server::start(&[]);
     let evil = "a\r\nX-Injected: yes\r\nSet-Cookie: s=1.txt";
-    write(
-        &server.fs_root().join("private/guest").join(evil),
-        b"evil content",
-    );
+    write(&server.fs_root().join("private/guest").join(evil), b"evil content");
     let c = logged_in(&server, "guest");
     let q = "action=download&filename=a%0D%0AX-Injected:%20yes%0D%0ASet-Cookie:%20s=1.txt";
     let r = c.get(q);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.body, b"evil content".to_vec());
-    assert!(
-        r.header("x-injected").is_none(),
-        "header injected: {:?}",
-        r.headers
-    );
-    assert!(
-        r.header("set-cookie").is_none(),
-        "header injected: {:?}",
-        r.headers
-    );
-    let disposition = r
-        .header("content-disposition")
-        .expect("content-disposition");
+    assert!(r.header("x-injected").is_none(), "header injected: {:?}", r.headers);
+    assert!(r.header("set-cookie").is_none(), "header injected: {:?}", r.headers);
+    let disposition = r.header("content-disposition").expect("content-disposition");
     assert!(disposition.starts_with("attachment; "), "{disposition}");
     assert!(
-        disposition
-            .contains("filename*=UTF-8''a%0D%0AX-Injected%3A%20yes%0D%0ASet-Cookie%3A%20s%3D1.txt"),
+        disposition.contains("filename*=UTF-8''a%0D%0AX-Injected%3A%20yes%0D%0ASet-Cookie%3A%20s%3D1.txt"),
         "{disposition}"
     );
     // Missing file with such a name: the name stays inside the JSON error.
     let r = c.get("action=download&filename=b%0D%0AX-Injected:%20yes");
-    assert_refused(
-        &r,
-        "The file 'b\r\nX-Injected: yes' does not exist in the given alias!",
-    );
-    assert!(
-        r.header("x-injected").is_none(),
-        "header injected: {:?}",
-        r.headers
-    );
+    assert_refused(&r, "The file 'b\r\nX-Injected: yes' does not exist in the given alias!");
+    assert!(r.header("x-injected").is_none(), "header injected: {:?}", r.headers);
 }
 
 /// A 20 MB file is streamed byte-exact with its Content-Length.
@@ -343,10 +255,7 @@ fn large_file_downloads_byte_exact() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length"), Some(LEN.to_string().as_str()));
     assert_eq!(media_type(&r), "application/octet-stream");
-    assert_eq!(
-        r.header("content-disposition"),
-        Some("attachment; filename=big.bin")
-    );
+    assert_eq!(r.header("content-disposition"), Some("attachment; filename=big.bin"));
     assert_eq!(r.body.len(), LEN);
     assert!(r.body == content, "the body differs from the file");
 }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::*;
 
-const OPEN_BODY: &str = r#"{"ns":"org.jwebsocket.msgctrl","type":"info","name":"maxFrameSize","data":1048840,"jwsWrappedMsg":true}"#;
+const OPEN_BODY: &str =
+    r#"{"ns":"org.jwebsocket.msgctrl","type":"info","name":"maxFrameSize","data":1048840,"jwsWrappedMsg":true}"#;
 
 fn connector_id(connection_id: &str, ip: &str) -> String {
     pollgate::protocol::connector_id(connection_id, ip)
@@ -33,15 +34,10 @@ fn welcome_source_id(r: &Response) -> String {
 /// Sends raw bytes from the local address `source` (a second loopback address).
 fn raw_from(source: IpAddr, addr: SocketAddr, request: &[u8]) -> Response {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket
-            .bind(SocketAddr::new(source, 0))
-            .expect("bind a second loopback address");
+        socket.bind(SocketAddr::new(source, 0)).expect("bind a second loopback address");
         let mut s = socket.connect(addr).await.expect("connect");
         assert_eq!(s.local_addr().unwrap().ip(), source);
         s.write_all(request).await.unwrap();
@@ -65,33 +61,18 @@ fn foreign_origin_is_refused_on_open_and_sync() {
     let server = Server::start(&[("DOMAINS", "http://good.example")]);
     let c = server.client();
     let id = &c.connection_id;
-    for origin in [
-        "http://evil.example",
-        "http://good.example.evil.com",
-        "null",
-    ] {
+    for origin in ["http://evil.example", "http://good.example.evil.com", "null"] {
         for action in ["open", "sync"] {
             let target = format!("{ENDPOINT}?connectionId={id}&action={action}");
             let r = get_with(server.addr, &target, &[("Origin", origin)]);
-            assert_eq!(
-                (r.status, r.text().as_str()),
-                (401, "Origin not allowed!"),
-                "{origin} {action}"
-            );
+            assert_eq!((r.status, r.text().as_str()), (401, "Origin not allowed!"), "{origin} {action}");
             assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
-            assert!(
-                r.header("access-control-allow-origin").is_none(),
-                "{:?}",
-                r.headers
-            );
+            assert!(r.header("access-control-allow-origin").is_none(), "{:?}", r.headers);
         }
     }
     // The refused open did not create the connector.
     let r = c.get("action=send&data=x");
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (400, "Invalid connection state!")
-    );
+    assert_eq!((r.status, r.text().as_str()), (400, "Invalid connection state!"));
 }
 
 /// An allowed `Origin` is served and echoed in `Access-Control-Allow-Origin`; no `Origin` is allowed too.
@@ -100,27 +81,13 @@ fn allowed_origin_gets_cors_headers() {
     let server = Server::start(&[("DOMAINS", "http://good.example")]);
     let c = server.client();
     let origin = [("Origin", "http://good.example")];
-    let r = get_with(
-        server.addr,
-        &format!("{ENDPOINT}?connectionId={}&action=open", c.connection_id),
-        &origin,
-    );
+    let r = get_with(server.addr, &format!("{ENDPOINT}?connectionId={}&action=open", c.connection_id), &origin);
     assert_eq!((r.status, r.text().as_str()), (200, OPEN_BODY));
-    assert_eq!(
-        r.header("access-control-allow-origin"),
-        Some("http://good.example")
-    );
+    assert_eq!(r.header("access-control-allow-origin"), Some("http://good.example"));
     assert_eq!(r.header("vary"), Some("Origin"));
-    let r = get_with(
-        server.addr,
-        &format!("{ENDPOINT}?connectionId={}&action=sync", c.connection_id),
-        &origin,
-    );
+    let r = get_with(server.addr, &format!("{ENDPOINT}?connectionId={}&action=sync", c.connection_id), &origin);
     assert_eq!(r.status, 200);
-    assert_eq!(
-        r.header("access-control-allow-origin"),
-        Some("http://good.example")
-    );
+    assert_eq!(r.header("access-control-allow-origin"), Some("http://good.example"));
     welcome_source_id(&r);
     // Without Origin (not a browser): served, no CORS headers.
     let r = c.sync();
@@ -144,20 +111,12 @@ fn preflight_is_answered_for_allowed_origins_only() {
     let r = preflight(server.addr, "http://good.example");
     assert_eq!(r.status, 204, "{}", r.text());
     assert!(r.body.is_empty());
-    assert_eq!(
-        r.header("access-control-allow-origin"),
-        Some("http://good.example")
-    );
-    let methods = r
-        .header("access-control-allow-methods")
-        .expect("allow-methods");
+    assert_eq!(r.header("access-control-allow-origin"), Some("http://good.example"));
+    let methods = r.header("access-control-allow-methods").expect("allow-methods");
     for m in ["GET", "POST"] {
         assert!(methods.split(',').any(|x| x.trim() == m), "{methods}");
     }
-    let allowed = r
-        .header("access-control-allow-headers")
-        .expect("allow-headers")
-        .to_ascii_lowercase();
+    let allowed = r.header("access-control-allow-headers").expect("allow-headers").to_ascii_lowercase();
     for h in ["content-type", "x-pollgate-connection"] {
         assert!(allowed.split(',').any(|x| x.trim() == h), "{allowed}");
     }
@@ -188,17 +147,8 @@ fn oversized_requests_get_413() {
     assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
 
     // A declared body just over the limit, sent in full.
-    let body = format!(
-        "connectionId={}&action=send&data={}",
-        c.connection_id,
-        "x".repeat(1000)
-    );
-    let r = post(
-        server.addr,
-        ENDPOINT,
-        "application/x-www-form-urlencoded",
-        body.as_bytes(),
-    );
+    let body = format!("connectionId={}&action=send&data={}", c.connection_id, "x".repeat(1000));
+    let r = post(server.addr, ENDPOINT, "application/x-www-form-urlencoded", body.as_bytes());
     assert_eq!((r.status, r.text().as_str()), (413, reason));
 
     // A chunked body (no declared length) that grows over the limit.
@@ -235,26 +185,16 @@ fn connection_id_in_a_header() {
     let r = get_with(server.addr, &format!("{ENDPOINT}?action=sync"), &header);
     assert_eq!(welcome_source_id(&r), connector_id(&id, "127.0.0.1"));
     // The header names the same connector the parameter would.
-    let by_param = Client {
-        addr: server.addr,
-        connection_id: id.clone(),
-    };
+    let by_param = Client { addr: server.addr, connection_id: id.clone() };
     let r = by_param.get("action=open");
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (400, "Invalid connection state!")
-    );
+    assert_eq!((r.status, r.text().as_str()), (400, "Invalid connection state!"));
     // POST with the header only.
-    let echo =
-        json!({"ns": "org.jwebsocket.plugins.system", "type": "echo", "data": "hdr"}).to_string();
+    let echo = json!({"ns": "org.jwebsocket.plugins.system", "type": "echo", "data": "hdr"}).to_string();
     let body = format!("action=send&data={}", enc(&echo));
     let r = post_with(
         server.addr,
         ENDPOINT,
-        &[
-            ("Content-Type", "application/x-www-form-urlencoded"),
-            ("X-Pollgate-Connection", &id),
-        ],
+        &[("Content-Type", "application/x-www-form-urlencoded"), ("X-Pollgate-Connection", &id)],
         body.as_bytes(),
     );
     assert_eq!(r.status, 200, "{}", r.text());
@@ -291,11 +231,7 @@ fn secrets_never_reach_the_log() {
     assert_eq!(c.system("echo", json!({"data": "hello"}))["data"], "hello");
     // Login through a token too, and a request whose connection id is in a header.
     d.system("login", json!({"username": "alice", "password": wrong}));
-    let r = get_with(
-        server.addr,
-        &format!("{ENDPOINT}?action=sync"),
-        &[("X-Pollgate-Connection", &d.connection_id)],
-    );
+    let r = get_with(server.addr, &format!("{ENDPOINT}?action=sync"), &[("X-Pollgate-Connection", &d.connection_id)]);
     assert_eq!(r.status, 200);
     let r = c.get("action=download&filename=..%2Fx");
     assert_eq!(r.status, 200);
@@ -310,12 +246,7 @@ fn secrets_never_reach_the_log() {
     std::thread::sleep(Duration::from_millis(300));
     let log = server.log();
     assert!(log.contains("DEBUG"), "debug logging is on: {log}");
-    for secret in [
-        c.connection_id.as_str(),
-        d.connection_id.as_str(),
-        password,
-        wrong,
-    ] {
+    for secret in [c.connection_id.as_str(), d.connection_id.as_str(), password, wrong] {
         assert!(!log.contains(secret), "{secret} logged:\n{log}");
     }
 }
@@ -325,19 +256,12 @@ fn secrets_never_reach_the_log() {
 fn trickling_headers_are_cut_off() {
     let server = Server::start(&[("HEADER_READ_TIMEOUT", "1")]);
     let mut s = TcpStream::connect(server.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let start = Instant::now();
-    s.write_all(
-        format!("GET {ENDPOINT}?connectionId=abc&action=sync HTTP/1.1\r\nHost: x\r\n").as_bytes(),
-    )
-    .unwrap();
+    s.write_all(format!("GET {ENDPOINT}?connectionId=abc&action=sync HTTP/1.1\r\nHost: x\r\n").as_bytes()).unwrap();
     let mut received = Vec::new();
     let closed_after = loop {
-        assert!(
-            start.elapsed() < Duration::from_secs(8),
-            "still connected after 8 s"
-        );
+        assert!(start.elapsed() < Duration::from_secs(8), "still connected after 8 s");
         // Keep trickling: a header line every 100 ms never completes the head.
         if s.write_all(b"X-Slow: a\r\n").is_err() {
             break start.elapsed();
@@ -350,14 +274,8 @@ fn trickling_headers_are_cut_off() {
             Err(_) => break start.elapsed(),
         }
     };
-    assert!(
-        closed_after >= Duration::from_millis(800),
-        "closed too early: {closed_after:?}"
-    );
-    assert!(
-        closed_after < Duration::from_secs(5),
-        "closed too late: {closed_after:?}"
-    );
+    assert!(closed_after >= Duration::from_millis(800), "closed too early: {closed_after:?}");
+    assert!(closed_after < Duration::from_secs(5), "closed too late: {closed_after:?}");
     if !received.is_empty() {
         let r = parse_response(&received);
         assert_eq!(r.status, 408, "{}", r.text());
@@ -385,15 +303,9 @@ fn incomplete_body_gets_408() {
     let _ = s.read_to_end(&mut buf);
     let elapsed = start.elapsed();
     let r = parse_response(&buf);
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (408, "Request body not received in time!")
-    );
+    assert_eq!((r.status, r.text().as_str()), (408, "Request body not received in time!"));
     assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
-    assert!(
-        elapsed >= Duration::from_millis(800) && elapsed < Duration::from_secs(5),
-        "{elapsed:?}"
-    );
+    assert!(elapsed >= Duration::from_millis(800) && elapsed < Duration::from_secs(5), "{elapsed:?}");
     assert_eq!(c.sync().status, 200, "the server still serves");
 }
 
@@ -406,33 +318,14 @@ fn connection_id_is_bound_to_the_client_address() {
     let id = &c.connection_id;
     assert_eq!(c.open(), connector_id(id, "127.0.0.1"));
     // From 127.0.0.2 the connector does not exist...
-    let r = get_from(
-        other,
-        server.addr,
-        &format!("{ENDPOINT}?connectionId={id}&action=send&data=x"),
-    );
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (400, "Invalid connection state!")
-    );
-    let r = get_from(
-        other,
-        server.addr,
-        &format!("{ENDPOINT}?connectionId={id}&action=sync"),
-    );
+    let r = get_from(other, server.addr, &format!("{ENDPOINT}?connectionId={id}&action=send&data=x"));
+    assert_eq!((r.status, r.text().as_str()), (400, "Invalid connection state!"));
+    let r = get_from(other, server.addr, &format!("{ENDPOINT}?connectionId={id}&action=sync"));
     assert_eq!((r.status, r.text().as_str()), (200, "[]"));
     // ...and opening it there makes a second one with its own sourceId.
-    let r = get_from(
-        other,
-        server.addr,
-        &format!("{ENDPOINT}?connectionId={id}&action=open"),
-    );
+    let r = get_from(other, server.addr, &format!("{ENDPOINT}?connectionId={id}&action=open"));
     assert_eq!((r.status, r.text().as_str()), (200, OPEN_BODY));
-    let r = get_from(
-        other,
-        server.addr,
-        &format!("{ENDPOINT}?connectionId={id}&action=sync"),
-    );
+    let r = get_from(other, server.addr, &format!("{ENDPOINT}?connectionId={id}&action=sync"));
     assert_eq!(welcome_source_id(&r), connector_id(id, "127.0.0.2"));
     // The first is untouched.
     let r = c.get("action=whoami");
@@ -447,20 +340,9 @@ fn unbound_connection_id_follows_the_client() {
     let c = server.client();
     let id = &c.connection_id;
     assert_eq!(c.open(), connector_id(id, ""));
-    let r = get_from(
-        other,
-        server.addr,
-        &format!("{ENDPOINT}?connectionId={id}&action=open"),
-    );
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (400, "Invalid connection state!")
-    );
-    let r = get_from(
-        other,
-        server.addr,
-        &format!("{ENDPOINT}?connectionId={id}&action=close"),
-    );
+    let r = get_from(other, server.addr, &format!("{ENDPOINT}?connectionId={id}&action=open"));
+    assert_eq!((r.status, r.text().as_str()), (400, "Invalid connection state!"));
+    let r = get_from(other, server.addr, &format!("{ENDPOINT}?connectionId={id}&action=close"));
     assert_eq!((r.status, r.text().as_str()), (200, "http.command.close"));
 }
 
@@ -470,17 +352,9 @@ fn forwarded_for_is_ignored_from_untrusted_peers() {
     let server = Server::start(&[]);
     let id = new_connection_id();
     let xff = [("X-Forwarded-For", "203.0.113.7")];
-    let r = get_with(
-        server.addr,
-        &format!("{ENDPOINT}?connectionId={id}&action=open"),
-        &xff,
-    );
+    let r = get_with(server.addr, &format!("{ENDPOINT}?connectionId={id}&action=open"), &xff);
     assert_eq!(r.status, 200);
-    let r = get_with(
-        server.addr,
-        &format!("{ENDPOINT}?connectionId={id}&action=sync"),
-        &xff,
-    );
+    let r = get_with(server.addr, &format!("{ENDPOINT}?connectionId={id}&action=sync"), &xff);
     assert_eq!(welcome_source_id(&r), connector_id(&id, "127.0.0.1"));
     // A spoofed header does not move the client to another connector.
     let r = get_with(
@@ -488,10 +362,7 @@ fn forwarded_for_is_ignored_from_untrusted_peers() {
         &format!("{ENDPOINT}?connectionId={id}&action=open"),
         &[("X-Forwarded-For", "198.51.100.9")],
     );
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (400, "Invalid connection state!")
-    );
+    assert_eq!((r.status, r.text().as_str()), (400, "Invalid connection state!"));
 }
 
 /// From a trusted proxy, the last untrusted `X-Forwarded-For` hop is the client address.
@@ -500,39 +371,19 @@ fn forwarded_for_is_believed_from_trusted_proxies() {
     let server = Server::start(&[("TRUSTED_PROXIES", "127.0.0.1")]);
     let id = new_connection_id();
     let xff = [("X-Forwarded-For", "203.0.113.7")];
-    let r = get_with(
-        server.addr,
-        &format!("{ENDPOINT}?connectionId={id}&action=open"),
-        &xff,
-    );
+    let r = get_with(server.addr, &format!("{ENDPOINT}?connectionId={id}&action=open"), &xff);
     assert_eq!(r.status, 200);
-    let r = get_with(
-        server.addr,
-        &format!("{ENDPOINT}?connectionId={id}&action=sync"),
-        &xff,
-    );
+    let r = get_with(server.addr, &format!("{ENDPOINT}?connectionId={id}&action=sync"), &xff);
     assert_eq!(welcome_source_id(&r), connector_id(&id, "203.0.113.7"));
     // Without the header the proxy's own address is used: another connector.
-    let r = get_with(
-        server.addr,
-        &format!("{ENDPOINT}?connectionId={id}&action=sync"),
-        &[],
-    );
+    let r = get_with(server.addr, &format!("{ENDPOINT}?connectionId={id}&action=sync"), &[]);
     assert_eq!((r.status, r.text().as_str()), (200, "[]"));
     // A chain: the client-supplied first hop is not believed past an untrusted hop.
     let id2 = new_connection_id();
     let chain = [("X-Forwarded-For", "10.9.9.9, 198.51.100.1, 127.0.0.1")];
-    let r = get_with(
-        server.addr,
-        &format!("{ENDPOINT}?connectionId={id2}&action=open"),
-        &chain,
-    );
+    let r = get_with(server.addr, &format!("{ENDPOINT}?connectionId={id2}&action=open"), &chain);
     assert_eq!(r.status, 200);
-    let r = get_with(
-        server.addr,
-        &format!("{ENDPOINT}?connectionId={id2}&action=sync"),
-        &chain,
-    );
+    let r = get_with(server.addr, &format!("{ENDPOINT}?connectionId={id2}&action=sync"), &chain);
     assert_eq!(welcome_source_id(&r), connector_id(&id2, "198.51.100.1"));
     // The peer 127.0.0.2 is not trusted: its header is ignored.
     let other: IpAddr = "127.0.0.2".parse().unwrap();
@@ -543,10 +394,7 @@ fn forwarded_for_is_believed_from_trusted_proxies() {
              X-Forwarded-For: 203.0.113.7\r\nConnection: close\r\n\r\n"
         )
     };
-    assert_eq!(
-        raw_from(other, server.addr, req("open").as_bytes()).status,
-        200
-    );
+    assert_eq!(raw_from(other, server.addr, req("open").as_bytes()).status, 200);
     let r = raw_from(other, server.addr, req("sync").as_bytes());
     assert_eq!(welcome_source_id(&r), connector_id(&id3, "127.0.0.2"));
 }
@@ -561,22 +409,14 @@ fn invalid_utf8_and_nul_get_defined_answers() {
     let r = c.get("action=send&data=%FF%00");
     assert_eq!((r.status, r.text().as_str()), (200, ""));
     // Inside a token: invalid UTF-8 becomes U+FFFD.
-    let r = c.get(
-        r#"action=send&data={"ns":"org.jwebsocket.plugins.system","type":"echo","data":"%FFx"}"#,
-    );
+    let r = c.get(r#"action=send&data={"ns":"org.jwebsocket.plugins.system","type":"echo","data":"%FFx"}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["data"], "\u{FFFD}x");
     // A raw NUL inside a JSON string makes the data not JSON: no packet, empty 200.
-    let r = c.get(
-        r#"action=send&data={"ns":"org.jwebsocket.plugins.system","type":"echo","data":"%00"}"#,
-    );
+    let r = c.get(r#"action=send&data={"ns":"org.jwebsocket.plugins.system","type":"echo","data":"%00"}"#);
     assert_eq!((r.status, r.text().as_str()), (200, ""));
     // Raw (unescaped) 0xFF in the query string.
-    let mut req = format!(
-        "GET {ENDPOINT}?connectionId={}&action=send&data=",
-        c.connection_id
-    )
-    .into_bytes();
+    let mut req = format!("GET {ENDPOINT}?connectionId={}&action=send&data=", c.connection_id).into_bytes();
     req.extend_from_slice(b"\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     let r = raw(server.addr, &req);
     assert_eq!((r.status, r.text().as_str()), (200, ""));
@@ -593,10 +433,7 @@ fn invalid_utf8_and_nul_get_defined_answers() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["code"], -1);
     // A connection id made of such bytes works like any other.
-    let odd = Client {
-        addr: server.addr,
-        connection_id: "%FF%00%C3".into(),
-    };
+    let odd = Client { addr: server.addr, connection_id: "%FF%00%C3".into() };
     let r = odd.get("action=open");
     assert_eq!((r.status, r.text().as_str()), (200, OPEN_BODY));
     welcome_source_id(&odd.sync());
@@ -606,8 +443,7 @@ fn invalid_utf8_and_nul_get_defined_answers() {
     let r = raw(server.addr, &req);
     assert_eq!(r.status, 400, "{}", r.text());
     // The server keeps serving.
-    let r =
-        c.send(&json!({"ns": "org.jwebsocket.plugins.system", "type": "echo", "data": "still"}));
+    let r = c.send(&json!({"ns": "org.jwebsocket.plugins.system", "type": "echo", "data": "still"}));
     assert_eq!(r.json()["data"], "still");
     assert!(!server.log().contains("panicked"), "{}", server.log());
 }

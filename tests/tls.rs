@@ -16,7 +16,8 @@ use tokio_rustls::TlsConnector;
 
 use support::*;
 
-const OPEN_BODY: &str = r#"{"ns":"org.jwebsocket.msgctrl","type":"info","name":"maxFrameSize","data":1048840,"jwsWrappedMsg":true}"#;
+const OPEN_BODY: &str =
+    r#"{"ns":"org.jwebsocket.msgctrl","type":"info","name":"maxFrameSize","data":1048840,"jwsWrappedMsg":true}"#;
 
 /// A self-signed certificate for localhost and 127.0.0.1, written as PEM files.
 struct Pems {
@@ -26,11 +27,7 @@ struct Pems {
 
 impl Pems {
     fn new() -> Pems {
-        let ck = rcgen::generate_simple_self_signed(vec![
-            "localhost".to_owned(),
-            "127.0.0.1".to_owned(),
-        ])
-        .unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let cert_pem = ck.cert.pem();
         std::fs::write(dir.path().join("cert.pem"), &cert_pem).unwrap();
@@ -48,11 +45,7 @@ impl Pems {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn start_tls(pems: &Pems) -> (Server, SocketAddr) {
@@ -60,9 +53,7 @@ fn start_tls(pems: &Pems) -> (Server, SocketAddr) {
     let cert = pems.cert().to_string_lossy().into_owned();
     let key = pems.key().to_string_lossy().into_owned();
     let server = Server::start(&[("SSLPORT", &port), ("TLS_CERT", &cert), ("TLS_KEY", &key)]);
-    let tls = server
-        .tls_addr
-        .unwrap_or_else(|| panic!("no second listening line:\n{}", server.log()));
+    let tls = server.tls_addr.unwrap_or_else(|| panic!("no second listening line:\n{}", server.log()));
     assert_eq!(tls.port().to_string(), port);
     assert_ne!(tls, server.addr);
     (server, tls)
@@ -90,14 +81,10 @@ fn https(
     name: ServerName<'static>,
     target: &str,
 ) -> std::io::Result<Response> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let tcp = tokio::net::TcpStream::connect(addr).await?;
-        let mut tls =
-            tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp)).await??;
+        let mut tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp)).await??;
         let req = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         tls.write_all(req.as_bytes()).await?;
         let mut buf = Vec::new();
@@ -119,64 +106,35 @@ fn open_and_sync_over_https() {
     let (server, tls) = start_tls(&pems);
     // The log reader thread reports an address before it appends the line: wait for it.
     let start = Instant::now();
-    while server.log().matches("pollgate listening on ").count() < 2
-        && start.elapsed() < Duration::from_secs(5)
-    {
+    while server.log().matches("pollgate listening on ").count() < 2 && start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let log = server.log();
     assert_eq!(log.matches("pollgate listening on ").count(), 2, "{log}");
-    assert!(
-        log.contains(&format!("pollgate listening on {tls}")),
-        "{log}"
-    );
+    assert!(log.contains(&format!("pollgate listening on {tls}")), "{log}");
     let tc = connector(&pems.cert_pem);
     let id = format!("{:032x}", rand::random::<u128>());
     let name = || ServerName::try_from("localhost").unwrap();
 
-    let r = https(
-        &tc,
-        tls,
-        name(),
-        &format!("{ENDPOINT}?connectionId={id}&action=open"),
-    )
-    .unwrap();
+    let r = https(&tc, tls, name(), &format!("{ENDPOINT}?connectionId={id}&action=open")).unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, OPEN_BODY));
     assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
 
-    let r = https(
-        &tc,
-        tls,
-        name(),
-        &format!("{ENDPOINT}?connectionId={id}&action=sync"),
-    )
-    .unwrap();
+    let r = https(&tc, tls, name(), &format!("{ENDPOINT}?connectionId={id}&action=sync")).unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     let packets = r.packets();
     assert_eq!(packets.len(), 1, "{}", r.text());
     let welcome: serde_json::Value = serde_json::from_str(&packets[0]).unwrap();
     assert_eq!(welcome["type"], "welcome");
-    assert_eq!(
-        welcome["sourceId"],
-        pollgate::protocol::connector_id(&id, "127.0.0.1")
-    );
+    assert_eq!(welcome["sourceId"], pollgate::protocol::connector_id(&id, "127.0.0.1"));
 
     // The certificate's IP address name verifies too; the queue is empty now.
     let ip = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
-    let r = https(
-        &tc,
-        tls,
-        ip,
-        &format!("{ENDPOINT}?connectionId={id}&action=sync"),
-    )
-    .unwrap();
+    let r = https(&tc, tls, ip, &format!("{ENDPOINT}?connectionId={id}&action=sync")).unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "[]"));
 
     // The HTTPS connector is the HTTP one (same connectionId, same address).
-    let c = Client {
-        addr: server.addr,
-        connection_id: id.clone(),
-    };
+    let c = Client { addr: server.addr, connection_id: id.clone() };
     let r = c.get("action=close");
     assert_eq!((r.status, r.text().as_str()), (200, "http.command.close"));
 }
@@ -189,28 +147,16 @@ fn https_port_speaks_only_tls_with_its_certificate() {
     let stranger = Pems::new();
     let tc = connector(&stranger.cert_pem);
     let name = ServerName::try_from("localhost").unwrap();
-    let err = https(
-        &tc,
-        tls,
-        name,
-        &format!("{ENDPOINT}?connectionId=x&action=sync"),
-    );
+    let err = https(&tc, tls, name, &format!("{ENDPOINT}?connectionId=x&action=sync"));
     assert!(err.is_err(), "an untrusted certificate was accepted");
 
     let mut s = std::net::TcpStream::connect(tls).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     use std::io::{Read, Write};
-    s.write_all(
-        format!("GET {ENDPOINT}?connectionId=x&action=sync HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
-    )
-    .unwrap();
+    s.write_all(format!("GET {ENDPOINT}?connectionId=x&action=sync HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
-    assert!(
-        !buf.starts_with(b"HTTP/"),
-        "plain HTTP answered on the TLS port: {:?}",
-        String::from_utf8_lossy(&buf)
-    );
+    assert!(!buf.starts_with(b"HTTP/"), "plain HTTP answered on the TLS port: {:?}", String::from_utf8_lossy(&buf));
     // The plain port still works.
     assert_eq!(server.client().sync().text(), "[]");
 }
@@ -248,11 +194,7 @@ fn run_with_tls_files(cert: &Path, key: &Path) -> (bool, String) {
 fn assert_one_line_naming(stderr: &str, file: &Path) {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one stderr line, got:\n{stderr}");
-    assert!(
-        lines[0].contains(&*file.to_string_lossy()),
-        "the line does not name {file:?}: {}",
-        lines[0]
-    );
+    assert!(lines[0].contains(&*file.to_string_lossy()), "the line does not name {file:?}: {}", lines[0]);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
@@ -279,10 +221,7 @@ fn unusable_tls_files_exit_with_one_line() {
     let garbage = pems.dir.path().join("garbage.pem");
     std::fs::write(&garbage, "not a certificate\n").unwrap();
     let (ok, stderr) = run_with_tls_files(&garbage, &pems.key());
-    assert!(
-        !ok,
-        "exit status success with a certificate file without PEM"
-    );
+    assert!(!ok, "exit status success with a certificate file without PEM");
     assert_one_line_naming(&stderr, &garbage);
     let (ok, stderr) = run_with_tls_files(&pems.cert(), &garbage);
     assert!(!ok, "exit status success with a key file without PEM");

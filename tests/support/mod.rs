@@ -58,12 +58,14 @@ impl Server {
         let log2 = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                {
+                    let mut l = log2.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
                 if let Some(addr) = line.strip_prefix("pollgate listening on ") {
                     let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
                 }
-                let mut l = log2.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
             }
         });
         let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {

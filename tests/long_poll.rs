@@ -162,3 +162,14 @@ fn wait_is_capped_by_max_sync_wait() {
     let r = c.get("action=sync&wait=soon");
     assert_eq!((r.status, r.text().as_str()), (400, "Invalid 'wait' parameter value!"));
 }
+
+/// A sync with wait for a connector that does not exist answers `[]` at once.
+#[test]
+fn unknown_connector_sync_does_not_wait() {
+    let server = Server::start(&[]);
+    let c = server.client();
+    let start = Instant::now();
+    let r = c.get("action=sync&wait=20000");
+    assert_eq!((r.status, r.text().as_str()), (200, "[]"));
+    assert!(start.elapsed() < Duration::from_secs(10), "held for {:?}", start.elapsed());
+}

@@ -258,7 +258,7 @@ impl Store for MemoryStore {
     fn subscribe(&self, id: &str) -> Wakeup {
         match self.inner.lock().connectors.get(id) {
             Some(entry) => Wakeup(entry.wake.subscribe()),
-            None => Wakeup::never(),
+            None => Wakeup::gone(),
         }
     }
 

@@ -139,18 +139,16 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct Wakeup(pub watch::Receiver<u64>);
 
 impl Wakeup {
-    /// A wake-up that never fires (for a connector that does not exist).
-    pub fn never() -> Wakeup {
-        let (tx, rx) = watch::channel(0);
-        std::mem::forget(tx);
-        Wakeup(rx)
+    /// The wake-up of a connector that does not exist: it fires at once, and the caller's
+    /// drain reports the connector unknown. (Nothing is allocated per call that outlives it.)
+    pub fn gone() -> Wakeup {
+        Wakeup(watch::channel(0).1)
     }
 
     /// Waits for the next change after this `Wakeup` was made.
     pub async fn changed(&mut self) {
-        if self.0.changed().await.is_err() {
-            // The connector is gone: wake once; the caller's next drain sees it.
-        }
+        // An error means the connector is gone: wake; the caller's next drain sees it.
+        let _ = self.0.changed().await;
     }
 }
 

@@ -15,7 +15,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::engine::{Engine, EngineError, OpenRequest};
 use crate::params::Params;
-use crate::plugins::RequestContext;
+use crate::plugins::{system, RequestContext};
 use crate::protocol::{self, text, Token, NS_SYSTEM};
 use crate::static_files::StaticFiles;
 
@@ -129,13 +129,16 @@ pub struct Service {
     statics: StaticFiles,
     /// `{context}/http`.
     endpoint: String,
+    /// `trusted_proxies`, parsed once (the config validated them).
+    trusted_proxies: Vec<IpAddr>,
 }
 
 impl Service {
     pub fn new(engine: Arc<Engine>) -> Service {
         let endpoint = format!("{}/http", engine.config.context.trim_end_matches('/'));
         let statics = StaticFiles::new(&engine.config.document_root);
-        Service { engine, statics, endpoint }
+        let trusted_proxies = engine.config.trusted_proxies.iter().filter_map(|t| t.parse().ok()).collect();
+        Service { engine, statics, endpoint, trusted_proxies }
     }
 
     /// Serves one request. A panic anywhere below answers 500 and leaves the server serving.
@@ -273,12 +276,8 @@ impl Service {
             }
             "whoami" => {
                 let storage = engine.store.session_storage(session_id).await.map_err(EngineError::from)?;
-                let authenticated = protocol::get_bool(&storage, "$is_authenticated") == Some(true);
-                let authorities: Vec<&str> = protocol::get_str(&storage, "$authorities")
-                    .unwrap_or_default()
-                    .split(' ')
-                    .filter(|a| !a.is_empty() && authenticated)
-                    .collect();
+                let authenticated = system::is_authenticated(&storage);
+                let authorities = if authenticated { system::authorities(&storage) } else { Vec::new() };
                 let body = serde_json::json!({
                     "sourceId": id,
                     "username": if authenticated { protocol::get_str(&storage, "$username") } else { None },
@@ -322,8 +321,7 @@ impl Service {
     /// The client's address: the peer, or, behind a trusted proxy, the last address in
     /// `X-Forwarded-For` that is not itself a trusted proxy.
     fn client_address(&self, peer: SocketAddr, headers: &HeaderMap) -> String {
-        let trusted = &self.engine.config.trusted_proxies;
-        let is_trusted = |ip: &IpAddr| trusted.iter().any(|t| t.parse::<IpAddr>().is_ok_and(|t| t == *ip));
+        let is_trusted = |ip: &IpAddr| self.trusted_proxies.contains(ip);
         let mut ip = peer.ip().to_canonical();
         if is_trusted(&ip) {
             let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());

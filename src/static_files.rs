@@ -2,7 +2,7 @@
 //! `ETag`/`Last-Modified`, content types). `..` is removed by its path sanitiser; symlinks
 //! that lead out of the root are refused here.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use http_body_util::BodyExt;
 use hyper::header::{self, HeaderValue};
@@ -63,8 +63,7 @@ impl StaticFiles {
             return Response::from_parts(parts, crate::http::full(""));
         }
         if let Some(location) = parts.headers.get(header::LOCATION).and_then(|l| l.to_str().ok()) {
-            let prefixed: PathBuf = PathBuf::from(format!("{mount}{location}"));
-            if let Ok(v) = HeaderValue::from_str(&prefixed.to_string_lossy()) {
+            if let Ok(v) = HeaderValue::from_str(&format!("{mount}{location}")) {
                 parts.headers.insert(header::LOCATION, v);
             }
         }

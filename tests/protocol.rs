@@ -21,16 +21,12 @@ fn open_then_sync_delivers_the_welcome() {
     );
     let packets = c.sync().packets();
     assert_eq!(packets.len(), 1);
-    let id = protocol_connector_id(&c.connection_id, "127.0.0.1");
+    let id = pollgate::protocol::connector_id(&c.connection_id, "127.0.0.1");
     let expected = format!(
         r#"{{"ns":"org.jwebsocket.plugins.system","type":"welcome","vendor":"jWebSocket.org","version":"1.0.0 RC3 (build 50223)","engines":[{{"id":"http0","class":"pollgate.HTTPEngine"}}],"sourceId":"{id}","maxFrameSize":1048840,"timeout":30,"username":"anonymous","protocolVersion":13,"subProtocol":null,"encodingFormats":["base64","zipBase64"],"anonymous":true}}"#
     );
     assert_eq!(packets[0], expected);
     assert_eq!(c.sync().text(), "[]", "returned packets are removed");
-}
-
-fn protocol_connector_id(connection_id: &str, ip: &str) -> String {
-    pollgate::protocol::connector_id(connection_id, ip)
 }
 
 /// The dispatch order of A.3, with each status and body.

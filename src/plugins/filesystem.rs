@@ -59,9 +59,7 @@ impl FilesystemPlugin {
         let filename = params.non_empty("filename").ok_or(HttpError::MissingFilename)?;
         let alias = params.non_empty("alias").unwrap_or("privateDir");
         let session = ctx.engine.store.session_storage(ctx.session_id).await.unwrap_or_default();
-        let authenticated = protocol::get_bool(&session, "$is_authenticated") == Some(true);
-        let rights = get_str(&session, "$authorities").unwrap_or_default();
-        if !authenticated || !rights.split(' ').any(|r| r == RIGHT_LOAD) {
+        if !super::system::has_right(&session, RIGHT_LOAD) {
             return Ok(Self::error("access denied"));
         }
         let alias_root = match alias {

@@ -51,12 +51,18 @@ pub fn welcome(config: &Config, connector_id: &str, session: &Token) -> Token {
 }
 
 /// Whether a session is authenticated and holds `right` (jWebSocket's `hasAuthority`).
-fn has_right(session: &Token, right: &str) -> bool {
-    is_authenticated(session) && get_str(session, "$authorities").is_some_and(|a| a.split(' ').any(|r| r == right))
+pub fn has_right(session: &Token, right: &str) -> bool {
+    is_authenticated(session) && authorities(session).contains(&right)
 }
 
-fn is_authenticated(session: &Token) -> bool {
+/// Whether a session logged in (the auto-assigned `anonymous` name does not count).
+pub fn is_authenticated(session: &Token) -> bool {
     get_bool(session, "$is_authenticated") == Some(true)
+}
+
+/// The authorities stored at login (`$authorities`, space-terminated ids), in login order.
+pub fn authorities(session: &Token) -> Vec<&str> {
+    get_str(session, "$authorities").unwrap_or_default().split(' ').filter(|a| !a.is_empty()).collect()
 }
 
 /// Sets `sourceId`, in place if present, else at the end.
@@ -293,9 +299,7 @@ impl SystemPlugin {
         }
         let mut reply = ctx.response(token);
         reply.insert("username".into(), get_str(&session, "$username").unwrap_or_default().into());
-        let list: Vec<&str> =
-            get_str(&session, "$authorities").unwrap_or_default().split(' ').filter(|a| !a.is_empty()).collect();
-        reply.insert("authorities".into(), list.into());
+        reply.insert("authorities".into(), authorities(&session).into());
         ctx.reply(reply).await;
     }
 

@@ -167,7 +167,9 @@ impl Service {
             Some(rest) if rest.is_empty() || rest.starts_with('/') => (context, rest.to_owned()),
             _ => ("", path.clone()),
         };
-        self.statics.serve(&req, mount, if rest.is_empty() { "/" } else { &rest }).await
+        // Boxed: a held poll's future is as large as the largest branch of this function,
+        // and every idle client holds one.
+        Box::pin(self.statics.serve(&req, mount, if rest.is_empty() { "/" } else { &rest })).await
     }
 
     fn origin_allowed(&self, origin: &HeaderValue) -> bool {
@@ -188,15 +190,17 @@ impl Service {
             Method::OPTIONS => return Ok(preflight(req.headers())),
             _ => return Err(HttpError::InvalidRequest),
         };
-        let query = req.uri().query().unwrap_or("").as_bytes();
+        let (parts, body) = req.into_parts();
+        let headers = parts.headers;
+        let query = parts.uri.query().unwrap_or("").as_bytes();
         if query.len() > config.maxframesize {
             return Err(HttpError::TooLarge(config.maxframesize));
         }
         let mut params = Params::parse(query);
-        let headers = req.headers().clone();
         let mut raw_body = None;
         if post {
-            let body = read_body(req, config.maxframesize, Duration::from_secs(config.body_read_timeout)).await?;
+            let body =
+                read_body(&headers, body, config.maxframesize, Duration::from_secs(config.body_read_timeout)).await?;
             let form = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
@@ -228,14 +232,13 @@ impl Service {
                 return Err(HttpError::InvalidState { post: false });
             }
             let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
-            engine
-                .open(OpenRequest {
-                    connector_id: &id,
-                    session: params.non_empty("sessionId"),
-                    address: &address,
-                    user_agent,
-                })
-                .await?;
+            let request = OpenRequest {
+                connector_id: &id,
+                session: params.non_empty("sessionId"),
+                address: &address,
+                user_agent,
+            };
+            Box::pin(engine.open(request)).await?;
             return Ok(text_response(StatusCode::OK, protocol::max_frame_size_message(config.maxframesize)));
         }
         let Some(connector) = connector else { return Err(HttpError::InvalidState { post }) };
@@ -251,7 +254,9 @@ impl Service {
                     return Err(HttpError::TooLarge(config.maxframesize));
                 }
                 let seq = parse_param(&params, "seq")?;
-                let body = engine.send(&id, session_id, &data, seq).await?;
+                // Boxed here and below: a held poll's future is as large as the largest
+                // state of this function, and every idle client holds one.
+                let body = Box::pin(engine.send(&id, session_id, &data, seq)).await?;
                 Ok(text_response(StatusCode::OK, body.unwrap_or_default()))
             }
             "login" => {
@@ -262,12 +267,12 @@ impl Service {
                 let mut token = system_token("login", &params);
                 token.insert("username".into(), username.into());
                 token.insert("password".into(), password.into());
-                let body = engine.process_token(&id, session_id, &token).await;
+                let body = Box::pin(engine.process_token(&id, session_id, &token)).await;
                 Ok(text_response(StatusCode::OK, body.unwrap_or_default()))
             }
             "logout" => {
                 let token = system_token("logout", &params);
-                let body = engine.process_token(&id, session_id, &token).await;
+                let body = Box::pin(engine.process_token(&id, session_id, &token)).await;
                 Ok(text_response(StatusCode::OK, body.unwrap_or_default()))
             }
             "close" => {
@@ -357,13 +362,13 @@ fn parse_param(params: &Params, name: &'static str) -> Result<Option<u64>, HttpE
 }
 
 /// Reads a request body, refusing more than `limit` bytes and a client slower than `timeout`.
-async fn read_body(req: Request<Incoming>, limit: usize, timeout: Duration) -> Result<Bytes, HttpError> {
+async fn read_body(headers: &HeaderMap, body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, HttpError> {
     let declared =
-        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(HttpError::TooLarge(limit));
     }
-    let collect = Limited::new(req.into_body(), limit).collect();
+    let collect = Limited::new(body, limit).collect();
     match tokio::time::timeout(timeout, collect).await {
         Err(_) => Err(HttpError::BodyTimeout),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),

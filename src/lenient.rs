@@ -9,7 +9,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -50,7 +50,7 @@ impl<S> LenientTarget<S> {
         LenientTarget {
             inner,
             state: State::Method,
-            out: Vec::with_capacity(1024),
+            out: Vec::new(),
             out_pos: 0,
             line: Vec::new(),
             content_length: 0,
@@ -63,63 +63,69 @@ impl<S> LenientTarget<S> {
         matches!(byte, b'"' | b'#' | b'<' | b'>' | b'`' | 0x7f..=0xff)
     }
 
-    /// Runs `input` through the state machine, appending the result to `self.out`.
-    fn transform(&mut self, input: &[u8]) {
+    /// Advances the framing state over the bytes of `input` that pass through unchanged,
+    /// stopping at the first byte that must be escaped; returns how many bytes passed.
+    /// Works a run of bytes at a time: most reads need no escape and are never copied.
+    fn scan(&mut self, input: &[u8]) -> usize {
         let mut i = 0;
         while i < input.len() {
+            let rest = &input[i..];
             match self.state {
-                State::PassThrough => {
-                    self.out.extend_from_slice(&input[i..]);
-                    return;
-                }
+                State::PassThrough => return input.len(),
                 State::Body(left) => {
-                    let n = (left.min((input.len() - i) as u64)) as usize;
-                    self.out.extend_from_slice(&input[i..i + n]);
-                    i += n;
-                    let left = left - n as u64;
-                    self.state = if left == 0 { State::Method } else { State::Body(left) };
+                    let n = left.min(rest.len() as u64);
+                    i += n as usize;
+                    self.state = if left == n { State::Method } else { State::Body(left - n) };
                 }
-                State::Method => {
-                    let b = input[i];
-                    self.out.push(b);
-                    if b == b' ' {
+                State::Method => match rest.iter().position(|&b| b == b' ') {
+                    Some(p) => {
+                        i += p + 1;
                         self.state = State::Target;
                     }
-                    i += 1;
-                }
+                    None => return input.len(),
+                },
                 State::Target => {
-                    let b = input[i];
-                    if b == b' ' || b == b'\r' || b == b'\n' {
-                        self.out.push(b);
-                        self.state = if b == b'\n' { self.start_headers() } else { State::Version };
-                    } else if Self::needs_escape(b) {
-                        const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                        self.out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
-                    } else {
-                        self.out.push(b);
+                    let end = rest.iter().position(|&b| matches!(b, b' ' | b'\r' | b'\n') || Self::needs_escape(b));
+                    let Some(p) = end else { return input.len() };
+                    let b = rest[p];
+                    if Self::needs_escape(b) {
+                        return i + p;
                     }
-                    i += 1;
+                    i += p + 1;
+                    self.state = if b == b'\n' { self.start_headers() } else { State::Version };
                 }
-                State::Version => {
-                    let b = input[i];
-                    self.out.push(b);
-                    if b == b'\n' {
+                State::Version => match rest.iter().position(|&b| b == b'\n') {
+                    Some(p) => {
+                        i += p + 1;
                         self.state = self.start_headers();
                     }
-                    i += 1;
-                }
+                    None => return input.len(),
+                },
                 State::Headers => {
-                    let b = input[i];
-                    self.out.push(b);
-                    i += 1;
-                    if b != b'\n' {
-                        if self.line.len() < MAX_HEADER_LINE {
-                            self.line.push(b);
-                        }
-                        continue;
-                    }
+                    let end = rest.iter().position(|&b| b == b'\n');
+                    let line = &rest[..end.unwrap_or(rest.len())];
+                    let room = MAX_HEADER_LINE.saturating_sub(self.line.len());
+                    self.line.extend_from_slice(&line[..line.len().min(room)]);
+                    let Some(p) = end else { return input.len() };
+                    i += p + 1;
                     self.state = self.end_header_line();
                 }
+            }
+        }
+        input.len()
+    }
+
+    /// Runs `input` through the state machine, appending the result, escaped, to `self.out`.
+    fn transform(&mut self, mut input: &[u8]) {
+        while !input.is_empty() {
+            let n = self.scan(input);
+            self.out.extend_from_slice(&input[..n]);
+            input = &input[n..];
+            // `scan` stops only before a byte of a request target that must be escaped.
+            if let Some((&b, rest)) = input.split_first() {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                self.out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+                input = rest;
             }
         }
     }
@@ -180,18 +186,23 @@ impl<S: AsyncRead + Unpin> AsyncRead for LenientTarget<S> {
             if this.state == State::PassThrough {
                 return Pin::new(&mut this.inner).poll_read(cx, buf);
             }
-            let mut raw = [0u8; 8192];
-            let mut raw_buf = ReadBuf::new(&mut raw);
-            match Pin::new(&mut this.inner).poll_read(cx, &mut raw_buf) {
-                Poll::Ready(Ok(())) => {
-                    let filled = raw_buf.filled();
-                    if filled.is_empty() {
-                        return Poll::Ready(Ok(()));
-                    }
-                    let filled = filled.to_vec();
-                    this.transform(&filled);
-                }
-                other => return other,
+            // Read straight into the caller's buffer; only what follows a byte that needs
+            // escaping is moved aside, escaped, and handed out on the next reads.
+            let start = buf.filled().len();
+            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+            let read = &buf.filled()[start..];
+            if read.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            let clean = this.scan(read);
+            if clean == read.len() {
+                return Poll::Ready(Ok(()));
+            }
+            let rest = read[clean..].to_vec();
+            buf.set_filled(start + clean);
+            this.transform(&rest);
+            if clean > 0 {
+                return Poll::Ready(Ok(()));
             }
         }
     }

@@ -178,17 +178,24 @@ async fn accept_loop(
         let service = service.clone();
         let stop = stop.clone();
         let tls = tls.clone();
-        connections.spawn(async move {
-            let timeout = Duration::from_secs(service.engine.config.header_read_timeout);
-            match tls {
-                None => serve_connection(stream, peer, service, stop).await,
-                Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => serve_connection(stream, peer, service, stop).await,
-                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!("TLS handshake timed out"),
-                },
+        // One spawn per kind, so a plain connection's task is sized for a plain connection
+        // and does not carry the larger TLS handshake state (it is held for as long as the
+        // connection lives: every idle client pays for it).
+        match tls {
+            None => {
+                connections.spawn(serve_connection(stream, peer, service, stop));
             }
-        });
+            Some(acceptor) => {
+                connections.spawn(async move {
+                    let timeout = Duration::from_secs(service.engine.config.header_read_timeout);
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, peer, service, stop).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
 }
 

@@ -52,7 +52,7 @@ pub fn welcome(config: &Config, connector_id: &str, session: &Token) -> Token {
 
 /// Whether a session is authenticated and holds `right` (jWebSocket's `hasAuthority`).
 pub fn has_right(session: &Token, right: &str) -> bool {
-    is_authenticated(session) && authorities(session).contains(&right)
+    is_authenticated(session) && get_str(session, "$authorities").unwrap_or_default().split(' ').any(|a| a == right)
 }
 
 /// Whether a session logged in (the auto-assigned `anonymous` name does not count).
@@ -73,6 +73,18 @@ fn set_source(token: &mut Token, source: &str) {
 impl SystemPlugin {
     async fn session(ctx: &RequestContext<'_>) -> Token {
         ctx.engine.store.session_storage(ctx.session_id).await.unwrap_or_default()
+    }
+
+    /// [`has_right`] for the requester's session, reading only the two keys it needs (a
+    /// session's storage can be large; `send` and `broadcast` check on every call).
+    async fn allowed(ctx: &RequestContext<'_>, right: &str) -> bool {
+        let store = &ctx.engine.store;
+        let authenticated = store.session_get(ctx.session_id, "$is_authenticated").await;
+        if !matches!(authenticated, Ok(Some(Value::Bool(true)))) {
+            return false;
+        }
+        let authorities = store.session_get(ctx.session_id, "$authorities").await;
+        matches!(authorities, Ok(Some(Value::String(a))) if a.split(' ').any(|a| a == right))
     }
 
     async fn client_count(engine: &Engine) -> i64 {
@@ -99,8 +111,7 @@ impl SystemPlugin {
     }
 
     async fn send(ctx: &mut RequestContext<'_>, token: &Token) {
-        let session = Self::session(ctx).await;
-        if !has_right(&session, RIGHT_SEND) {
+        if !Self::allowed(ctx, RIGHT_SEND).await {
             return Self::fail(ctx, token, "access denied").await;
         }
         let forward = get_str(token, "action") == Some("forward.json");
@@ -139,8 +150,7 @@ impl SystemPlugin {
     }
 
     async fn broadcast(ctx: &mut RequestContext<'_>, token: &Token) {
-        let session = Self::session(ctx).await;
-        if !has_right(&session, RIGHT_BROADCAST) {
+        if !Self::allowed(ctx, RIGHT_BROADCAST).await {
             return Self::fail(ctx, token, "access denied").await;
         }
         let sender_included = get_bool(token, "senderIncluded") == Some(true);

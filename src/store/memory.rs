@@ -322,6 +322,13 @@ impl Store for MemoryStore {
         });
         inner.sessions.retain(|_, s| s.empty_since.is_none_or(|at| now_ms - at < SHARED_SESSION_LINGER_MS));
         inner.counters.retain(|_, times| times.back().is_some_and(|t| now_ms - t < 3_600_000));
+        // Give back what a burst of connections left behind (maps never shrink by themselves).
+        if inner.connectors.capacity() > 64 && inner.connectors.len() < inner.connectors.capacity() / 4 {
+            inner.connectors.shrink_to_fit();
+        }
+        if inner.sessions.capacity() > 64 && inner.sessions.len() < inner.sessions.capacity() / 4 {
+            inner.sessions.shrink_to_fit();
+        }
         Ok(())
     }
 

@@ -199,8 +199,8 @@ impl Service {
         let mut params = Params::parse(query);
         let mut raw_body = None;
         if post {
-            let body =
-                read_body(&headers, body, config.maxframesize, Duration::from_secs(config.body_read_timeout)).await?;
+            let timeout = Duration::from_secs(config.body_read_timeout);
+            let body = Box::pin(read_body(&headers, body, config.maxframesize, timeout)).await?;
             let form = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
@@ -220,12 +220,27 @@ impl Service {
         let address = self.client_address(peer, &headers);
         let ip_part = if config.bind_connection_to_ip { address.as_str() } else { "" };
         let id = protocol::connector_id(&connection_id, ip_part);
-        let action = params.get("action").unwrap_or("");
-        let engine = &self.engine;
-
-        if action == "sync" {
+        if params.get("action") == Some("sync") {
             return self.sync(&id, &params).await;
         }
+        // Boxed: this function's future is as large as its largest state, and a held poll
+        // (the sync above) lives in it as long as it waits: every idle client pays for it.
+        Box::pin(self.connector_action(id, params, headers, raw_body, address, post)).await
+    }
+
+    /// Every action but sync: those that need a live connector, and open.
+    async fn connector_action(
+        &self,
+        id: String,
+        params: Params,
+        headers: HeaderMap,
+        raw_body: Option<String>,
+        address: String,
+        post: bool,
+    ) -> Result<Response<Body>, HttpError> {
+        let engine = &self.engine;
+        let config = &engine.config;
+        let action = params.get("action").unwrap_or("");
         let connector = engine.connector(&id).await?;
         if action == "open" {
             if connector.is_some() {
@@ -254,9 +269,7 @@ impl Service {
                     return Err(HttpError::TooLarge(config.maxframesize));
                 }
                 let seq = parse_param(&params, "seq")?;
-                // Boxed here and below: a held poll's future is as large as the largest
-                // state of this function, and every idle client holds one.
-                let body = Box::pin(engine.send(&id, session_id, &data, seq)).await?;
+                let body = engine.send(&id, session_id, &data, seq).await?;
                 Ok(text_response(StatusCode::OK, body.unwrap_or_default()))
             }
             "login" => {
@@ -267,12 +280,12 @@ impl Service {
                 let mut token = system_token("login", &params);
                 token.insert("username".into(), username.into());
                 token.insert("password".into(), password.into());
-                let body = Box::pin(engine.process_token(&id, session_id, &token)).await;
+                let body = engine.process_token(&id, session_id, &token).await;
                 Ok(text_response(StatusCode::OK, body.unwrap_or_default()))
             }
             "logout" => {
                 let token = system_token("logout", &params);
-                let body = Box::pin(engine.process_token(&id, session_id, &token)).await;
+                let body = engine.process_token(&id, session_id, &token).await;
                 Ok(text_response(StatusCode::OK, body.unwrap_or_default()))
             }
             "close" => {

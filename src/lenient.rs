@@ -102,13 +102,24 @@ impl<S> LenientTarget<S> {
                     None => return input.len(),
                 },
                 State::Headers => {
-                    let end = rest.iter().position(|&b| b == b'\n');
-                    let line = &rest[..end.unwrap_or(rest.len())];
-                    let room = MAX_HEADER_LINE.saturating_sub(self.line.len());
-                    self.line.extend_from_slice(&line[..line.len().min(room)]);
-                    let Some(p) = end else { return input.len() };
+                    let Some(p) = rest.iter().position(|&b| b == b'\n') else {
+                        // A line split across reads: keep its start (bounded) for later.
+                        let room = MAX_HEADER_LINE.saturating_sub(self.line.len());
+                        self.line.extend_from_slice(&rest[..rest.len().min(room)]);
+                        return input.len();
+                    };
                     i += p + 1;
-                    self.state = self.end_header_line();
+                    self.state = if self.line.is_empty() {
+                        self.header_line(&rest[..p])
+                    } else {
+                        let room = MAX_HEADER_LINE.saturating_sub(self.line.len());
+                        let mut line = std::mem::take(&mut self.line);
+                        line.extend_from_slice(&rest[..p.min(room)]);
+                        let next = self.header_line(&line);
+                        line.clear();
+                        self.line = line;
+                        next
+                    };
                 }
             }
         }
@@ -137,12 +148,10 @@ impl<S> LenientTarget<S> {
         State::Headers
     }
 
-    /// Interprets the header line just completed; returns the next state.
-    fn end_header_line(&mut self) -> State {
-        let line = std::mem::take(&mut self.line);
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim();
-        if text.is_empty() {
+    /// Interprets a complete header line (without its `\n`); returns the next state.
+    fn header_line(&mut self, line: &[u8]) -> State {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
             return if self.chunked {
                 State::PassThrough
             } else if self.content_length > 0 {
@@ -151,6 +160,11 @@ impl<S> LenientTarget<S> {
                 State::Method
             };
         }
+        // Only two headers matter for framing; skip the others without decoding them.
+        if !matches!(line.first(), Some(b'c' | b'C' | b't' | b'T')) {
+            return State::Headers;
+        }
+        let text = String::from_utf8_lossy(line);
         if let Some((name, value)) = text.split_once(':') {
             let name = name.trim();
             if name.eq_ignore_ascii_case("content-length") {
@@ -163,8 +177,6 @@ impl<S> LenientTarget<S> {
                 self.chunked = true;
             }
         }
-        self.line = line;
-        self.line.clear();
         State::Headers
     }
 }
@@ -269,5 +281,35 @@ mod tests {
     fn non_ascii_bytes_are_escaped() {
         let out = run(&["GET /?d=é HTTP/1.1\r\n".as_bytes()]);
         assert_eq!(out, b"GET /?d=%C3%A9 HTTP/1.1\r\n".to_vec());
+    }
+}
+
+#[cfg(test)]
+mod read_tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// Reads everything through the adapter with a small buffer, so escapes straddle reads.
+    async fn read_all(input: &'static [u8], buf_size: usize) -> Vec<u8> {
+        let mut adapter = LenientTarget::new(input);
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; buf_size];
+        loop {
+            let n = adapter.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_escape_targets_whatever_the_buffer_size() {
+        let input = b"GET /h?d={\"a\":\"\xc3\xa9\"} HTTP/1.1\r\ncontent-length: 2\r\n\r\n\"\"GET /?<> HTTP/1.1\r\n\r\n";
+        let want =
+            b"GET /h?d={%22a%22:%22%C3%A9%22} HTTP/1.1\r\ncontent-length: 2\r\n\r\n\"\"GET /?%3C%3E HTTP/1.1\r\n\r\n";
+        for size in [1, 2, 3, 7, 64, 8192] {
+            assert_eq!(read_all(input, size).await, want.to_vec(), "buffer of {size}");
+        }
     }
 }

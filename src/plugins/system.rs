@@ -52,7 +52,17 @@ pub fn welcome(config: &Config, connector_id: &str, session: &Token) -> Token {
 
 /// Whether a session is authenticated and holds `right` (jWebSocket's `hasAuthority`).
 pub fn has_right(session: &Token, right: &str) -> bool {
-    is_authenticated(session) && get_str(session, "$authorities").unwrap_or_default().split(' ').any(|a| a == right)
+    is_authenticated(session) && holds(get_str(session, "$authorities").unwrap_or_default(), right)
+}
+
+/// Whether space-terminated `authorities` contain `right` (a substring search: cheaper than
+/// splitting the fifty-odd entries of a login on every `send`).
+fn holds(authorities: &str, right: &str) -> bool {
+    authorities.match_indices(right).any(|(at, _)| {
+        let starts = at == 0 || authorities.as_bytes()[at - 1] == b' ';
+        let ends = authorities.as_bytes().get(at + right.len()).is_none_or(|b| *b == b' ');
+        starts && ends && !right.is_empty()
+    })
 }
 
 /// Whether a session logged in (the auto-assigned `anonymous` name does not count).
@@ -84,7 +94,7 @@ impl SystemPlugin {
             return false;
         }
         let authorities = store.session_get(ctx.session_id, "$authorities").await;
-        matches!(authorities, Ok(Some(Value::String(a))) if a.split(' ').any(|a| a == right))
+        matches!(authorities, Ok(Some(Value::String(a))) if holds(&a, right))
     }
 
     async fn client_count(engine: &Engine) -> i64 {
@@ -612,5 +622,22 @@ impl Plugin for SystemPlugin {
             event.insert("clientCount".into(), Self::client_count(engine).await.into());
             engine.broadcast_event(Some(&connector.id), "disconnect", &event).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holds;
+
+    #[test]
+    fn rights_match_whole_entries_only() {
+        let authorities = "a.send a.broadcast.all b.send ";
+        assert!(holds(authorities, "a.send"));
+        assert!(holds(authorities, "b.send"));
+        assert!(holds(authorities, "a.broadcast.all"));
+        assert!(!holds(authorities, "a.broadcast"));
+        assert!(!holds(authorities, "send"));
+        assert!(!holds(authorities, ""));
+        assert!(holds("x y", "y"));
     }
 }

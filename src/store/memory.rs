@@ -178,10 +178,10 @@ impl Store for MemoryStore {
 
     async fn touch(&self, id: &str, now_ms: i64) -> StoreResult<()> {
         let mut inner = self.inner.lock();
-        let Some(entry) = inner.connectors.get_mut(id).filter(|c| c.closed.is_none()) else { return Ok(()) };
+        let Inner { connectors, sessions, .. } = &mut *inner;
+        let Some(entry) = connectors.get_mut(id).filter(|c| c.closed.is_none()) else { return Ok(()) };
         entry.info.last_active_ms = now_ms;
-        let session_id = entry.info.session_id.clone();
-        if let Some(session) = inner.sessions.get_mut(&session_id) {
+        if let Some(session) = sessions.get_mut(&entry.info.session_id) {
             session.last_request_ms = session.last_request_ms.max(now_ms);
         }
         Ok(())

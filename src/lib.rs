@@ -21,6 +21,9 @@
 //!   and the filesystem plugin that serves `download`.
 //! - [`static_files`]: the document root under `/` and `{context}/`.
 //!
+//! Beside the server binary (`src/main.rs`), `src/bin/pollgate-load/` is the load tool of
+//! the benchmarks (`docs/PERFORMANCE.md`); it talks to a running server over HTTP only.
+//!
 //! # Embedding pollgate with a plugin of your own
 //!
 //! ```no_run

@@ -76,6 +76,11 @@ impl Server {
         Server { child: Some(child), addr, tls_addr, log, dir }
     }
 
+    /// The server's process id (for tools that read its CPU and memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Everything the server logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()

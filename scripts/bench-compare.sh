@@ -227,7 +227,7 @@ suite_for() {
       one pollgate broadcast-c1000 "${T[@]}" broadcast -c 1000
       one pollgate idle-c1000 idle -c 1000
       one pollgate idle-c10000 idle -c 10000
-      one pollgate churn-c10000 churn -c 10000 --settle 25
+      one pollgate churn-c10000 --max-runtime 250 churn -c 10000 --rounds 3 --settle 15
       ;;
     *) echo "unknown server $s (baseline node sioxide pollgate)" >&2; exit 2 ;;
   esac

@@ -123,7 +123,8 @@ TARGETED_COLUMNS = [
 ]
 CHURN_COLUMNS = [
     ("clients", "clients"), ("RSS start MB", "rss_start_mb"), ("RSS peak MB", "rss_peak_mb"),
-    ("RSS end MB", "rss_end_mb"), ("connectors left", "connectors_left"), ("errors", "errors"),
+    ("RSS end MB", "rss_end_mb"), ("RSS end MB, each round", "rss_end_mb_per_round"),
+    ("connectors left", "connectors_left"), ("errors", "errors"),
 ]
 
 
@@ -225,6 +226,11 @@ def check_targets(groups):
     t.absolute("churn-c10000: RSS end within 10% of RSS start", drift, 10, "<=", " %")
     t.absolute("churn-c10000: connectors left == 0",
                v("pollgate", "churn-c10000", "connectors_left"), 0, "==")
+    # Not a target, a leak check: the last burst ends no higher than the first (+10%).
+    runs = groups.get(("pollgate", "churn-c10000"), [])
+    ends = [r["rss_end_mb_per_round"] for r in runs if len(r.get("rss_end_mb_per_round", [])) > 1]
+    growth = statistics.mean(e[-1] / e[0] for e in ends) if ends else None
+    t.absolute("churn-c10000 (leak check): last round's RSS end ≤ 1.1× the first's", growth, 1.1, "<=", "×")
 
     # ack+seq overhead, against the plain echo-c100 run made right after it
     ref_test = "echo-c100-ref" if ("pollgate", "echo-c100-ref") in groups else "echo-c100"

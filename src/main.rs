@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use pollgate::config::{Config, LogFormat};
 
 /// jemalloc: smaller per-connection memory than glibc's malloc, and with its background
-/// thread (turned on in `main`) freed pages go back to the system within seconds
-/// (docs/PERFORMANCE.md, "idle" and "churn").
+/// thread (configured in `.cargo/config.toml`) freed pages go back to the system within
+/// seconds (docs/PERFORMANCE.md, "idle" and "churn").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -21,8 +21,6 @@ or as POLLGATE_UPPER_SNAKE environment variable; flags win over the environment,
 over the file (default conf/pollgate.toml).";
 
 fn main() -> ExitCode {
-    // Purge freed memory in the background, not only when something allocates again.
-    let _ = tikv_jemalloc_ctl::background_thread::write(true);
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("hash-password") {
         return hash_password(args.get(1).cloned());

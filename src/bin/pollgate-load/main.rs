@@ -11,6 +11,7 @@ mod http;
 mod modes;
 mod stats;
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -129,6 +130,9 @@ enum Mode {
     Churn {
         #[arg(short = 'c', long, default_value_t = 10_000)]
         clients: usize,
+        /// Bursts, each reaped before the next.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         /// Concurrent openers.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
@@ -223,9 +227,9 @@ async fn run(cli: Cli) -> i32 {
         Mode::Targeted { clients, senders } => modes::targeted(&ctx, &mut out, clients, senders, window).await,
         Mode::Broadcast { clients, rounds } => modes::broadcast(&ctx, &mut out, clients, rounds, window).await,
         Mode::Idle { clients, settle, hold } => modes::idle(&ctx, &mut out, clients, settle, hold).await,
-        Mode::Churn { clients, concurrency, reap_wait, settle, admin, admin_password } => {
+        Mode::Churn { clients, rounds, concurrency, reap_wait, settle, admin, admin_password } => {
             let account = (admin.as_str(), admin_password.as_str());
-            modes::churn(&ctx, &mut out, clients, concurrency, reap_wait, settle, account).await
+            modes::churn(&ctx, &mut out, clients, rounds, concurrency, reap_wait, settle, account).await
         }
     };
     if let Err(e) = result {
@@ -298,8 +302,7 @@ impl Report {
         }
     }
 
-    /// The report is this tool's output, on stdout by design.
-    #[allow(clippy::print_stdout)]
+    /// Writes the report to stdout (a closed pipe is not an error worth a panic).
     fn print(&self) {
         let human: Vec<String> = self
             .fields
@@ -309,9 +312,10 @@ impl Report {
                 _ => format!("{k}={v}"),
             })
             .collect();
-        println!("{}", human.join(" "));
         let object: serde_json::Map<String, serde_json::Value> = self.fields.iter().cloned().collect();
-        println!("RESULT {}", serde_json::Value::Object(object));
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", human.join(" "));
+        let _ = writeln!(out, "RESULT {}", serde_json::Value::Object(object));
     }
 }
 

@@ -387,24 +387,74 @@ pub async fn idle(ctx: &Arc<Ctx>, out: &mut Report, clients: usize, settle: f64,
     Ok(())
 }
 
-/// Opens `clients` connections (open + first sync each) and abandons them, then waits for
-/// the reaper: the server's RSS must come back and no connector may be left.
+/// `rounds` times: opens `clients` connections (open + first sync each), abandons them, and
+/// waits for the reaper. The server's RSS must come back to where it started and no connector
+/// may be left; later rounds show whether memory creeps up from burst to burst.
+#[allow(clippy::too_many_arguments)]
 pub async fn churn(
     ctx: &Arc<Ctx>,
     out: &mut Report,
     clients: usize,
+    rounds: usize,
     concurrency: usize,
     reap_wait: f64,
     settle: f64,
     account: (&str, &str),
 ) -> Res<()> {
     out.kv("clients", clients as u64);
+    out.kv("rounds", rounds as u64);
     let mut counter = Counter::new(ctx, account).await?;
     let baseline = counter.others().await?;
+    out.kv("connectors_before", baseline as u64);
     let start = ctx.pid.and_then(|p| sample(Some(p)));
+    let (mut peaks, mut ends, mut lefts) = (Vec::new(), Vec::new(), Vec::new());
+    let mut errors = 0;
+    for round in 0..rounds.max(1) {
+        let t0 = Instant::now();
+        errors += open_and_abandon(ctx, clients, concurrency).await;
+        let open_s = t0.elapsed().as_secs_f64();
+        peaks.push(ctx.pid.and_then(|p| sample(Some(p))).map_or(0.0, |s| mb(s.rss_kb)));
+        let at_peak = counter.others().await?;
+        if round == 0 {
+            out.kv("opens_per_s", (clients as f64 / open_s).round());
+            out.kv("connectors_at_peak", at_peak as u64);
+        }
+        // Wait for the reaper, counting every second.
+        let deadline = Instant::now() + Duration::from_secs_f64(reap_wait);
+        let mut left = at_peak;
+        while left > baseline && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            left = counter.others().await?;
+        }
+        if round == 0 {
+            out.kv("reaped_after_s", ((t0.elapsed().as_secs_f64() - open_s) * 10.0).round() / 10.0);
+        }
+        lefts.push(left.saturating_sub(baseline) as u64);
+        // Closed connectors stay as tombstones for min(timeout, 5 min) until their sweep.
+        tokio::time::sleep(Duration::from_secs_f64(settle)).await;
+        ends.push(ctx.pid.and_then(|p| sample(Some(p))).map_or(0.0, |s| mb(s.rss_kb)));
+    }
+    out.kv("errors", errors as u64);
+    out.kv("connectors_left", *lefts.last().unwrap_or(&0));
+    out.kv("connectors_left_per_round", lefts);
+    if let Some(s) = start {
+        let start_mb = mb(s.rss_kb);
+        let end_mb = *ends.last().unwrap_or(&0.0);
+        out.kv("rss_start_mb", start_mb);
+        out.kv("rss_peak_mb", peaks.iter().cloned().fold(0.0, f64::max));
+        out.kv("rss_end_mb", end_mb);
+        out.kv("rss_end_over_start", (end_mb / start_mb.max(0.1) * 1000.0).round() / 1000.0);
+        out.kv("rss_peak_mb_per_round", peaks);
+        out.kv("rss_end_mb_per_round", ends);
+    }
+    Ok(())
+}
+
+/// Opens `clients` connections on `concurrency` keep-alive connections and never touches
+/// them again (no close, no further sync); returns the number of failures.
+async fn open_and_abandon(ctx: &Arc<Ctx>, clients: usize, concurrency: usize) -> usize {
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
-    let t0 = Instant::now();
     let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
             let (ctx, next, errors) = (ctx.clone(), next.clone(), errors.clone());
@@ -414,7 +464,6 @@ pub async fn churn(
                     return;
                 };
                 while next.fetch_add(1, Ordering::SeqCst) < clients {
-                    // Abandoned: never closed, never synced again.
                     if Session::open(&mut conn, &ctx.path, Options::default(), None).await.is_err() {
                         errors.fetch_add(1, Ordering::SeqCst);
                     }
@@ -423,35 +472,11 @@ pub async fn churn(
         })
         .collect();
     for w in workers {
-        w.await?;
+        if w.await.is_err() {
+            errors.fetch_add(1, Ordering::SeqCst);
+        }
     }
-    let open_s = t0.elapsed().as_secs_f64();
-    let peak = ctx.pid.and_then(|p| sample(Some(p)));
-    let at_peak = counter.others().await?;
-    out.kv("open_s", (open_s * 1000.0).round() / 1000.0);
-    out.kv("opens_per_s", (clients as f64 / open_s).round());
-    out.kv("errors", errors.load(Ordering::SeqCst) as u64);
-    out.kv("connectors_before", baseline as u64);
-    out.kv("connectors_at_peak", at_peak as u64);
-    // Wait for the reaper, counting every second.
-    let deadline = Instant::now() + Duration::from_secs_f64(reap_wait);
-    let mut left = at_peak;
-    while left > baseline && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        left = counter.others().await?;
-    }
-    out.kv("reaped_after_s", ((t0.elapsed().as_secs_f64() - open_s) * 10.0).round() / 10.0);
-    out.kv("connectors_left", left.saturating_sub(baseline) as u64);
-    // Closed connectors stay as tombstones for min(timeout, 5 min) until their sweep.
-    tokio::time::sleep(Duration::from_secs_f64(settle)).await;
-    let end = ctx.pid.and_then(|p| sample(Some(p)));
-    if let (Some(s), Some(p), Some(e)) = (start, peak, end) {
-        out.kv("rss_start_mb", mb(s.rss_kb));
-        out.kv("rss_peak_mb", mb(p.rss_kb));
-        out.kv("rss_end_mb", mb(e.rss_kb));
-        out.kv("rss_end_over_start", ((e.rss_kb as f64 / s.rss_kb.max(1) as f64) * 1000.0).round() / 1000.0);
-    }
-    Ok(())
+    errors.load(Ordering::SeqCst)
 }
 
 /// A logged-in connection that counts the server's connectors with `getClients`. It logs in

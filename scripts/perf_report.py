@@ -6,7 +6,7 @@ usage: python3 scripts/perf_report.py [--plot echo.png] docs/perf/run-XXXX.log [
 Prints markdown tables (timed runs, idle, broadcast, targeted, churn) with pollgate
 and the peer servers side by side, then a "targets" table that checks pollgate's
 performance goals (PASS / MISS). A label such as `sioxide/echo-c100` may appear in
-several logs: table cells then list every run ("A / B"), and the targets use the mean.
+several logs: table cells then list every run ("A / B"), and the targets use the median.
 With --plot, draws echo ops/s and echo p99 against the client count (needs matplotlib).
 """
 import argparse
@@ -141,10 +141,11 @@ class Targets:
         self.rows = []
 
     def value(self, server, test, field):
-        """Mean of one field over all runs of server/test, or None."""
+        """Median of one field over all runs of server/test, or None (with three or more
+        runs, one disturbed run does not decide a target)."""
         values = [r[field] for r in self.groups.get((server, test), [])
                   if isinstance(r.get(field), (int, float))]
-        return statistics.mean(values) if values else None
+        return statistics.median(values) if values else None
 
     def add(self, name, measured, limit, ratio, ok):
         self.rows.append((name, measured, limit, ratio, "PASS" if ok else "MISS"))

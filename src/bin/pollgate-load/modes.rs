@@ -429,9 +429,15 @@ pub async fn churn(
         if round == 0 {
             out.kv("reaped_after_s", ((t0.elapsed().as_secs_f64() - open_s) * 10.0).round() / 10.0);
         }
-        lefts.push(left.saturating_sub(baseline) as u64);
+        let mut left = left.saturating_sub(baseline);
         // Closed connectors stay as tombstones for min(timeout, 5 min) until their sweep.
-        tokio::time::sleep(Duration::from_secs_f64(settle)).await;
+        // The counter keeps counting meanwhile, so that its own connection is not reaped.
+        let settled = Instant::now() + Duration::from_secs_f64(settle);
+        while Instant::now() < settled {
+            tokio::time::sleep(Duration::from_secs(1).min(settled - Instant::now())).await;
+            left = counter.others().await?.saturating_sub(baseline);
+        }
+        lefts.push(left as u64);
         ends.push(ctx.pid.and_then(|p| sample(Some(p))).map_or(0.0, |s| mb(s.rss_kb)));
     }
     out.kv("errors", errors as u64);

@@ -71,7 +71,7 @@ fn wake_up(c: &mut Criterion) {
                 let ticket = store.begin_poll("c").await.unwrap();
                 let mut wakeup = store.subscribe("c");
                 let pusher = store.clone();
-                let task = tokio::spawn(async move { pusher.push("c", "p".into(), LIMITS).await });
+                let task = tokio::spawn(async move { pusher.push("c", "p".into(), LIMITS, None).await });
                 wakeup.changed().await;
                 task.await.unwrap().unwrap();
                 store.drain("c", None, ticket).await.unwrap().unwrap()

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs pollgate's whole test suite on a fresh machine: installs what is missing, then runs
-# formatting and lint checks, the unit and integration tests, and compiles the benchmarks.
+# Runs pollgate's whole test suite on a fresh machine: installs what is missing (a C
+# toolchain, redis-server, nginx), then runs formatting and lint checks, the unit and
+# integration tests, and compiles the benchmarks. The integration tests then run a second
+# time with every server keeping its state in Redis (the store of a cluster).
 # Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +10,9 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v curl >/dev/null || need_apt+=(curl)
+# The cluster tests and the Redis pass start real redis-server and nginx processes.
+[ -x /usr/bin/redis-server ] || need_apt+=(redis-server)
+[ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq
@@ -26,3 +31,22 @@ cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test (unit, integration, doc tests; benchmarks compiled)"
 cargo test --all-targets --quiet
 cargo test --doc --quiet
+
+echo "== integration tests again, every server on the Redis store"
+redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis_dir=$(mktemp -d)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$redis_dir" \
+  >"$redis_dir/log" 2>&1 &
+redis_pid=$!
+trap 'kill $redis_pid 2>/dev/null; rm -rf "$redis_dir"' EXIT
+for _ in $(seq 1 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null && break
+  sleep 0.1
+done
+# The cluster tests start their own Redis; the rest are the core engine's suites.
+suites=()
+for f in tests/*.rs; do
+  name=$(basename "$f" .rs)
+  [ "$name" = cluster ] || suites+=(--test "$name")
+done
+TEST_REDIS_URL="redis://127.0.0.1:$redis_port" cargo test --quiet "${suites[@]}"

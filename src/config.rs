@@ -39,6 +39,8 @@ pub enum OnMaxConnections {
 pub enum StoreKind {
     /// In this process; lost on restart.
     Memory,
+    /// In Redis (`redis_url`), shared by every node of a cluster.
+    Redis,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -97,8 +99,12 @@ pub struct Config {
     pub users_file: PathBuf,
     /// New connections get the name `anonymous` (not authenticated). Default true.
     pub allow_anonymous: bool,
-    /// `memory` (one node). Default `memory`.
+    /// `memory` (one node) or `redis` (a cluster). Default `memory`.
     pub store: StoreKind,
+    /// The Redis server of `store = "redis"`. Default `redis://127.0.0.1:6379`.
+    pub redis_url: String,
+    /// Prefix of every key (and channel) this cluster uses in Redis. Default `pollgate:`.
+    pub redis_prefix: String,
     /// Send the `connect` event to other clients. Default false.
     pub broadcast_open_event: bool,
     /// Send the `disconnect` event to other clients. Default false.
@@ -149,6 +155,8 @@ impl Default for Config {
             users_file: "conf/users.toml".into(),
             allow_anonymous: true,
             store: StoreKind::Memory,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_prefix: "pollgate:".into(),
             broadcast_open_event: false,
             broadcast_close_event: false,
             broadcast_login_event: false,

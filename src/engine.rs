@@ -148,8 +148,13 @@ impl Engine {
     /// `close` removes it at once. Runs the plugins' `connector_stopped` (the `disconnect`
     /// event) unless `events` is false. Returns whether this call closed it.
     pub async fn close(self: &Arc<Self>, id: &str, reason: CloseReason, events: bool) -> bool {
+        self.close_with(id, reason, events, None).await
+    }
+
+    /// [`Engine::close`], queuing `farewell` just before the close command (see [`Store::close`]).
+    async fn close_with(self: &Arc<Self>, id: &str, reason: CloseReason, events: bool, farewell: Option<&str>) -> bool {
         let notify = reason != CloseReason::Client;
-        let info = match self.store.close(id, reason, notify).await {
+        let info = match self.store.close(id, reason, notify, farewell).await {
             Ok(Some(info)) => info,
             Ok(None) => return false,
             Err(e) => {
@@ -167,9 +172,10 @@ impl Engine {
     }
 
     /// Queues a packet for a connector. A connector whose queue overflows is closed (in the
-    /// background, so the sender never waits for it). False if nothing was queued.
-    pub async fn deliver(self: &Arc<Self>, target: &str, text: Arc<str>) -> bool {
-        match self.store.push(target, text, self.limits).await {
+    /// background, so the sender never waits for it). False if nothing was queued. `once`:
+    /// see [`Store::push`].
+    pub async fn deliver(self: &Arc<Self>, target: &str, text: Arc<str>, once: Option<&str>) -> bool {
+        match self.store.push(target, text, self.limits, once).await {
             Ok(PushOutcome::Queued) => true,
             Ok(PushOutcome::Gone) => false,
             Ok(PushOutcome::Overflow) => {
@@ -184,11 +190,11 @@ impl Engine {
     }
 
     /// Queues one packet for many connectors.
-    pub async fn deliver_many(self: &Arc<Self>, targets: &[String], text: Arc<str>) {
+    pub async fn deliver_many(self: &Arc<Self>, targets: &[String], text: Arc<str>, once: Option<&str>) {
         if targets.is_empty() {
             return;
         }
-        match self.store.push_many(targets, text, self.limits).await {
+        match self.store.push_many(targets, text, self.limits, once).await {
             Ok(overflowed) => self.close_overflowed(overflowed),
             Err(e) => tracing::warn!(error = %e, "delivery failed"),
         }
@@ -252,23 +258,36 @@ impl Engine {
                 SendClaim::Forgotten => return Err(EngineError::SendForgotten),
             }
         }
-        let body = self.process_text(id, session_id, data).await;
+        let body = self.process_text(id, session_id, data, seq).await;
         if let Some(seq) = seq {
             self.store.complete_send(id, seq, body.clone()).await?;
         }
         Ok(body)
     }
 
-    /// Parses and dispatches one token; returns the body.
-    pub async fn process_text(self: &Arc<Self>, id: &str, session_id: &str, data: &str) -> Option<String> {
+    /// Parses and dispatches one token; returns the body. `seq`: the idempotent send it runs.
+    pub async fn process_text(
+        self: &Arc<Self>,
+        id: &str,
+        session_id: &str,
+        data: &str,
+        seq: Option<u64>,
+    ) -> Option<String> {
         let mut token = protocol::parse_token(data)?;
         protocol::normalize_ns(&mut token);
-        self.process_token(id, session_id, &token).await
+        self.process_token(id, session_id, &token, seq).await
     }
 
     /// Dispatches a token to the plugin of its `ns`; returns the body.
-    pub async fn process_token(self: &Arc<Self>, id: &str, session_id: &str, token: &Token) -> Option<String> {
+    pub async fn process_token(
+        self: &Arc<Self>,
+        id: &str,
+        session_id: &str,
+        token: &Token,
+        seq: Option<u64>,
+    ) -> Option<String> {
         let mut ctx = RequestContext::new(self, id, session_id, true);
+        ctx.set_send_seq(seq);
         match protocol::get_str(token, "ns") {
             Some(ns) => {
                 // An unknown namespace gets no reply (PROTOCOL.md: empty 200).
@@ -309,7 +328,7 @@ impl Engine {
                 targets.push(c.id);
             }
         }
-        self.deliver_many(&targets, protocol::to_text(event).into()).await;
+        self.deliver_many(&targets, protocol::to_text(event).into(), None).await;
     }
 
     /// One pass of the reaper: closes the connectors of sessions idle for `timeout`, then
@@ -332,16 +351,31 @@ impl Engine {
         Ok(closed)
     }
 
-    /// Closes every live connector (shutdown), after the `systemStopping` event if configured.
+    /// Shutdown of this node. The last node of a cluster (or a node alone) closes every live
+    /// connector, after the `systemStopping` event if configured (jWebSocket's rule: clients
+    /// hear of it only when the whole system stops). A node with live peers closes nothing:
+    /// its held polls are answered and its connectors are served by the others.
     pub async fn stop_all(self: &Arc<Self>) {
-        let Ok(connectors) = self.store.connectors().await else { return };
-        if self.config.notify_system_stopping {
-            let ids: Vec<String> = connectors.iter().map(|c| c.id.clone()).collect();
-            let event = protocol::to_text(&protocol::event("systemStopping"));
-            self.deliver_many(&ids, event.into()).await;
+        match self.store.other_nodes(protocol::now_ms()).await {
+            Ok(0) => {}
+            Ok(others) => {
+                tracing::info!(others, "other nodes are alive: leaving the connectors to them");
+                let _ = self.store.leave().await;
+                return;
+            }
+            Err(e) => {
+                // Without the store nothing can be closed or handed over; clients come back
+                // to whichever node serves them next.
+                tracing::warn!(error = %e, "shutdown without the store: connectors left as they are");
+                return;
+            }
         }
+        let _ = self.store.leave().await;
+        let Ok(connectors) = self.store.connectors().await else { return };
+        let farewell =
+            self.config.notify_system_stopping.then(|| protocol::to_text(&protocol::event("systemStopping")));
         for c in connectors {
-            self.close(&c.id, CloseReason::Shutdown, false).await;
+            self.close_with(&c.id, CloseReason::Shutdown, false, farewell.as_deref()).await;
         }
     }
 }

@@ -19,12 +19,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Users;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, StoreKind};
 use crate::engine::Engine;
 use crate::http::Service;
 use crate::lenient::LenientTarget;
 use crate::plugins::Plugin;
 use crate::store::memory::MemoryStore;
+use crate::store::redis::{RedisOptions, RedisStore};
+use crate::store::Store;
 
 /// A bound, not yet serving, pollgate node.
 pub struct Server {
@@ -45,7 +47,20 @@ impl Server {
             None
         };
         let plain = listen(&config.bind_address, config.port, "port").await?;
-        let store = Arc::new(MemoryStore::default());
+        let store: Arc<dyn Store> = match config.store {
+            StoreKind::Memory => Arc::new(MemoryStore::default()),
+            StoreKind::Redis => {
+                let timeout_ms = config.session_timeout().as_millis() as i64;
+                let options = RedisOptions {
+                    url: config.redis_url.clone(),
+                    prefix: config.redis_prefix.clone(),
+                    // Twice the inactivity timeout, and at least ten minutes.
+                    key_ttl_ms: (2 * timeout_ms).max(600_000),
+                    retention_ms: timeout_ms.min(300_000),
+                };
+                RedisStore::new(options).map_err(|e| ConfigError(format!("redis_url: {e}")))?
+            }
+        };
         let engine = Engine::new(config, store, users, plugins);
         Ok(Server { service: Arc::new(Service::new(engine)), plain, tls })
     }
@@ -228,7 +243,8 @@ where
     }
 }
 
-/// Runs the reaper until cancelled: a pass every second (or sooner for short timeouts).
+/// Runs the reaper until cancelled: a pass every second (or sooner for short timeouts), each
+/// after this node's heartbeat (a cluster store counts the nodes alive by it).
 async fn reaper(engine: Arc<Engine>, cancel: CancellationToken) {
     let period = (engine.config.session_timeout() / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut tick = tokio::time::interval(period);
@@ -237,6 +253,9 @@ async fn reaper(engine: Arc<Engine>, cancel: CancellationToken) {
         tokio::select! {
             _ = tick.tick() => {}
             _ = cancel.cancelled() => return,
+        }
+        if let Err(e) = engine.store.heartbeat(crate::protocol::now_ms()).await {
+            tracing::warn!(error = %e, "heartbeat failed");
         }
         if let Err(e) = engine.reap().await {
             tracing::warn!(error = ?e, "reaper pass failed");

@@ -60,11 +60,26 @@ pub struct RequestContext<'a> {
     body: Option<String>,
     /// Whether packets for the requester go to `body` (true within an HTTP request).
     captures_body: bool,
+    /// Within an idempotent send: its `seq`, and how many packets it queued so far. The
+    /// packets carry `once` keys (sender, seq, count), so a re-run queues none twice.
+    send_seq: Option<(u64, u32)>,
 }
 
 impl<'a> RequestContext<'a> {
     pub fn new(engine: &'a Arc<Engine>, connector_id: &'a str, session_id: &'a str, captures_body: bool) -> Self {
-        RequestContext { engine, connector_id, session_id, body: None, captures_body }
+        RequestContext { engine, connector_id, session_id, body: None, captures_body, send_seq: None }
+    }
+
+    /// Marks this context as running the idempotent send `seq`.
+    pub fn set_send_seq(&mut self, seq: Option<u64>) {
+        self.send_seq = seq.map(|s| (s, 0));
+    }
+
+    /// The `once` key of the next packet this context queues.
+    fn next_once_key(&mut self) -> Option<String> {
+        let (seq, count) = self.send_seq.as_mut()?;
+        *count += 1;
+        Some(format!("{}:{seq}:{count}", self.connector_id))
     }
 
     /// The response envelope for `request` (code 0, `ok`).
@@ -85,7 +100,8 @@ impl<'a> RequestContext<'a> {
             self.body = Some(text);
             return true;
         }
-        self.engine.deliver(target, text.into()).await
+        let once = self.next_once_key();
+        self.engine.deliver(target, text.into(), once.as_deref()).await
     }
 
     /// Sends a token to many connectors (the requester's copy follows the body rule).
@@ -99,7 +115,8 @@ impl<'a> RequestContext<'a> {
                 others.push(target.clone());
             }
         }
-        self.engine.deliver_many(&others, text.into()).await;
+        let once = self.next_once_key();
+        self.engine.deliver_many(&others, text.into(), once.as_deref()).await;
     }
 
     /// The body collected so far, taken.

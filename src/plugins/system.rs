@@ -211,7 +211,7 @@ impl SystemPlugin {
             .into_iter()
             .filter(|id| id != ctx.connector_id)
             .collect();
-        ctx.engine.deliver_many(&others, protocol::to_text(reply).into()).await;
+        ctx.engine.deliver_many(&others, protocol::to_text(reply).into(), None).await;
     }
 
     async fn login(ctx: &mut RequestContext<'_>, token: &Token) {

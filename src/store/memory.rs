@@ -76,7 +76,14 @@ impl ConnectorEntry {
 
 impl Inner {
     /// Marks a connector closed (or removes it) and unlinks it from its session.
-    fn close(&mut self, id: &str, reason: CloseReason, notify: bool, now: i64) -> Option<ConnectorInfo> {
+    fn close(
+        &mut self,
+        id: &str,
+        reason: CloseReason,
+        notify: bool,
+        farewell: Option<&str>,
+        now: i64,
+    ) -> Option<ConnectorInfo> {
         let entry = self.connectors.get_mut(id)?;
         if entry.closed.is_some() {
             if !notify {
@@ -88,6 +95,9 @@ impl Inner {
         let info = entry.info.clone();
         self.live -= 1;
         if notify {
+            if let Some(text) = farewell {
+                entry.queue.push_unbounded(text.into());
+            }
             entry.queue.push_unbounded(CLOSE_COMMAND.into());
             entry.closed = Some((reason, now));
             entry.wake();
@@ -187,11 +197,24 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn close(&self, id: &str, reason: CloseReason, notify: bool) -> StoreResult<Option<ConnectorInfo>> {
-        Ok(self.inner.lock().close(id, reason, notify, crate::protocol::now_ms()))
+    async fn close(
+        &self,
+        id: &str,
+        reason: CloseReason,
+        notify: bool,
+        farewell: Option<&str>,
+    ) -> StoreResult<Option<ConnectorInfo>> {
+        Ok(self.inner.lock().close(id, reason, notify, farewell, crate::protocol::now_ms()))
     }
 
-    async fn push(&self, id: &str, text: Arc<str>, limits: QueueLimits) -> StoreResult<PushOutcome> {
+    // `once` is not needed here: a send is never re-run by another process.
+    async fn push(
+        &self,
+        id: &str,
+        text: Arc<str>,
+        limits: QueueLimits,
+        _once: Option<&str>,
+    ) -> StoreResult<PushOutcome> {
         let mut inner = self.inner.lock();
         let Some(entry) = inner.connectors.get_mut(id).filter(|c| c.closed.is_none()) else {
             return Ok(PushOutcome::Gone);
@@ -203,7 +226,13 @@ impl Store for MemoryStore {
         Ok(PushOutcome::Queued)
     }
 
-    async fn push_many(&self, ids: &[String], text: Arc<str>, limits: QueueLimits) -> StoreResult<Vec<String>> {
+    async fn push_many(
+        &self,
+        ids: &[String],
+        text: Arc<str>,
+        limits: QueueLimits,
+        _once: Option<&str>,
+    ) -> StoreResult<Vec<String>> {
         let mut inner = self.inner.lock();
         let mut overflowed = Vec::new();
         for id in ids {

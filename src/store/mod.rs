@@ -9,6 +9,7 @@
 
 pub mod memory;
 pub mod queue;
+pub mod redis;
 
 use std::sync::Arc;
 
@@ -46,6 +47,18 @@ impl CloseReason {
             CloseReason::Evicted => "evicted",
             CloseReason::QueueOverflow => "queue overflow",
         }
+    }
+
+    /// The reason [`CloseReason::as_str`] names (a shared store keeps it as text).
+    pub fn parse(s: &str) -> Option<CloseReason> {
+        Some(match s {
+            "client" => CloseReason::Client,
+            "timeout" => CloseReason::Timeout,
+            "shutdown" => CloseReason::Shutdown,
+            "evicted" => CloseReason::Evicted,
+            "queue overflow" => CloseReason::QueueOverflow,
+            _ => return None,
+        })
     }
 }
 
@@ -177,13 +190,31 @@ pub trait Store: Send + Sync + 'static {
     async fn touch(&self, id: &str, now_ms: i64) -> StoreResult<()>;
     /// Closes a live connector. With `notify`, its queue ends with the close command and it is
     /// kept until that is delivered (or `retention_ms` passes); without, it goes at once.
-    /// Returns the connector to exactly one caller, so close events are sent once.
-    async fn close(&self, id: &str, reason: CloseReason, notify: bool) -> StoreResult<Option<ConnectorInfo>>;
+    /// Returns the connector to exactly one caller, so close events are sent once. With
+    /// `notify`, `farewell` is queued just before the close command, in the same step, so a
+    /// held poll gets both in one answer (`systemStopping` at shutdown).
+    async fn close(
+        &self,
+        id: &str,
+        reason: CloseReason,
+        notify: bool,
+        farewell: Option<&str>,
+    ) -> StoreResult<Option<ConnectorInfo>>;
 
     // ---- queues
-    async fn push(&self, id: &str, text: Arc<str>, limits: QueueLimits) -> StoreResult<PushOutcome>;
+    /// Queues a packet. With `once`, a packet already queued for this connector under the
+    /// same key is not queued again (a send re-run after a node died in the middle of it);
+    /// a store of one node, which dies with its sends, may ignore it.
+    async fn push(&self, id: &str, text: Arc<str>, limits: QueueLimits, once: Option<&str>)
+        -> StoreResult<PushOutcome>;
     /// Pushes one packet to many connectors; returns the ids that overflowed.
-    async fn push_many(&self, ids: &[String], text: Arc<str>, limits: QueueLimits) -> StoreResult<Vec<String>>;
+    async fn push_many(
+        &self,
+        ids: &[String],
+        text: Arc<str>,
+        limits: QueueLimits,
+        once: Option<&str>,
+    ) -> StoreResult<Vec<String>>;
     /// Starts a sync: returns its ticket and makes any older held sync of the connector return.
     async fn begin_poll(&self, id: &str) -> StoreResult<u64>;
     /// Takes what a sync returns. Without `ack`, returned packets are removed; with `ack`,
@@ -212,6 +243,8 @@ pub trait Store: Send + Sync + 'static {
     async fn sweep(&self, now_ms: i64, retention_ms: i64) -> StoreResult<()>;
 
     // ---- idempotent sends
+    /// Claims `seq` for running. A claim left in progress by a node that died is taken over
+    /// after a while (the re-run's packets carry the same `once` keys, so none is doubled).
     async fn claim_send(&self, id: &str, seq: u64) -> StoreResult<SendClaim>;
     async fn complete_send(&self, id: &str, seq: u64, body: Option<String>) -> StoreResult<()>;
 
@@ -221,4 +254,18 @@ pub trait Store: Send + Sync + 'static {
     /// How many events under `key` fell within the last `window_ms`, and when the oldest of
     /// them leaves the window.
     async fn recent_events(&self, key: &str, now_ms: i64, window_ms: i64) -> StoreResult<(u32, i64)>;
+
+    // ---- nodes of a cluster (a store of one node has nothing to do)
+    /// Announces this node as alive.
+    async fn heartbeat(&self, _now_ms: i64) -> StoreResult<()> {
+        Ok(())
+    }
+    /// How many other nodes announced themselves recently.
+    async fn other_nodes(&self, _now_ms: i64) -> StoreResult<usize> {
+        Ok(0)
+    }
+    /// This node leaves the cluster (a clean shutdown); its connectors stay for the others.
+    async fn leave(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }

@@ -2,6 +2,8 @@
 //! to it, so tests control every byte (raw JSON in query strings, odd headers).
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -48,6 +50,16 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // The test command runs the suite twice: the second time every server keeps its
+        // state in the Redis at TEST_REDIS_URL, under a prefix of its own.
+        if let Ok(url) = std::env::var("TEST_REDIS_URL") {
+            if !env.iter().any(|(k, _)| *k == "STORE") {
+                let prefix: u64 = rand::random();
+                cmd.env("POLLGATE_STORE", "redis")
+                    .env("POLLGATE_REDIS_URL", url)
+                    .env("POLLGATE_REDIS_PREFIX", format!("t{prefix:016x}:"));
+            }
+        }
         for (k, v) in env {
             cmd.env(format!("POLLGATE_{k}"), v);
         }
@@ -93,6 +105,14 @@ impl Server {
     /// A client with a fresh random connection id.
     pub fn client(&self) -> Client {
         Client::new(self.addr)
+    }
+
+    /// SIGKILL, as `kill -9`: no shutdown, in-flight requests are cut.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Sends SIGTERM and waits for the exit status (at most `limit`).

@@ -1,0 +1,10 @@
+-- Store::begin_poll. ARGV: prefix, connector id, this node. Returns the new ticket (0 for an
+-- unknown connector); the node of an older held sync is woken so that sync returns.
+local P, id = ARGV[1], ARGV[2]
+local c = P .. 'c:' .. id
+if redis.call('EXISTS', c) == 0 then return 0 end
+local ticket = redis.call('HINCRBY', c, 'ticket', 1)
+local old = redis.call('HGET', c, 'holder')
+redis.call('HSET', c, 'holder', ARGV[3])
+if old then redis.call('PUBLISH', P .. 'n:' .. old, id) end
+return ticket

@@ -1,0 +1,27 @@
+-- Store::open. ARGV: prefix, connector id, session id, address, user agent, now ms,
+-- shared (0|1), max connectors, welcome packet, key ttl ms.
+-- Returns 'opened', 'exists' (a live connector has the id) or 'full'.
+local P, id, sid = ARGV[1], ARGV[2], ARGV[3]
+local now, ttl = tonumber(ARGV[6]), tonumber(ARGV[10])
+local c, q = P .. 'c:' .. id, P .. 'q:' .. id
+local closed = redis.call('HGET', c, 'closed')
+if closed == '' then return 'exists' end
+if redis.call('ZCARD', P .. 'live') >= tonumber(ARGV[8]) then return 'full' end
+-- A closed connector of the same id is replaced; a poll still held on it is woken.
+local holder = closed and redis.call('HGET', c, 'holder')
+redis.call('DEL', c, q, P .. 'sp:' .. id, P .. 'sr:' .. id, P .. 'so:' .. id)
+redis.call('HSET', c, 'sid', sid, 'addr', ARGV[4], 'ua', ARGV[5], 'opened', now, 'active', now,
+  'closed', '', 'ticket', 0, 'last', 1, 'acked', 0, 'bytes', #ARGV[9], 'sendlast', 0)
+redis.call('RPUSH', q, ARGV[9])
+redis.call('ZADD', P .. 'live', now, id)
+local sm, sc = P .. 'sm:' .. sid, P .. 'sc:' .. sid
+if redis.call('EXISTS', sm) == 0 then redis.call('HSET', sm, 'shared', ARGV[7], 'n', 0) end
+redis.call('HSET', sm, 'last', now)
+redis.call('HDEL', sm, 'empty')
+redis.call('SADD', sc, id)
+redis.call('ZADD', P .. 'active', now, sid)
+for _, k in ipairs({ c, q, sm, sc, P .. 's:' .. sid, P .. 'live', P .. 'active' }) do
+  redis.call('PEXPIRE', k, ttl)
+end
+if holder then redis.call('PUBLISH', P .. 'n:' .. holder, id) end
+return 'opened'

@@ -1,0 +1,34 @@
+-- Store::push_many (and push, with one id). ARGV: prefix, packet, max packets, max bytes,
+-- once key ('' for none), once ttl ms, connector ids...
+-- Returns {status per id}: 'queued', 'overflow' (nothing queued) or 'gone'. A packet whose
+-- once key was already used for a connector counts as queued and is not queued again.
+-- Wakes each holding node once, with the ids it holds, space-separated.
+local P, text, once = ARGV[1], ARGV[2], ARGV[5]
+local max_packets, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
+local out, wake = {}, {}
+for i = 7, #ARGV do
+  local id = ARGV[i]
+  local c, q = P .. 'c:' .. id, P .. 'q:' .. id
+  local f = redis.call('HMGET', c, 'closed', 'bytes', 'holder')
+  if f[1] ~= '' then
+    out[#out + 1] = 'gone'
+  elseif once ~= '' and redis.call('EXISTS', P .. 'once:' .. id .. ':' .. once) == 1 then
+    out[#out + 1] = 'queued'
+  elseif redis.call('LLEN', q) >= max_packets or tonumber(f[2]) + #text > max_bytes then
+    out[#out + 1] = 'overflow'
+  else
+    redis.call('RPUSH', q, text)
+    redis.call('HINCRBY', c, 'last', 1)
+    redis.call('HINCRBY', c, 'bytes', #text)
+    if once ~= '' then redis.call('SET', P .. 'once:' .. id .. ':' .. once, 1, 'PX', tonumber(ARGV[6])) end
+    out[#out + 1] = 'queued'
+    if f[3] then
+      local ids = wake[f[3]]
+      if ids then ids[#ids + 1] = id else wake[f[3]] = { id } end
+    end
+  end
+end
+for node, ids in pairs(wake) do
+  redis.call('PUBLISH', P .. 'n:' .. node, table.concat(ids, ' '))
+end
+return out

@@ -1,0 +1,20 @@
+-- Store::touch: a request of a live connector. ARGV: prefix, connector id, now ms, key ttl ms.
+local P, id = ARGV[1], ARGV[2]
+local now, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
+local c = P .. 'c:' .. id
+if redis.call('HGET', c, 'closed') ~= '' then return 0 end
+local sid = redis.call('HGET', c, 'sid')
+redis.call('HSET', c, 'active', now)
+redis.call('ZADD', P .. 'live', now, id)
+local sm = P .. 'sm:' .. sid
+if now > tonumber(redis.call('HGET', sm, 'last') or '0') then
+  redis.call('HSET', sm, 'last', now)
+  redis.call('ZADD', P .. 'active', now, sid)
+end
+-- Everything of a connector in use outlives the inactivity timeout; if every node is gone,
+-- it all expires by itself.
+for _, k in ipairs({ c, P .. 'q:' .. id, P .. 'sp:' .. id, P .. 'sr:' .. id, P .. 'so:' .. id,
+  sm, P .. 'sc:' .. sid, P .. 's:' .. sid, P .. 'live', P .. 'active' }) do
+  redis.call('PEXPIRE', k, ttl)
+end
+return 1

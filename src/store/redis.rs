@@ -1,0 +1,666 @@
+//! The Redis store: every node of a cluster keeps its state in one Redis server, so any node
+//! can answer any request of any connector.
+//!
+//! Every method that reads and writes is one Lua script (`lua/*.lua`), which Redis runs
+//! atomically: no read-then-delete race between nodes, no lost update. Keys are built from
+//! `redis_prefix` (so one Redis can serve several clusters, and the tests):
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `c:{id}` | hash | a connector: session, address, user agent, times, `closed`, poll `ticket` and `holder` node, queue `last`/`acked`/`bytes`, `sendlast` |
+//! | `q:{id}` | list | its queued packets; the first has sequence number `acked + 1` |
+//! | `sp:{id}` `sr:{id}` `so:{id}` | hash, hash, zset | idempotent sends: in progress (since when), kept responses, their order |
+//! | `once:{id}:{key}` | string | a packet queued by an idempotent send (so a re-run does not queue it twice) |
+//! | `live` | zset | live connectors by last activity (admission count, eviction) |
+//! | `sm:{sid}` `s:{sid}` `sc:{sid}` | hash, hash, set | a session: meta (`last`, `shared`, `empty`), storage, connectors |
+//! | `active` | zset | sessions with live connectors by last request (the reaper) |
+//! | `ev:{key}` | zset | event times of a counter (failed logins) |
+//! | `nodes` | zset | nodes by last heartbeat |
+//!
+//! Everything carries an expiry, refreshed while it is in use, so nothing is left behind when
+//! every node is gone. Wake-ups: a sync records its node as the connector's `holder`; a
+//! script that changes the connector publishes the connector id on that node's channel
+//! (`n:{node}`), and the node's one subscriber task signals the local `watch` channel of the
+//! held poll. When that subscription is lost, every local poll is woken, so none sleeps
+//! through a packet queued meanwhile.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::{
+    CloseReason, ConnectorInfo, Drained, OpenOutcome, PushOutcome, QueueLimits, QueuedPacket, SendClaim, Store,
+    StoreError, StoreResult, Wakeup,
+};
+use crate::protocol::{Token, CLOSE_COMMAND};
+
+/// How many responses of idempotent sends are kept per connector (as in the memory store).
+const SEND_RESPONSES_KEPT: usize = 64;
+/// How long a shared session outlives its last connector (jWebSocket's reconnection window).
+const SHARED_SESSION_LINGER_MS: i64 = 60_000;
+/// A node is alive while its heartbeat is younger than this.
+const NODE_ALIVE_MS: i64 = 5_000;
+/// How long a send may stay in progress before another node may re-run it (its node died).
+const SEND_LEASE_MS: i64 = 10_000;
+/// How long the `once` keys of queued packets are kept (longer than any retry goes on).
+const ONCE_TTL_MS: i64 = 600_000;
+/// How long failed-login counters are kept.
+const COUNTER_TTL_MS: i64 = 3_600_000;
+
+/// The scripts, loaded once (redis-rs sends EVALSHA and falls back to EVAL).
+struct Scripts {
+    open: Script,
+    touch: Script,
+    close: Script,
+    push: Script,
+    begin_poll: Script,
+    drain: Script,
+    sends: Script,
+    session: Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            open: Script::new(include_str!("lua/open.lua")),
+            touch: Script::new(include_str!("lua/touch.lua")),
+            close: Script::new(include_str!("lua/close.lua")),
+            push: Script::new(include_str!("lua/push.lua")),
+            begin_poll: Script::new(include_str!("lua/begin_poll.lua")),
+            drain: Script::new(include_str!("lua/drain.lua")),
+            sends: Script::new(include_str!("lua/sends.lua")),
+            session: Script::new(include_str!("lua/session.lua")),
+        }
+    }
+}
+
+/// Where to find Redis and how long things live there.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    pub url: String,
+    pub prefix: String,
+    /// Expiry of everything in use, refreshed on every request (above the inactivity timeout).
+    pub key_ttl_ms: i64,
+    /// How long a closed connector keeps its queue for the close command to be collected.
+    pub retention_ms: i64,
+}
+
+pub struct RedisStore {
+    conn: ConnectionManager,
+    scripts: Scripts,
+    options: RedisOptions,
+    /// This node's id (random per process): the channel its held polls are woken on.
+    node: String,
+    /// Local held polls by connector id.
+    waiters: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
+}
+
+fn store_error(e: RedisError) -> StoreError {
+    StoreError(format!("redis: {e}"))
+}
+
+impl RedisStore {
+    /// Prepares the store and starts the wake-up subscriber. Redis need not be up yet: until
+    /// it is, requests fail with [`StoreError`] (503), and the node recovers by itself.
+    pub fn new(options: RedisOptions) -> StoreResult<Arc<RedisStore>> {
+        let client = redis::Client::open(options.url.as_str()).map_err(store_error)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = client.get_connection_manager_lazy(config).map_err(store_error)?;
+        let node = format!("{:016x}", rand::random::<u64>());
+        let store = Arc::new(RedisStore { conn, scripts: Scripts::new(), options, node, waiters: Default::default() });
+        tokio::spawn(subscriber(client, store.channel(&store.node), store.waiters.clone()));
+        Ok(store)
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}{kind}:{id}", self.options.prefix)
+    }
+
+    /// A key shared by all connectors (`live`, `active`, `nodes`).
+    fn index(&self, name: &str) -> String {
+        format!("{}{name}", self.options.prefix)
+    }
+
+    fn channel(&self, node: &str) -> String {
+        self.key("n", node)
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    async fn session_op(&self, session_id: &str, op: &str, args: &[&str]) -> StoreResult<redis::Value> {
+        let mut call = self.scripts.session.prepare_invoke();
+        call.arg(&self.options.prefix).arg(session_id).arg(op);
+        for a in args {
+            call.arg(*a);
+        }
+        call.invoke_async(&mut self.conn()).await.map_err(store_error)
+    }
+
+    async fn push_ids(
+        &self,
+        ids: &[&str],
+        text: &str,
+        limits: QueueLimits,
+        once: Option<&str>,
+    ) -> StoreResult<Vec<String>> {
+        let mut call = self.scripts.push.prepare_invoke();
+        call.arg(&self.options.prefix).arg(text).arg(limits.max_packets).arg(limits.max_bytes);
+        call.arg(once.unwrap_or_default()).arg(ONCE_TTL_MS);
+        for id in ids {
+            call.arg(*id);
+        }
+        call.invoke_async(&mut self.conn()).await.map_err(store_error)
+    }
+}
+
+/// Holds this node's subscription and wakes local polls; reconnects until the process ends.
+async fn subscriber(client: redis::Client, channel: String, waiters: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>) {
+    let wake_all = |waiters: &Mutex<HashMap<String, watch::Sender<u64>>>| {
+        for tx in waiters.lock().values() {
+            tx.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    };
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                Ok(()) => {
+                    // Whatever was published while we were not listening is missed: re-check.
+                    wake_all(&waiters);
+                    let mut messages = pubsub.on_message();
+                    while let Some(msg) = messages.next().await {
+                        let payload: String = msg.get_payload().unwrap_or_default();
+                        let mut waiters = waiters.lock();
+                        for id in payload.split(' ') {
+                            if let Some(tx) = waiters.get(id) {
+                                tx.send_modify(|v| *v = v.wrapping_add(1));
+                                if tx.receiver_count() == 0 {
+                                    waiters.remove(id);
+                                }
+                            }
+                        }
+                    }
+                    tracing::warn!("redis subscription lost; reconnecting");
+                }
+                Err(e) => tracing::warn!(error = %e, "redis subscribe failed; retrying"),
+            },
+            Err(e) => tracing::warn!(error = %e, "redis unreachable for wake-ups; retrying"),
+        }
+        // Polls held here answer now (their drain reports the store's state or error).
+        wake_all(&waiters);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn parse_u64(s: &str) -> u64 {
+    s.parse().unwrap_or(0)
+}
+
+/// A session value as stored: `<insertion index>:<json>`.
+fn split_stored(stored: &str) -> Option<(u64, Value)> {
+    let (idx, json) = stored.split_once(':')?;
+    Some((idx.parse().ok()?, serde_json::from_str(json).ok()?))
+}
+
+fn info_from(id: &str, fields: Vec<Option<String>>) -> Option<ConnectorInfo> {
+    let mut f = fields.into_iter();
+    let mut next = || f.next().flatten().unwrap_or_default();
+    Some(ConnectorInfo {
+        id: id.to_owned(),
+        session_id: next(),
+        address: next(),
+        user_agent: next(),
+        opened_ms: next().parse().ok()?,
+        last_active_ms: next().parse().ok()?,
+    })
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn open(
+        &self,
+        info: ConnectorInfo,
+        shared_session: bool,
+        max_connectors: usize,
+        welcome: Arc<str>,
+    ) -> StoreResult<OpenOutcome> {
+        let outcome: String = self
+            .scripts
+            .open
+            .prepare_invoke()
+            .arg(&self.options.prefix)
+            .arg(&info.id)
+            .arg(&info.session_id)
+            .arg(&info.address)
+            .arg(&info.user_agent)
+            .arg(info.opened_ms)
+            .arg(if shared_session { "1" } else { "0" })
+            .arg(max_connectors)
+            .arg(&*welcome)
+            .arg(self.options.key_ttl_ms)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(match outcome.as_str() {
+            "opened" => OpenOutcome::Opened,
+            "exists" => OpenOutcome::Exists,
+            _ => OpenOutcome::Full,
+        })
+    }
+
+    async fn connector(&self, id: &str) -> StoreResult<Option<ConnectorInfo>> {
+        let fields: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.key("c", id))
+            .arg(&["closed", "sid", "addr", "ua", "opened", "active"])
+            .query_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        if fields.first().and_then(|c| c.as_deref()) != Some("") {
+            return Ok(None);
+        }
+        Ok(info_from(id, fields.into_iter().skip(1).collect()))
+    }
+
+    async fn connectors(&self) -> StoreResult<Vec<ConnectorInfo>> {
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.index("live"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HMGET").arg(self.key("c", id)).arg(&["closed", "sid", "addr", "ua", "opened", "active"]);
+        }
+        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.conn()).await.map_err(store_error)?;
+        Ok(ids
+            .iter()
+            .zip(rows)
+            .filter(|(_, row)| row.first().and_then(|c| c.as_deref()) == Some(""))
+            .filter_map(|(id, row)| info_from(id, row.into_iter().skip(1).collect()))
+            .collect())
+    }
+
+    async fn connector_count(&self) -> StoreResult<usize> {
+        redis::cmd("ZCARD").arg(self.index("live")).query_async(&mut self.conn()).await.map_err(store_error)
+    }
+
+    async fn least_recent(&self) -> StoreResult<Option<String>> {
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.index("live"))
+            .arg(0)
+            .arg(0)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(ids.into_iter().next())
+    }
+
+    async fn touch(&self, id: &str, now_ms: i64) -> StoreResult<()> {
+        let _: i64 = self
+            .scripts
+            .touch
+            .prepare_invoke()
+            .arg(&self.options.prefix)
+            .arg(id)
+            .arg(now_ms)
+            .arg(self.options.key_ttl_ms)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn close(
+        &self,
+        id: &str,
+        reason: CloseReason,
+        notify: bool,
+        farewell: Option<&str>,
+    ) -> StoreResult<Option<ConnectorInfo>> {
+        let fields: Option<Vec<Option<String>>> = self
+            .scripts
+            .close
+            .prepare_invoke()
+            .arg(&self.options.prefix)
+            .arg(id)
+            .arg(reason.as_str())
+            .arg(if notify { "1" } else { "0" })
+            .arg(crate::protocol::now_ms())
+            .arg(self.options.retention_ms)
+            .arg(CLOSE_COMMAND)
+            .arg(SHARED_SESSION_LINGER_MS)
+            .arg(farewell.unwrap_or_default())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(fields.and_then(|f| info_from(id, f)))
+    }
+
+    async fn push(
+        &self,
+        id: &str,
+        text: Arc<str>,
+        limits: QueueLimits,
+        once: Option<&str>,
+    ) -> StoreResult<PushOutcome> {
+        let status = self.push_ids(&[id], &text, limits, once).await?;
+        Ok(match status.first().map(String::as_str) {
+            Some("queued") => PushOutcome::Queued,
+            Some("overflow") => PushOutcome::Overflow,
+            _ => PushOutcome::Gone,
+        })
+    }
+
+    async fn push_many(
+        &self,
+        ids: &[String],
+        text: Arc<str>,
+        limits: QueueLimits,
+        once: Option<&str>,
+    ) -> StoreResult<Vec<String>> {
+        let mut overflowed = Vec::new();
+        // Bounded scripts: a huge broadcast must not stall Redis for everyone else.
+        for chunk in ids.chunks(1000) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let status = self.push_ids(&refs, &text, limits, once).await?;
+            overflowed.extend(chunk.iter().zip(status).filter(|(_, s)| s == "overflow").map(|(id, _)| id.clone()));
+        }
+        Ok(overflowed)
+    }
+
+    async fn begin_poll(&self, id: &str) -> StoreResult<u64> {
+        self.scripts
+            .begin_poll
+            .prepare_invoke()
+            .arg(&self.options.prefix)
+            .arg(id)
+            .arg(&self.node)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)
+    }
+
+    async fn drain(&self, id: &str, ack: Option<u64>, ticket: u64) -> StoreResult<Result<Drained, u64>> {
+        let reply: Vec<String> = self
+            .scripts
+            .drain
+            .prepare_invoke()
+            .arg(&self.options.prefix)
+            .arg(id)
+            .arg(ticket)
+            .arg(ack.map(|a| a.to_string()).unwrap_or_default())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        let field = |i: usize| reply.get(i).map(String::as_str).unwrap_or_default();
+        let close_reason = |s: &str| CloseReason::parse(s);
+        Ok(match field(0) {
+            "unknown" => Ok(Drained { unknown: true, seq: ack.unwrap_or(0), ..Drained::default() }),
+            "superseded" => Ok(Drained {
+                superseded: true,
+                seq: parse_u64(field(1)),
+                close_reason: close_reason(field(2)),
+                ..Drained::default()
+            }),
+            "ahead" => Err(parse_u64(field(1))),
+            _ => {
+                let first = parse_u64(field(1));
+                let acked = parse_u64(field(2));
+                let packets: Vec<QueuedPacket> = reply
+                    .iter()
+                    .skip(4)
+                    .zip(first..)
+                    .map(|(text, seq)| QueuedPacket { seq, text: text.as_str().into() })
+                    .collect();
+                let seq = packets.last().map_or(acked, |p| p.seq);
+                Ok(Drained { packets, seq, close_reason: close_reason(field(3)), superseded: false, unknown: false })
+            }
+        })
+    }
+
+    fn subscribe(&self, id: &str) -> Wakeup {
+        let mut waiters = self.waiters.lock();
+        let tx = waiters.entry(id.to_owned()).or_insert_with(|| watch::channel(0).0);
+        Wakeup(tx.subscribe())
+    }
+
+    async fn session_storage(&self, session_id: &str) -> StoreResult<Token> {
+        let stored: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(self.key("s", session_id))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        let mut entries: Vec<(u64, String, Value)> =
+            stored.into_iter().filter_map(|(k, v)| split_stored(&v).map(|(idx, value)| (idx, k, value))).collect();
+        entries.sort_by_key(|(idx, _, _)| *idx);
+        Ok(entries.into_iter().map(|(_, k, v)| (k, v)).collect())
+    }
+
+    async fn session_get(&self, session_id: &str, key: &str) -> StoreResult<Option<Value>> {
+        let stored: Option<String> = redis::cmd("HGET")
+            .arg(self.key("s", session_id))
+            .arg(key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(stored.and_then(|s| split_stored(&s)).map(|(_, v)| v))
+    }
+
+    async fn session_put(&self, session_id: &str, key: &str, value: Value) -> StoreResult<()> {
+        self.session_op(session_id, "put", &[key, &value.to_string()]).await?;
+        Ok(())
+    }
+
+    async fn session_remove(&self, session_id: &str, key: &str) -> StoreResult<Option<Value>> {
+        let old = self.session_op(session_id, "remove", &[key]).await?;
+        Ok(match old {
+            redis::Value::BulkString(json) => serde_json::from_slice(&json).ok(),
+            _ => None,
+        })
+    }
+
+    async fn session_clear(&self, session_id: &str) -> StoreResult<()> {
+        self.session_op(session_id, "clear", &[]).await?;
+        Ok(())
+    }
+
+    async fn session_login(&self, session_id: &str, entries: Token) -> StoreResult<bool> {
+        let flat: Vec<String> = entries.into_iter().flat_map(|(k, v)| [k, v.to_string()]).collect();
+        let refs: Vec<&str> = flat.iter().map(String::as_str).collect();
+        Ok(matches!(self.session_op(session_id, "login", &refs).await?, redis::Value::Int(1)))
+    }
+
+    async fn session_connectors(&self, session_id: &str) -> StoreResult<Vec<String>> {
+        redis::cmd("SMEMBERS").arg(self.key("sc", session_id)).query_async(&mut self.conn()).await.map_err(store_error)
+    }
+
+    async fn expired_sessions(&self, idle_before_ms: i64) -> StoreResult<Vec<String>> {
+        redis::cmd("ZRANGEBYSCORE")
+            .arg(self.index("active"))
+            .arg("-inf")
+            .arg(format!("({idle_before_ms}"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(store_error)
+    }
+
+    async fn sweep(&self, now_ms: i64, _retention_ms: i64) -> StoreResult<()> {
+        // Closed connectors and lingering sessions expire in Redis by themselves. What is
+        // left: index entries of connectors whose keys expired while no node ran (their last
+        // activity is older than the key expiry), and local channels nobody waits on.
+        let stale = format!("({}", now_ms - self.options.key_ttl_ms);
+        let _: () = redis::pipe()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(self.index("live"))
+            .arg("-inf")
+            .arg(&stale)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(self.index("active"))
+            .arg("-inf")
+            .arg(&stale)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        self.waiters.lock().retain(|_, tx| tx.receiver_count() > 0);
+        Ok(())
+    }
+
+    async fn claim_send(&self, id: &str, seq: u64) -> StoreResult<SendClaim> {
+        let reply: Vec<String> = self
+            .scripts
+            .sends
+            .prepare_invoke()
+            .arg(&self.options.prefix)
+            .arg(id)
+            .arg("claim")
+            .arg(seq)
+            .arg(crate::protocol::now_ms())
+            .arg(SEND_LEASE_MS)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(match reply.first().map(String::as_str) {
+            Some("busy") => SendClaim::InProgress,
+            Some("forgotten") => SendClaim::Forgotten,
+            Some("replay") => {
+                let stored = reply.get(1).map(String::as_str).unwrap_or("-");
+                SendClaim::Replay(stored.strip_prefix('+').map(str::to_owned))
+            }
+            _ => SendClaim::Fresh,
+        })
+    }
+
+    async fn complete_send(&self, id: &str, seq: u64, body: Option<String>) -> StoreResult<()> {
+        let stored = match body {
+            Some(b) => format!("+{b}"),
+            None => "-".to_owned(),
+        };
+        let _: Vec<String> = self
+            .scripts
+            .sends
+            .prepare_invoke()
+            .arg(&self.options.prefix)
+            .arg(id)
+            .arg("complete")
+            .arg(seq)
+            .arg(stored)
+            .arg(SEND_RESPONSES_KEPT)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn count_event(&self, key: &str, now_ms: i64, window_ms: i64) -> StoreResult<u32> {
+        let k = self.key("ev", key);
+        let member = format!("{now_ms}:{:x}", rand::random::<u64>());
+        let (count,): (u32,) = redis::pipe()
+            .atomic()
+            .cmd("ZADD")
+            .arg(&k)
+            .arg(now_ms)
+            .arg(member)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&k)
+            .arg("-inf")
+            .arg(now_ms - window_ms)
+            .ignore()
+            .cmd("ZCARD")
+            .arg(&k)
+            .cmd("PEXPIRE")
+            .arg(&k)
+            .arg(COUNTER_TTL_MS)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(count)
+    }
+
+    async fn recent_events(&self, key: &str, now_ms: i64, window_ms: i64) -> StoreResult<(u32, i64)> {
+        let times: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.key("ev", key))
+            .arg(format!("({}", now_ms - window_ms))
+            .arg("+inf")
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        let oldest = times.first().map_or(now_ms, |(_, t)| *t as i64 + window_ms);
+        Ok((times.len() as u32, oldest))
+    }
+
+    async fn heartbeat(&self, now_ms: i64) -> StoreResult<()> {
+        let nodes = self.index("nodes");
+        let _: () = redis::pipe()
+            .cmd("ZADD")
+            .arg(&nodes)
+            .arg(now_ms)
+            .arg(&self.node)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&nodes)
+            .arg("-inf")
+            .arg(now_ms - NODE_ALIVE_MS)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&nodes)
+            .arg(self.options.key_ttl_ms)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn other_nodes(&self, now_ms: i64) -> StoreResult<usize> {
+        let nodes: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.index("nodes"))
+            .arg(now_ms - NODE_ALIVE_MS)
+            .arg("+inf")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(nodes.iter().filter(|n| **n != self.node).count())
+    }
+
+    async fn leave(&self) -> StoreResult<()> {
+        let _: () = redis::cmd("ZREM")
+            .arg(self.index("nodes"))
+            .arg(&self.node)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_session_values_keep_their_insertion_index() {
+        assert_eq!(split_stored(r#"3:{"a":"x:y"}"#), Some((3, serde_json::json!({"a": "x:y"}))));
+        assert_eq!(split_stored("7:true"), Some((7, Value::Bool(true))));
+        assert_eq!(split_stored("no index"), None);
+    }
+}

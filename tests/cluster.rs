@@ -1,0 +1,336 @@
+//! A cluster: three pollgate nodes sharing a real `redis-server`, behind a real `nginx` that
+//! round-robins every request with no stickiness, all on loopback.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::cluster::{free_port, Nginx, RedisServer};
+use support::{Client, Response, Server};
+
+const SYSTEM: &str = "org.jwebsocket.plugins.system";
+
+struct Cluster {
+    redis: RedisServer,
+    nodes: Vec<Server>,
+    ports: Vec<u16>,
+    nginx: Nginx,
+    prefix: String,
+    extra: Vec<(&'static str, String)>,
+}
+
+impl Cluster {
+    fn start(extra: &[(&'static str, &str)]) -> Cluster {
+        let redis = RedisServer::start();
+        let prefix = format!("c{:08x}:", rand::random::<u32>());
+        let extra: Vec<(&'static str, String)> = extra.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let nodes: Vec<Server> = ports.iter().map(|p| Self::node(&redis, &prefix, *p, &extra)).collect();
+        let nginx = Nginx::start(&nodes.iter().map(|n| n.addr).collect::<Vec<_>>());
+        Cluster { redis, nodes, ports, nginx, prefix, extra }
+    }
+
+    fn node(redis: &RedisServer, prefix: &str, port: u16, extra: &[(&'static str, String)]) -> Server {
+        let port = port.to_string();
+        let url = redis.url();
+        let mut env: Vec<(&str, &str)> = vec![
+            ("STORE", "redis"),
+            ("REDIS_URL", &url),
+            ("REDIS_PREFIX", prefix),
+            ("PORT", &port),
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+            // The shipped configuration sends events for the demo; here they would only
+            // get in the way of the packets under test.
+            ("BROADCAST_OPEN_EVENT", "false"),
+            ("BROADCAST_CLOSE_EVENT", "false"),
+            ("BROADCAST_LOGIN_EVENT", "false"),
+            ("BROADCAST_LOGOUT_EVENT", "false"),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
+        Server::start(&env)
+    }
+
+    /// Starts node `i` again on its port (after a kill).
+    fn restart(&mut self, i: usize) {
+        self.nodes[i] = Self::node(&self.redis, &self.prefix, self.ports[i], &self.extra);
+    }
+
+    fn client(&self) -> Client {
+        Client::new(self.nginx.addr)
+    }
+}
+
+/// The same connection id, speaking to another address.
+fn via(client: &Client, addr: SocketAddr) -> Client {
+    Client { addr, connection_id: client.connection_id.clone() }
+}
+
+fn parse(packets: &[String]) -> Vec<Value> {
+    packets.iter().map(|p| serde_json::from_str(p).unwrap_or(Value::String(p.clone()))).collect()
+}
+
+fn send_to(target: &str, data: &str) -> Value {
+    json!({"ns": SYSTEM, "type": "send", "targetId": target, "responseRequested": false, "data": data})
+}
+
+#[test]
+fn every_request_of_a_connector_may_land_on_any_node() {
+    let c = Cluster::start(&[]);
+    let alice = Client::new(c.nodes[0].addr);
+    let alice_id = alice.open();
+    let on = |i: usize| via(&alice, c.nodes[i].addr);
+    assert_eq!(on(1).login("guest", "guest")["code"], 0);
+    let r = on(2).send(&json!({"ns": SYSTEM, "type": "getAuthorities", "utid": 2}));
+    assert_eq!(r.json()["username"], "guest", "the login made on node 1 is seen on node 2");
+    // Session storage written on one node, read on another.
+    on(0).system("sessionPut", json!({"key": "color", "value": "blue", "utid": 3}));
+    let got = on(1).system("sessionGet", json!({"key": "color", "utid": 4}));
+    assert_eq!(got["data"]["value"], "blue", "{got}");
+    // A packet queued through node 2 is delivered by node 0.
+    let bob = Client::new(c.nodes[1].addr);
+    let bob_id = bob.open();
+    on(2).send(&send_to(&bob_id, "hello"));
+    let got = parse(&via(&bob, c.nodes[0].addr).get("action=sync&wait=5000").packets());
+    assert_eq!(got[0]["data"], "hello");
+    assert_eq!(got[0]["sourceId"], alice_id.as_str());
+    // Through the balancer, with no stickiness: the whole protocol works.
+    let carol = c.client();
+    carol.open();
+    assert_eq!(carol.login("guest", "guest")["code"], 0);
+    for i in 0..6 {
+        let r = carol.send(&json!({"ns": SYSTEM, "type": "echo", "data": format!("e{i}"), "utid": i}));
+        assert_eq!(r.json()["data"], format!("e{i}"));
+    }
+    let r = carol.get("action=close");
+    assert_eq!(r.status, 200);
+    for node in &c.nodes {
+        let r = via(&carol, node.addr).send(&json!({"ns": SYSTEM, "type": "echo", "data": "x"}));
+        assert_eq!((r.status, r.text().as_str()), (400, "Invalid connection state!"), "closed on every node");
+    }
+}
+
+#[test]
+fn a_poll_held_on_one_node_wakes_for_a_packet_queued_on_another() {
+    let c = Cluster::start(&[]);
+    let receiver = Client::new(c.nodes[0].addr);
+    let receiver_id = receiver.open();
+    let sender = Client::new(c.nodes[1].addr);
+    sender.open();
+    sender.login("guest", "guest");
+    let held = via(&receiver, c.nodes[2].addr);
+    let poll = std::thread::spawn(move || {
+        let start = Instant::now();
+        let r = held.get("action=sync&wait=25000");
+        (r, start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    sender.send(&send_to(&receiver_id, "wake"));
+    let (r, took) = poll.join().unwrap();
+    assert_eq!(parse(&r.packets())[0]["data"], "wake");
+    // Without the cross-node wake-up it would have answered only at the end of its wait.
+    assert!(took < Duration::from_secs(20), "the poll was not woken: {took:?}");
+}
+
+#[test]
+fn broadcast_and_get_clients_see_every_connector_of_the_cluster() {
+    let c = Cluster::start(&[]);
+    let receivers: Vec<(Client, String)> = (0..3)
+        .map(|i| {
+            let r = Client::new(c.nodes[i].addr);
+            let id = r.open();
+            (r, id)
+        })
+        .collect();
+    let sender = c.client();
+    let sender_id = sender.open();
+    sender.login("guest", "guest");
+    let clients = sender.system("getClients", json!({"utid": 1}));
+    let listed: Vec<String> =
+        clients["clients"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    for (_, id) in &receivers {
+        assert!(listed.iter().any(|l| l.ends_with(&format!("@{id}"))), "{id} missing from {listed:?}");
+    }
+    assert!(listed.iter().any(|l| l == &format!("guest@{sender_id}")), "{listed:?}");
+    // Each receiver holds a poll on a different node than it opened on.
+    let polls: Vec<_> = receivers
+        .iter()
+        .enumerate()
+        .map(|(i, (r, _))| {
+            let held = via(r, c.nodes[(i + 1) % 3].addr);
+            std::thread::spawn(move || held.get("action=sync&wait=20000"))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    sender.system("broadcast", json!({"data": "to all", "senderIncluded": false, "responseRequested": false}));
+    for p in polls {
+        let got = parse(&p.join().unwrap().packets());
+        assert!(got.iter().any(|t| t["data"] == "to all"), "{got:?}");
+    }
+}
+
+#[test]
+fn the_reaper_closes_an_idle_connector_once_whichever_nodes_run() {
+    // Three reapers race for the same expired session; the disconnect event goes out once.
+    let c = Cluster::start(&[("TIMEOUT", "0.05"), ("BROADCAST_CLOSE_EVENT", "true")]);
+    let idle = Client::new(c.nodes[0].addr);
+    let idle_id = idle.open();
+    let watcher = Client::new(c.nodes[1].addr);
+    watcher.open();
+    let mut disconnects = 0;
+    let mut closed_with = None;
+    let start = Instant::now();
+    // The watcher keeps itself alive by polling, through every node in turn, and goes on
+    // for a while after the first disconnect event to see that no second one comes.
+    let mut i = 0;
+    while start.elapsed() < Duration::from_secs(9) {
+        i += 1;
+        let r = via(&watcher, c.nodes[i % 3].addr).get("action=sync&wait=500");
+        assert_eq!(r.status, 200, "{}", r.text());
+        disconnects += parse(&r.packets())
+            .iter()
+            .filter(|t| t["name"] == "disconnect" && t["sourceId"] == idle_id.as_str())
+            .count();
+        if disconnects > 0 && closed_with.is_none() {
+            // Within the retention (the timeout here), the idle client learns why.
+            let r = via(&idle, c.nodes[i % 3].addr).sync();
+            closed_with = Some((r.text(), r.header("x-pollgate-close-reason").map(str::to_owned)));
+        }
+    }
+    assert_eq!(disconnects, 1, "one disconnect event for the reaped connector");
+    let (body, reason) = closed_with.unwrap();
+    assert!(body.contains("http.command.close"), "{body}");
+    assert_eq!(reason.as_deref(), Some("timeout"));
+}
+
+/// Sends with retries: a node may die under any request. 502/503 and dropped connections
+/// are retried (the same `seq`, so a send runs once); 409 "in progress" waits for the lease.
+fn send_reliably(client: &Client, seq: u64, token: &Value) -> Response {
+    let start = Instant::now();
+    loop {
+        let query = format!("action=send&seq={seq}&data={token}");
+        let r = std::panic::catch_unwind(|| client.get(&query));
+        if let Ok(r) = r {
+            if r.status == 200 || (r.status == 409 && r.text().contains("no longer kept")) {
+                return r;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "send {seq} kept failing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_node_killed_mid_stream_loses_and_doubles_nothing() {
+    const MESSAGES: usize = 10_000;
+    let mut c = Cluster::start(&[]);
+    let receiver = c.client();
+    let receiver_id = receiver.open();
+    let sender = c.client();
+    sender.open();
+    sender.login("guest", "guest");
+
+    // The receiver acknowledges what it got; a lost answer is fetched again with the same ack.
+    let done = Arc::new(AtomicBool::new(false));
+    let rx = {
+        let receiver = receiver.clone();
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut acked = 0u64;
+            let mut got: Vec<String> = Vec::new();
+            let start = Instant::now();
+            while got.len() < MESSAGES && start.elapsed() < Duration::from_secs(300) {
+                let query = format!("action=sync&ack={acked}&wait=2000");
+                let Ok(r) = std::panic::catch_unwind(|| receiver.get(&query)) else { continue };
+                if r.status != 200 {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                let last: u64 = r.header("x-pollgate-seq").expect("seq header").parse().unwrap();
+                for t in parse(&r.packets()) {
+                    if t["type"] == "send" {
+                        got.push(t["data"].as_str().unwrap().to_owned());
+                    }
+                }
+                acked = last;
+            }
+            done.store(true, Ordering::SeqCst);
+            got
+        })
+    };
+    for i in 0..MESSAGES {
+        if i == MESSAGES / 3 {
+            // kill -9: no shutdown, no goodbye; requests in flight on it are cut.
+            c.nodes[1].kill();
+        }
+        send_reliably(&sender, i as u64 + 1, &send_to(&receiver_id, &format!("m{i}")));
+    }
+    let got = rx.join().unwrap();
+    assert!(done.load(Ordering::SeqCst));
+    let expected: Vec<String> = (0..MESSAGES).map(|i| format!("m{i}")).collect();
+    assert_eq!(got.len(), MESSAGES, "delivered {} of {MESSAGES}", got.len());
+    assert!(
+        got == expected,
+        "order or duplicates: first difference at {:?}",
+        got.iter().zip(&expected).position(|(a, b)| a != b)
+    );
+
+    // The node comes back on its port and serves connectors it never saw.
+    c.restart(1);
+    let back = via(&sender, c.nodes[1].addr);
+    let r = back.send(&json!({"ns": SYSTEM, "type": "echo", "data": "back", "utid": 1}));
+    assert_eq!(r.json()["data"], "back");
+}
+
+#[test]
+fn redis_down_means_503_with_a_reason_and_the_node_recovers_by_itself() {
+    let mut c = Cluster::start(&[]);
+    let alice = Client::new(c.nodes[0].addr);
+    let alice_id = alice.open();
+    let bob = Client::new(c.nodes[1].addr);
+    bob.open();
+    bob.login("guest", "guest");
+    // A poll held while Redis goes away is answered, not left hanging until its wait ends.
+    let held = via(&alice, c.nodes[2].addr);
+    let poll = std::thread::spawn(move || {
+        let start = Instant::now();
+        (held.get("action=sync&ack=1&wait=25000"), start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    c.redis.stop();
+    let (r, took) = poll.join().unwrap();
+    assert!(took < Duration::from_secs(20), "held poll not answered: {took:?}");
+    assert_eq!(r.status, 503, "{}", r.text());
+    for node in &c.nodes {
+        let r = via(&bob, node.addr).send(&send_to(&alice_id, "while-down"));
+        assert_eq!(r.status, 503);
+        assert!(r.text().contains("store"), "{}", r.text());
+        let r = Client::new(node.addr).get("action=open");
+        assert_eq!(r.status, 503, "{}", r.text());
+    }
+    c.redis.restart();
+    // Recovery needs no restart of the nodes, and the connectors stored before go on.
+    let start = Instant::now();
+    let r = loop {
+        let r = via(&bob, c.nodes[0].addr).send(&send_to(&alice_id, "after"));
+        if r.status == 200 || start.elapsed() > Duration::from_secs(15) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Each node reconnects on its own (its heartbeat retries every second): retry a 503.
+    let r = loop {
+        let r = via(&alice, c.nodes[1].addr).get("action=sync&ack=1&wait=5000");
+        if r.status == 200 || start.elapsed() > Duration::from_secs(15) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let got = parse(&r.packets());
+    let data: Vec<&str> = got.iter().filter_map(|t| t["data"].as_str()).collect();
+    assert_eq!(data, ["after"], "a send refused with 503 was not queued");
+}

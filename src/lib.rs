@@ -15,7 +15,9 @@
 //! - [`engine`]: connectors and sessions: the only owner of their life cycle (open, close,
 //!   reap, evict), the long-poll, idempotent sends, events.
 //! - [`store`]: the state behind the engine, one small interface ([`store::Store`]) with an
-//!   in-memory implementation ([`store::memory`]) and the sequenced queue ([`store::queue`]).
+//!   in-memory implementation ([`store::memory`]), a Redis one for a cluster
+//!   ([`store::redis`], its atomic steps in `store/lua/`) and the sequenced queue
+//!   ([`store::queue`]).
 //! - [`auth`]: users, password hashes, login rate limits.
 //! - [`plugins`]: the [`plugins::Plugin`] trait an application implements, the system plugin
 //!   and the filesystem plugin that serves `download`.

@@ -206,6 +206,29 @@ fn the_reaper_closes_an_idle_connector_once_whichever_nodes_run() {
     assert_eq!(reason.as_deref(), Some("timeout"));
 }
 
+#[test]
+fn only_the_last_node_to_stop_closes_the_connectors() {
+    let mut c = Cluster::start(&[("NOTIFY_SYSTEM_STOPPING", "true")]);
+    let alice = Client::new(c.nodes[0].addr);
+    alice.open();
+    // Node 0 stops while the others run: alice's connector stays and hears nothing.
+    let stopped = c.nodes[0].terminate(Duration::from_secs(15)).expect("node 0 exited");
+    assert!(stopped.success());
+    let r = via(&alice, c.nodes[1].addr).get("action=sync&ack=1");
+    assert_eq!((r.status, r.text().as_str()), (200, "[]"));
+    assert!(c.nodes[1].terminate(Duration::from_secs(15)).expect("node 1 exited").success());
+    // Node 2 is the last one: its shutdown tells alice, in one answer to her held poll.
+    let held = via(&alice, c.nodes[2].addr);
+    let poll = std::thread::spawn(move || held.get("action=sync&ack=1&wait=20000"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(c.nodes[2].terminate(Duration::from_secs(15)).expect("node 2 exited").success());
+    let r = poll.join().unwrap();
+    assert_eq!(
+        r.packets(),
+        [r#"{"ns":"org.jwebsocket.plugins.system","type":"event","name":"systemStopping"}"#, "http.command.close"]
+    );
+}
+
 /// Sends with retries: a node may die under any request. 502/503 and dropped connections
 /// are retried (the same `seq`, so a send runs once); 409 "in progress" waits for the lease.
 fn send_reliably(client: &Client, seq: u64, token: &Value) -> Response {

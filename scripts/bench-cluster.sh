@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Cluster figures: targeted delivery (a sender to one of N held polls) and echo through
+#   pollgate-memory    one node, memory store (the reference)
+#   pollgate-redis     one node, Redis store
+#   pollgate-cluster3  three nodes on one Redis, behind nginx round robin (no stickiness):
+#                      a send and the poll it wakes mostly land on different nodes
+# Everything on 127.0.0.1; servers, Redis and nginx share CPU 0, the load tool runs on CPU 1.
+# Every run is bounded (warm-up + duration, `timeout`).
+#
+#   ./scripts/bench-cluster.sh            # builds release, then writes docs/perf/cluster-<stamp>.log
+#   python3 scripts/perf_report.py docs/perf/cluster-*.log
+#
+# Needs redis-server and nginx (./scripts/test.sh installs both).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DUR=${DUR:-10}
+WARM=${WARM:-2}
+SERVER_CPU=${SERVER_CPU:-0}
+LOADGEN_CPU=${LOADGEN_CPU:-1}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+PG=$TARGET_DIR/release/pollgate
+PL=$TARGET_DIR/release/pollgate-load
+REDIS_PORT=3020
+NGINX_PORT=3010
+NODE_PORTS=(3011 3012 3013)
+
+[ "${NO_BUILD:-}" = 1 ] || cargo build --release --bins --quiet
+mkdir -p docs/perf
+STAMP=$(date +%Y%m%d-%H%M%S)
+LOG=${LOG:-$ROOT/docs/perf/cluster-$STAMP.log}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_port() {
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on $1 (see $WORK)" >&2
+  exit 1
+}
+
+start_redis() {
+  taskset -c "$SERVER_CPU" redis-server --port $REDIS_PORT --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+  PIDS+=($!)
+  wait_port $REDIS_PORT
+}
+
+# start_node PORT STORE: one pollgate node on CPU 0.
+start_node() {
+  env POLLGATE_PORT="$1" POLLGATE_BIND_ADDRESS=127.0.0.1 POLLGATE_SSLPORT=0 POLLGATE_LOG_LEVEL=warn \
+    POLLGATE_MAXCONNECTIONS=1000000 POLLGATE_STORE="$2" POLLGATE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
+    POLLGATE_REDIS_PREFIX="bench$STAMP:" POLLGATE_TRUSTED_PROXIES=127.0.0.1 \
+    POLLGATE_BROADCAST_OPEN_EVENT=false POLLGATE_BROADCAST_CLOSE_EVENT=false \
+    POLLGATE_BROADCAST_LOGIN_EVENT=false POLLGATE_BROADCAST_LOGOUT_EVENT=false \
+    taskset -c "$SERVER_CPU" "$PG" >>"$WORK/node-$1.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$1"
+}
+
+start_nginx() {
+  local servers=""
+  for p in "${NODE_PORTS[@]}"; do servers+="server 127.0.0.1:$p max_fails=0; "; done
+  # The proxy settings of conf/nginx-cluster.conf; paths kept in the scratch folder.
+  cat >"$WORK/nginx.conf" <<EOF
+daemon off; master_process off; worker_processes 1; pid $WORK/nginx.pid; error_log $WORK/nginx.err warn;
+events { worker_connections 16384; }
+http {
+  access_log off; client_body_temp_path $WORK/b; proxy_temp_path $WORK/p;
+  fastcgi_temp_path $WORK/f; uwsgi_temp_path $WORK/u; scgi_temp_path $WORK/s;
+  upstream pollgate { $servers keepalive 64; }
+  server { listen 127.0.0.1:$NGINX_PORT; location / {
+    proxy_pass http://pollgate; proxy_http_version 1.1; proxy_set_header Connection "";
+    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_buffering off;
+    proxy_read_timeout 60s; proxy_next_upstream error timeout non_idempotent; } }
+}
+EOF
+  ulimit -n "$(ulimit -Hn)"
+  taskset -c "$SERVER_CPU" nginx -p "$WORK" -c "$WORK/nginx.conf" &
+  PIDS+=($!)
+  wait_port $NGINX_PORT
+}
+
+stop_all() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  PIDS=()
+}
+
+# run LABEL PORT LOAD-ARGS...
+run() {
+  local label=$1 port=$2
+  shift 2
+  echo "### $label :: pollgate-load --addr 127.0.0.1:$port $*" | tee -a "$LOG"
+  ulimit -n "$(ulimit -Hn)"
+  taskset -c "$LOADGEN_CPU" timeout 120 "$PL" --addr "127.0.0.1:$port" --label "$label" \
+    --duration "$DUR" --warmup "$WARM" "$@" 2>&1 | tee -a "$LOG" || echo "### $label: failed" | tee -a "$LOG"
+}
+
+echo "# $(date -Is) nproc=$(nproc) kernel=$(uname -r) redis=$(redis-server --version | awk '{print $3}') pollgate=$(git rev-parse --short HEAD) DUR=$DUR WARM=$WARM" | tee "$LOG"
+
+for setup in memory redis cluster3; do
+  case $setup in
+    memory) start_node "${NODE_PORTS[0]}" memory; port=${NODE_PORTS[0]} ;;
+    redis) start_redis; start_node "${NODE_PORTS[0]}" redis; port=${NODE_PORTS[0]} ;;
+    cluster3)
+      start_redis
+      for p in "${NODE_PORTS[@]}"; do start_node "$p" redis; done
+      start_nginx
+      port=$NGINX_PORT
+      ;;
+  esac
+  run "pollgate-$setup/targeted-c1000" "$port" targeted -c 1000
+  run "pollgate-$setup/echo-c100" "$port" echo -c 100
+  stop_all
+done
+echo "log: $LOG"

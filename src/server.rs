@@ -57,6 +57,7 @@ impl Server {
                     // Twice the inactivity timeout, and at least ten minutes.
                     key_ttl_ms: (2 * timeout_ms).max(600_000),
                     retention_ms: timeout_ms.min(300_000),
+                    touch_granularity_ms: (timeout_ms / 20).clamp(50, 1000),
                 };
                 RedisStore::new(options).map_err(|e| ConfigError(format!("redis_url: {e}")))?
             }

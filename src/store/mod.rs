@@ -186,7 +186,9 @@ pub trait Store: Send + Sync + 'static {
     async fn connector_count(&self) -> StoreResult<usize>;
     /// The live connector whose last request is the oldest.
     async fn least_recent(&self) -> StoreResult<Option<String>>;
-    /// Records a request: the connector's last activity and its session's deadline.
+    /// Records a request: the connector's last activity and its session's deadline. A shared
+    /// store may skip requests that come within a small fraction of the timeout of the last
+    /// one it recorded.
     async fn touch(&self, id: &str, now_ms: i64) -> StoreResult<()>;
     /// Closes a live connector. With `notify`, its queue ends with the close command and it is
     /// kept until that is delivered (or `retention_ms` passes); without, it goes at once.

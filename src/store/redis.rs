@@ -91,6 +91,9 @@ pub struct RedisOptions {
     pub key_ttl_ms: i64,
     /// How long a closed connector keeps its queue for the close command to be collected.
     pub retention_ms: i64,
+    /// A request within this time of the last recorded activity records nothing (small
+    /// against the inactivity timeout, large against the time between requests).
+    pub touch_granularity_ms: i64,
 }
 
 pub struct RedisStore {
@@ -319,6 +322,7 @@ impl Store for RedisStore {
             .arg(id)
             .arg(now_ms)
             .arg(self.options.key_ttl_ms)
+            .arg(self.options.touch_granularity_ms)
             .invoke_async(&mut self.conn())
             .await
             .map_err(store_error)?;

@@ -1,9 +1,12 @@
--- Store::touch: a request of a live connector. ARGV: prefix, connector id, now ms, key ttl ms.
+-- Store::touch: a request of a live connector. ARGV: prefix, connector id, now ms, key ttl ms,
+-- granularity ms. Within the granularity of the last recorded activity nothing is written:
+-- a busy connector costs one read per request, not a dozen writes.
 local P, id = ARGV[1], ARGV[2]
 local now, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
 local c = P .. 'c:' .. id
-if redis.call('HGET', c, 'closed') ~= '' then return 0 end
-local sid = redis.call('HGET', c, 'sid')
+local f = redis.call('HMGET', c, 'closed', 'active', 'sid')
+if f[1] ~= '' or now - tonumber(f[2]) < tonumber(ARGV[5]) then return 0 end
+local sid = f[3]
 redis.call('HSET', c, 'active', now)
 redis.call('ZADD', P .. 'live', now, id)
 local sm = P .. 'sm:' .. sid

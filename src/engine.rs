@@ -148,27 +148,33 @@ impl Engine {
     /// `close` removes it at once. Runs the plugins' `connector_stopped` (the `disconnect`
     /// event) unless `events` is false. Returns whether this call closed it.
     pub async fn close(self: &Arc<Self>, id: &str, reason: CloseReason, events: bool) -> bool {
-        self.close_with(id, reason, events, None).await
-    }
-
-    /// [`Engine::close`], queuing `farewell` just before the close command (see [`Store::close`]).
-    async fn close_with(self: &Arc<Self>, id: &str, reason: CloseReason, events: bool, farewell: Option<&str>) -> bool {
-        let notify = reason != CloseReason::Client;
-        let info = match self.store.close(id, reason, notify, farewell).await {
-            Ok(Some(info)) => info,
-            Ok(None) => return false,
+        match self.close_with(id, reason, events, None).await {
+            Ok(closed) => closed,
             Err(e) => {
                 tracing::warn!(source_id = %id, error = %e, "close failed");
-                return false;
+                false
             }
-        };
+        }
+    }
+
+    /// [`Engine::close`], queuing `farewell` just before the close command (see
+    /// [`Store::close`]), and telling a store failure from "already closed".
+    async fn close_with(
+        self: &Arc<Self>,
+        id: &str,
+        reason: CloseReason,
+        events: bool,
+        farewell: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let notify = reason != CloseReason::Client;
+        let Some(info) = self.store.close(id, reason, notify, farewell).await? else { return Ok(false) };
         tracing::debug!(source_id = %id, reason = reason.as_str(), "connector closed");
         if events {
             for plugin in &self.plugins {
                 plugin.connector_stopped(self, &info, reason).await;
             }
         }
-        true
+        Ok(true)
     }
 
     /// Queues a packet for a connector. A connector whose queue overflows is closed (in the
@@ -337,9 +343,10 @@ impl Engine {
         let now = protocol::now_ms();
         let timeout_ms = self.config.session_timeout().as_millis() as i64;
         let mut closed = 0;
+        // A store failure ends the pass: the next one starts over (nothing is half-closed).
         for session in self.store.expired_sessions(now - timeout_ms).await? {
             for id in self.store.session_connectors(&session).await? {
-                if self.close(&id, CloseReason::Timeout, true).await {
+                if self.close_with(&id, CloseReason::Timeout, true, None).await? {
                     closed += 1;
                 }
             }
@@ -375,7 +382,11 @@ impl Engine {
         let farewell =
             self.config.notify_system_stopping.then(|| protocol::to_text(&protocol::event("systemStopping")));
         for c in connectors {
-            self.close_with(&c.id, CloseReason::Shutdown, false, farewell.as_deref()).await;
+            if let Err(e) = self.close_with(&c.id, CloseReason::Shutdown, false, farewell.as_deref()).await {
+                // The store went away: trying the rest would only make the shutdown wait.
+                tracing::warn!(error = %e, "shutdown: the store failed; the other connectors are left as they are");
+                return;
+            }
         }
     }
 }

@@ -229,6 +229,49 @@ fn only_the_last_node_to_stop_closes_the_connectors() {
     );
 }
 
+#[test]
+fn a_send_cut_by_a_dying_node_is_rerun_after_its_lease_without_doubling_packets() {
+    let c = Cluster::start(&[]);
+    let receiver = Client::new(c.nodes[0].addr);
+    let receiver_id = receiver.open();
+    let sender = Client::new(c.nodes[1].addr);
+    let sender_id = sender.open();
+    sender.login("guest", "guest");
+    // What a node leaves behind when it dies inside `send seq=5`, after queuing the packet
+    // for the receiver and before recording the response: the claim, and the packet's once
+    // key. (Written straight into Redis: the tests cannot time a kill that precisely.)
+    let p = &c.prefix;
+    let token = send_to(&receiver_id, "once");
+    let queued = json!({"ns": SYSTEM, "type": "send", "targetId": receiver_id, "responseRequested": false,
+        "data": "once", "sourceId": sender_id, "sender": "guest"});
+    let pushed = c.redis.cli(&["RPUSH", &format!("{p}q:{receiver_id}"), &queued.to_string()]);
+    assert_eq!(pushed, "1", "the receiver's queue held nothing else");
+    c.redis.cli(&["HINCRBY", &format!("{p}c:{receiver_id}"), "last", "1"]);
+    c.redis.cli(&["HSET", &format!("{p}c:{sender_id}"), "sendlast", "5"]);
+    c.redis.cli(&["HSET", &format!("{p}once:{sender_id}:5"), &format!("1:{receiver_id}"), "1"]);
+    let now = protocol_now_ms();
+    // Claimed a moment ago: still its node's; the retry is told to wait.
+    c.redis.cli(&["HSET", &format!("{p}sp:{sender_id}"), "5", &now.to_string()]);
+    let r = via(&sender, c.nodes[2].addr).get(&format!("action=send&seq=5&data={token}"));
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("in progress"), "{}", r.text());
+    // Claimed longer ago than the lease (10 s): the node died; another node re-runs it.
+    c.redis.cli(&["HSET", &format!("{p}sp:{sender_id}"), "5", &(now - 11_000).to_string()]);
+    let r = via(&sender, c.nodes[2].addr).get(&format!("action=send&seq=5&data={token}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = parse(&via(&receiver, c.nodes[0].addr).get("action=sync&wait=1000").packets());
+    let copies = got.iter().filter(|t| t["data"] == "once").count();
+    assert_eq!(copies, 1, "queued once, not again by the re-run: {got:?}");
+    // Completed: its once keys are gone, and a retry is answered from the record.
+    assert_eq!(c.redis.cli(&["EXISTS", &format!("{p}once:{sender_id}:5")]), "0");
+    let again = via(&sender, c.nodes[0].addr).get(&format!("action=send&seq=5&data={token}"));
+    assert_eq!((again.status, again.body), (r.status, r.body));
+}
+
+fn protocol_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
 /// Sends with retries: a node may die under any request. 502/503 and dropped connections
 /// are retried (the same `seq`, so a send runs once); 409 "in progress" waits for the lease.
 fn send_reliably(client: &Client, seq: u64, token: &Value) -> Response {

@@ -10,7 +10,7 @@
 //! | `c:{id}` | hash | a connector: session, address, user agent, times, `closed`, poll `ticket` and `holder` node, queue `last`/`acked`/`bytes`, `sendlast` |
 //! | `q:{id}` | list | its queued packets; the first has sequence number `acked + 1` |
 //! | `sp:{id}` `sr:{id}` `so:{id}` | hash, hash, zset | idempotent sends: in progress (since when), kept responses, their order |
-//! | `once:{id}:{key}` | string | a packet queued by an idempotent send (so a re-run does not queue it twice) |
+//! | `once:{id}:{seq}` | hash | the packets an idempotent send in progress queued, so a re-run does not queue them twice; deleted when it completes |
 //! | `live` | zset | live connectors by last activity (admission count, eviction) |
 //! | `sm:{sid}` `s:{sid}` `sc:{sid}` | hash, hash, set | a session: meta (`last`, `shared`, `empty`), storage, connectors |
 //! | `active` | zset | sessions with live connectors by last request (the reaper) |
@@ -50,8 +50,6 @@ const SHARED_SESSION_LINGER_MS: i64 = 60_000;
 const NODE_ALIVE_MS: i64 = 5_000;
 /// How long a send may stay in progress before another node may re-run it (its node died).
 const SEND_LEASE_MS: i64 = 10_000;
-/// How long the `once` keys of queued packets are kept (longer than any retry goes on).
-const ONCE_TTL_MS: i64 = 600_000;
 /// How long failed-login counters are kept.
 const COUNTER_TTL_MS: i64 = 3_600_000;
 
@@ -162,7 +160,9 @@ impl RedisStore {
     ) -> StoreResult<Vec<String>> {
         let mut call = self.scripts.push.prepare_invoke();
         call.arg(&self.options.prefix).arg(text).arg(limits.max_packets).arg(limits.max_bytes);
-        call.arg(once.unwrap_or_default()).arg(ONCE_TTL_MS);
+        // A send cut by a dying node may be re-run as long as its connector lives: its once keys
+        // live as long (a completed send deletes its own at once).
+        call.arg(once.unwrap_or_default()).arg(self.options.key_ttl_ms);
         for id in ids {
             call.arg(*id);
         }

@@ -68,6 +68,17 @@ impl RedisServer {
         self.child = Some(child);
     }
 
+    /// Runs one command with `redis-cli`; returns its output, trimmed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(program("redis-cli", "redis-tools"))
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// Stops Redis cleanly (SIGTERM: it writes its data and exits).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -1,9 +1,13 @@
 -- Store::push_many (and push, with one id). ARGV: prefix, packet, max packets, max bytes,
--- once key ('' for none), once ttl ms, connector ids...
+-- once key ('<sender>:<seq>:<n>', '' for none), once ttl ms, connector ids...
 -- Returns {status per id}: 'queued', 'overflow' (nothing queued) or 'gone'. A packet whose
--- once key was already used for a connector counts as queued and is not queued again.
+-- once key was already used for a connector counts as queued and is not queued again. The
+-- once keys of a send live in one hash, 'once:<sender>:<seq>', which the send's completion
+-- deletes (sends.lua): only sends in progress, or cut by a dying node, keep any.
 -- Wakes each holding node once, with the ids it holds, space-separated.
-local P, text, once = ARGV[1], ARGV[2], ARGV[5]
+local P, text = ARGV[1], ARGV[2]
+local record, n = string.match(ARGV[5], '^(.*):(%d+)$')
+if record then record = P .. 'once:' .. record end
 local max_packets, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
 local out, wake = {}, {}
 for i = 7, #ARGV do
@@ -12,7 +16,7 @@ for i = 7, #ARGV do
   local f = redis.call('HMGET', c, 'closed', 'bytes', 'holder')
   if f[1] ~= '' then
     out[#out + 1] = 'gone'
-  elseif once ~= '' and redis.call('EXISTS', P .. 'once:' .. id .. ':' .. once) == 1 then
+  elseif record and redis.call('HEXISTS', record, n .. ':' .. id) == 1 then
     out[#out + 1] = 'queued'
   elseif redis.call('LLEN', q) >= max_packets or tonumber(f[2]) + #text > max_bytes then
     out[#out + 1] = 'overflow'
@@ -20,7 +24,7 @@ for i = 7, #ARGV do
     redis.call('RPUSH', q, text)
     redis.call('HINCRBY', c, 'last', 1)
     redis.call('HINCRBY', c, 'bytes', #text)
-    if once ~= '' then redis.call('SET', P .. 'once:' .. id .. ':' .. once, 1, 'PX', tonumber(ARGV[6])) end
+    if record then redis.call('HSET', record, n .. ':' .. id, 1) end
     out[#out + 1] = 'queued'
     if f[3] then
       local ids = wake[f[3]]
@@ -28,6 +32,7 @@ for i = 7, #ARGV do
     end
   end
 end
+if record then redis.call('PEXPIRE', record, tonumber(ARGV[6])) end
 for node, ids in pairs(wake) do
   redis.call('PUBLISH', P .. 'n:' .. node, table.concat(ids, ' '))
 end

@@ -26,6 +26,9 @@ if ARGV[3] == 'claim' then
   return { 'forgotten' }
 end
 redis.call('HDEL', sp, seq)
+-- Done: a re-run can no longer happen (a retry is answered from the record below), so the
+-- once keys of its packets go.
+redis.call('DEL', P .. 'once:' .. id .. ':' .. seq)
 redis.call('HSET', sr, seq, ARGV[5])
 redis.call('ZADD', so, tonumber(seq), seq)
 local extra = redis.call('ZCARD', so) - tonumber(ARGV[6])

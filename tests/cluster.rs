@@ -77,6 +77,8 @@ fn send_to(target: &str, data: &str) -> Value {
     json!({"ns": SYSTEM, "type": "send", "targetId": target, "responseRequested": false, "data": data})
 }
 
+/// Login, storage, queues and close made on one node hold on every other; the protocol works
+/// through the balancer.
 #[test]
 fn every_request_of_a_connector_may_land_on_any_node() {
     let c = Cluster::start(&[]);
@@ -113,6 +115,7 @@ fn every_request_of_a_connector_may_land_on_any_node() {
     }
 }
 
+/// A packet queued through one node ends a poll held on another long before its wait.
 #[test]
 fn a_poll_held_on_one_node_wakes_for_a_packet_queued_on_another() {
     let c = Cluster::start(&[]);
@@ -135,6 +138,7 @@ fn a_poll_held_on_one_node_wakes_for_a_packet_queued_on_another() {
     assert!(took < Duration::from_secs(20), "the poll was not woken: {took:?}");
 }
 
+/// getClients lists and broadcast reaches connectors whatever node they use.
 #[test]
 fn broadcast_and_get_clients_see_every_connector_of_the_cluster() {
     let c = Cluster::start(&[]);
@@ -172,6 +176,7 @@ fn broadcast_and_get_clients_see_every_connector_of_the_cluster() {
     }
 }
 
+/// Three reapers race for one expired connector: one close, one disconnect event, reason timeout.
 #[test]
 fn the_reaper_closes_an_idle_connector_once_whichever_nodes_run() {
     // Three reapers race for the same expired session; the disconnect event goes out once.
@@ -206,6 +211,7 @@ fn the_reaper_closes_an_idle_connector_once_whichever_nodes_run() {
     assert_eq!(reason.as_deref(), Some("timeout"));
 }
 
+/// A node stopping beside live peers closes nothing; the last one sends systemStopping and close.
 #[test]
 fn only_the_last_node_to_stop_closes_the_connectors() {
     let mut c = Cluster::start(&[("NOTIFY_SYSTEM_STOPPING", "true")]);
@@ -229,6 +235,7 @@ fn only_the_last_node_to_stop_closes_the_connectors() {
     );
 }
 
+/// A send whose node died mid-way waits for its lease, is then re-run elsewhere, and queues nothing twice.
 #[test]
 fn a_send_cut_by_a_dying_node_is_rerun_after_its_lease_without_doubling_packets() {
     let c = Cluster::start(&[]);
@@ -289,6 +296,7 @@ fn send_reliably(client: &Client, seq: u64, token: &Value) -> Response {
     }
 }
 
+/// kill -9 of a node during 10,000 acknowledged sends: each delivered once and in order; the node comes back.
 #[test]
 fn a_node_killed_mid_stream_loses_and_doubles_nothing() {
     const MESSAGES: usize = 10_000;
@@ -351,6 +359,7 @@ fn a_node_killed_mid_stream_loses_and_doubles_nothing() {
     assert_eq!(r.json()["data"], "back");
 }
 
+/// Redis stopped: 503 with a reason, held polls answered, nothing stored; started: the same connectors go on.
 #[test]
 fn redis_down_means_503_with_a_reason_and_the_node_recovers_by_itself() {
     let mut c = Cluster::start(&[]);

@@ -16,13 +16,9 @@ use tokio::sync::watch;
 use super::queue::Queue;
 use super::{
     CloseReason, ConnectorInfo, Drained, OpenOutcome, PushOutcome, QueueLimits, SendClaim, Store, StoreResult, Wakeup,
+    SEND_RESPONSES_KEPT, SHARED_SESSION_LINGER_MS,
 };
 use crate::protocol::{Token, CLOSE_COMMAND};
-
-/// How many responses of idempotent sends are kept per connector.
-const SEND_RESPONSES_KEPT: usize = 64;
-/// How long a shared session outlives its last connector (jWebSocket's reconnection window).
-const SHARED_SESSION_LINGER_MS: i64 = 60_000;
 
 #[derive(Default)]
 pub struct MemoryStore {

@@ -19,6 +19,11 @@ use tokio::sync::watch;
 
 use crate::protocol::Token;
 
+/// How many responses of idempotent sends are kept per connector.
+pub const SEND_RESPONSES_KEPT: usize = 64;
+/// How long a shared session outlives its last connector (jWebSocket's reconnection window).
+pub const SHARED_SESSION_LINGER_MS: i64 = 60_000;
+
 /// Why a connector was closed. Travels through every close path, to logs and to the client
 /// (`X-Pollgate-Close-Reason` on the sync that delivers the close command).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -35,17 +35,14 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 use serde_json::Value;
 use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{
     CloseReason, ConnectorInfo, Drained, OpenOutcome, PushOutcome, QueueLimits, QueuedPacket, SendClaim, Store,
-    StoreError, StoreResult, Wakeup,
+    StoreError, StoreResult, Wakeup, SEND_RESPONSES_KEPT, SHARED_SESSION_LINGER_MS,
 };
 use crate::protocol::{Token, CLOSE_COMMAND};
 
-/// How many responses of idempotent sends are kept per connector (as in the memory store).
-const SEND_RESPONSES_KEPT: usize = 64;
-/// How long a shared session outlives its last connector (jWebSocket's reconnection window).
-const SHARED_SESSION_LINGER_MS: i64 = 60_000;
 /// A node is alive while its heartbeat is younger than this.
 const NODE_ALIVE_MS: i64 = 5_000;
 /// How long a send may stay in progress before another node may re-run it (its node died).
@@ -80,6 +77,9 @@ impl Scripts {
     }
 }
 
+/// The wake-up channels of the polls held on this node, by connector id.
+type Waiters = Arc<Mutex<HashMap<String, watch::Sender<u64>>>>;
+
 /// Where to find Redis and how long things live there.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
@@ -101,7 +101,9 @@ pub struct RedisStore {
     /// This node's id (random per process): the channel its held polls are woken on.
     node: String,
     /// Local held polls by connector id.
-    waiters: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
+    waiters: Waiters,
+    /// Ends the subscriber task when the store goes.
+    _subscriber: DropGuard,
 }
 
 fn store_error(e: RedisError) -> StoreError {
@@ -120,9 +122,12 @@ impl RedisStore {
             .set_max_delay(Duration::from_millis(500));
         let conn = client.get_connection_manager_lazy(config).map_err(store_error)?;
         let node = format!("{:016x}", rand::random::<u64>());
-        let store = Arc::new(RedisStore { conn, scripts: Scripts::new(), options, node, waiters: Default::default() });
-        tokio::spawn(subscriber(client, store.channel(&store.node), store.waiters.clone()));
-        Ok(store)
+        let channel = format!("{}n:{node}", options.prefix);
+        let waiters: Waiters = Default::default();
+        let stop = CancellationToken::new();
+        tokio::spawn(subscriber(client, channel, waiters.clone(), stop.clone()));
+        let scripts = Scripts::new();
+        Ok(Arc::new(RedisStore { conn, scripts, options, node, waiters, _subscriber: stop.drop_guard() }))
     }
 
     fn key(&self, kind: &str, id: &str) -> String {
@@ -132,10 +137,6 @@ impl RedisStore {
     /// A key shared by all connectors (`live`, `active`, `nodes`).
     fn index(&self, name: &str) -> String {
         format!("{}{name}", self.options.prefix)
-    }
-
-    fn channel(&self, node: &str) -> String {
-        self.key("n", node)
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -170,9 +171,13 @@ impl RedisStore {
     }
 }
 
-/// Holds this node's subscription and wakes local polls; reconnects until the process ends.
-async fn subscriber(client: redis::Client, channel: String, waiters: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>) {
-    let wake_all = |waiters: &Mutex<HashMap<String, watch::Sender<u64>>>| {
+/// Holds this node's subscription and wakes local polls; reconnects until `stop`.
+async fn subscriber(client: redis::Client, channel: String, waiters: Waiters, stop: CancellationToken) {
+    stop.run_until_cancelled(subscribe_forever(client, channel, waiters)).await;
+}
+
+async fn subscribe_forever(client: redis::Client, channel: String, waiters: Waiters) {
+    let wake_all = |waiters: &Waiters| {
         for tx in waiters.lock().values() {
             tx.send_modify(|v| *v = v.wrapping_add(1));
         }

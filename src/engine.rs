@@ -139,8 +139,9 @@ impl Engine {
         Ok(self.store.connector(id).await?)
     }
 
-    /// Records activity: pushes the session's inactivity deadline.
-    pub async fn touch(&self, id: &str) -> EngineResult<()> {
+    /// Records activity of a live connector (pushes its session's inactivity deadline) and
+    /// returns its session id; `None` if there is no live connector of that id.
+    pub async fn touch(&self, id: &str) -> EngineResult<Option<String>> {
         Ok(self.store.touch(id, protocol::now_ms()).await?)
     }
 

@@ -241,11 +241,8 @@ impl Service {
         let engine = &self.engine;
         let config = &engine.config;
         let action = params.get("action").unwrap_or("");
-        let connector = engine.connector(&id).await?;
         if action == "open" {
-            if connector.is_some() {
-                return Err(HttpError::InvalidState { post: false });
-            }
+            // A live connector of this id makes the store refuse (InvalidState).
             let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
             let request = OpenRequest {
                 connector_id: &id,
@@ -256,9 +253,9 @@ impl Service {
             Box::pin(engine.open(request)).await?;
             return Ok(text_response(StatusCode::OK, protocol::max_frame_size_message(config.maxframesize)));
         }
-        let Some(connector) = connector else { return Err(HttpError::InvalidState { post }) };
-        engine.touch(&id).await?;
-        let session_id = connector.session_id.as_str();
+        // One store step finds the live connector and records the request.
+        let Some(session_id) = engine.touch(&id).await? else { return Err(HttpError::InvalidState { post }) };
+        let session_id = session_id.as_str();
         match action {
             "send" => {
                 let data = params.get("data").map(str::to_owned).or(raw_body).unwrap_or_default();

@@ -86,12 +86,13 @@ impl SystemPlugin {
     /// session's storage can be large; `send` and `broadcast` check on every call).
     async fn allowed(ctx: &RequestContext<'_>, right: &str) -> bool {
         let store = &ctx.engine.store;
-        let authenticated = store.session_get(ctx.session_id, "$is_authenticated").await;
-        if !matches!(authenticated, Ok(Some(Value::Bool(true)))) {
-            return false;
-        }
-        let authorities = store.session_get(ctx.session_id, "$authorities").await;
-        matches!(authorities, Ok(Some(Value::String(a))) if holds(&a, right))
+        // Both at once: a shared store answers them in one round trip.
+        let (authenticated, authorities) = tokio::join!(
+            store.session_get(ctx.session_id, "$is_authenticated"),
+            store.session_get(ctx.session_id, "$authorities")
+        );
+        matches!(authenticated, Ok(Some(Value::Bool(true))))
+            && matches!(authorities, Ok(Some(Value::String(a))) if holds(&a, right))
     }
 
     async fn client_count(engine: &Engine) -> i64 {

@@ -182,15 +182,15 @@ impl Store for MemoryStore {
             .map(|c| c.info.id.clone()))
     }
 
-    async fn touch(&self, id: &str, now_ms: i64) -> StoreResult<()> {
+    async fn touch(&self, id: &str, now_ms: i64) -> StoreResult<Option<String>> {
         let mut inner = self.inner.lock();
         let Inner { connectors, sessions, .. } = &mut *inner;
-        let Some(entry) = connectors.get_mut(id).filter(|c| c.closed.is_none()) else { return Ok(()) };
+        let Some(entry) = connectors.get_mut(id).filter(|c| c.closed.is_none()) else { return Ok(None) };
         entry.info.last_active_ms = now_ms;
         if let Some(session) = sessions.get_mut(&entry.info.session_id) {
             session.last_request_ms = session.last_request_ms.max(now_ms);
         }
-        Ok(())
+        Ok(Some(entry.info.session_id.clone()))
     }
 
     async fn close(

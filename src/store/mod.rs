@@ -191,10 +191,11 @@ pub trait Store: Send + Sync + 'static {
     async fn connector_count(&self) -> StoreResult<usize>;
     /// The live connector whose last request is the oldest.
     async fn least_recent(&self) -> StoreResult<Option<String>>;
-    /// Records a request: the connector's last activity and its session's deadline. A shared
-    /// store may skip requests that come within a small fraction of the timeout of the last
-    /// one it recorded.
-    async fn touch(&self, id: &str, now_ms: i64) -> StoreResult<()>;
+    /// Records a request of a live connector (its last activity and its session's deadline)
+    /// and returns the connector's session id; `None` if no live connector has the id. A
+    /// shared store may skip recording requests that come within a small fraction of the
+    /// timeout of the last one it recorded.
+    async fn touch(&self, id: &str, now_ms: i64) -> StoreResult<Option<String>>;
     /// Closes a live connector. With `notify`, its queue ends with the close command and it is
     /// kept until that is delivered (or `retention_ms` passes); without, it goes at once.
     /// Returns the connector to exactly one caller, so close events are sent once. With

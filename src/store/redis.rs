@@ -318,9 +318,8 @@ impl Store for RedisStore {
         Ok(ids.into_iter().next())
     }
 
-    async fn touch(&self, id: &str, now_ms: i64) -> StoreResult<()> {
-        let _: i64 = self
-            .scripts
+    async fn touch(&self, id: &str, now_ms: i64) -> StoreResult<Option<String>> {
+        self.scripts
             .touch
             .prepare_invoke()
             .arg(&self.options.prefix)
@@ -330,8 +329,7 @@ impl Store for RedisStore {
             .arg(self.options.touch_granularity_ms)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(store_error)?;
-        Ok(())
+            .map_err(store_error)
     }
 
     async fn close(

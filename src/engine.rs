@@ -181,30 +181,35 @@ impl Engine {
     /// Queues a packet for a connector. A connector whose queue overflows is closed (in the
     /// background, so the sender never waits for it). False if nothing was queued. `once`:
     /// see [`Store::push`].
-    pub async fn deliver(self: &Arc<Self>, target: &str, text: Arc<str>, once: Option<&str>) -> bool {
-        match self.store.push(target, text, self.limits, once).await {
-            Ok(PushOutcome::Queued) => true,
-            Ok(PushOutcome::Gone) => false,
-            Ok(PushOutcome::Overflow) => {
+    pub async fn deliver(
+        self: &Arc<Self>,
+        target: &str,
+        text: Arc<str>,
+        once: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        Ok(match self.store.push(target, text, self.limits, once).await? {
+            PushOutcome::Queued => true,
+            PushOutcome::Gone => false,
+            PushOutcome::Overflow => {
                 self.close_overflowed(vec![target.to_owned()]);
                 false
             }
-            Err(e) => {
-                tracing::warn!(source_id = %target, error = %e, "delivery failed");
-                false
-            }
-        }
+        })
     }
 
     /// Queues one packet for many connectors.
-    pub async fn deliver_many(self: &Arc<Self>, targets: &[String], text: Arc<str>, once: Option<&str>) {
+    pub async fn deliver_many(
+        self: &Arc<Self>,
+        targets: &[String],
+        text: Arc<str>,
+        once: Option<&str>,
+    ) -> Result<(), StoreError> {
         if targets.is_empty() {
-            return;
+            return Ok(());
         }
-        match self.store.push_many(targets, text, self.limits, once).await {
-            Ok(overflowed) => self.close_overflowed(overflowed),
-            Err(e) => tracing::warn!(error = %e, "delivery failed"),
-        }
+        let overflowed = self.store.push_many(targets, text, self.limits, once).await?;
+        self.close_overflowed(overflowed);
+        Ok(())
     }
 
     fn close_overflowed(self: &Arc<Self>, ids: Vec<String>) {
@@ -265,7 +270,18 @@ impl Engine {
                 SendClaim::Forgotten => return Err(EngineError::SendForgotten),
             }
         }
-        let body = self.process_text(id, session_id, data, seq).await;
+        // A store failure fails the send before it is recorded, and gives its claim back (if
+        // the store can be reached; otherwise the claim's lease runs out): a retry re-runs
+        // it, and its once-keys keep what was queued from being doubled.
+        let body = match self.process_text(id, session_id, data, seq).await {
+            Ok(body) => body,
+            Err(e) => {
+                if let Some(seq) = seq {
+                    let _ = self.store.release_send(id, seq).await;
+                }
+                return Err(e);
+            }
+        };
         if let Some(seq) = seq {
             self.store.complete_send(id, seq, body.clone()).await?;
         }
@@ -279,8 +295,8 @@ impl Engine {
         session_id: &str,
         data: &str,
         seq: Option<u64>,
-    ) -> Option<String> {
-        let mut token = protocol::parse_token(data)?;
+    ) -> EngineResult<Option<String>> {
+        let Some(mut token) = protocol::parse_token(data) else { return Ok(None) };
         protocol::normalize_ns(&mut token);
         self.process_token(id, session_id, &token, seq).await
     }
@@ -292,7 +308,7 @@ impl Engine {
         session_id: &str,
         token: &Token,
         seq: Option<u64>,
-    ) -> Option<String> {
+    ) -> EngineResult<Option<String>> {
         let mut ctx = RequestContext::new(self, id, session_id, true);
         ctx.set_send_seq(seq);
         match protocol::get_str(token, "ns") {
@@ -307,7 +323,7 @@ impl Engine {
             }
             None => {}
         }
-        ctx.take_body()
+        Ok(ctx.take_body()?)
     }
 
     /// Sends an event to every live connector but `source`, skipping those whose session
@@ -335,7 +351,9 @@ impl Engine {
                 targets.push(c.id);
             }
         }
-        self.deliver_many(&targets, protocol::to_text(event).into(), None).await;
+        if let Err(e) = self.deliver_many(&targets, protocol::to_text(event).into(), None).await {
+            tracing::warn!(error = %e, event = name, "event not delivered");
+        }
     }
 
     /// One pass of the reaper: closes the connectors of sessions idle for `timeout`, then

@@ -277,12 +277,12 @@ impl Service {
                 let mut token = system_token("login", &params);
                 token.insert("username".into(), username.into());
                 token.insert("password".into(), password.into());
-                let body = engine.process_token(&id, session_id, &token, None).await;
+                let body = engine.process_token(&id, session_id, &token, None).await?;
                 Ok(text_response(StatusCode::OK, body.unwrap_or_default()))
             }
             "logout" => {
                 let token = system_token("logout", &params);
-                let body = engine.process_token(&id, session_id, &token, None).await;
+                let body = engine.process_token(&id, session_id, &token, None).await?;
                 Ok(text_response(StatusCode::OK, body.unwrap_or_default()))
             }
             "close" => {

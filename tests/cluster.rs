@@ -275,6 +275,32 @@ fn a_send_cut_by_a_dying_node_is_rerun_after_its_lease_without_doubling_packets(
     assert_eq!((again.status, again.body), (r.status, r.body));
 }
 
+/// A packet Redis refuses to queue fails its send with 503, not a 200 that lost it; the retry queues it once.
+#[test]
+fn a_send_whose_packet_is_not_stored_is_not_acknowledged_and_its_retry_queues_it_once() {
+    let c = Cluster::start(&[]);
+    let receiver = Client::new(c.nodes[0].addr);
+    let receiver_id = receiver.open();
+    let sender = Client::new(c.nodes[1].addr);
+    sender.open();
+    sender.login("guest", "guest");
+    // Queues made read-only (a Redis ACL): the push fails, every step before it works.
+    let writable_but_queues = format!("%W~{}[^q]*", c.prefix);
+    c.redis.cli(&["ACL", "SETUSER", "default", "resetkeys", "%R~*", &writable_but_queues]);
+    let token = json!({"ns": SYSTEM, "type": "send", "targetId": receiver_id, "data": "kept", "utid": 7});
+    let query = format!("action=send&seq=1&data={token}");
+    let r = sender.get(&query);
+    assert_eq!(r.status, 503, "the sender's response was ready, the packet was not stored: {}", r.text());
+    c.redis.cli(&["ACL", "SETUSER", "default", "resetkeys", "~*"]);
+    // The claim was given back: the retry runs at once, on any node, and is acknowledged.
+    let r = via(&sender, c.nodes[2].addr).get(&query);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["code"], 0, "{}", r.text());
+    let got = parse(&receiver.get("action=sync&wait=1000").packets());
+    let copies = got.iter().filter(|t| t["data"] == "kept").count();
+    assert_eq!(copies, 1, "{got:?}");
+}
+
 fn protocol_now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }

@@ -10,10 +10,14 @@ use support::*;
 /// An idle session's connectors are closed after `timeout`, with the close command queued.
 #[test]
 fn reaper_closes_idle_connectors() {
-    let server = Server::start(&[("TIMEOUT", "0.02")]); // 1.2 s
+    // A 3 s timeout: the reaper (a pass every 750 ms) closes it between 3 and 3.75 s, and the
+    // closed connector keeps its queue for another timeout (until 6 s at least). Looking at
+    // 4.8 s leaves a second either side on a loaded machine; any earlier sync would count as
+    // activity and push the deadline.
+    let server = Server::start(&[("TIMEOUT", "0.05")]);
     let c = server.client();
     c.open();
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(4800));
     let r = c.sync();
     assert_eq!(r.packets(), vec!["http.command.close".to_owned()]);
     assert_eq!(r.header("x-pollgate-close-reason"), Some("timeout"));

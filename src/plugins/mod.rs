@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::engine::Engine;
 use crate::params::Params;
-use crate::store::{CloseReason, ConnectorInfo};
+use crate::store::{CloseReason, ConnectorInfo, StoreError};
 
 pub use crate::protocol::Token;
 
@@ -63,11 +63,22 @@ pub struct RequestContext<'a> {
     /// Within an idempotent send: its `seq`, and how many packets it queued so far. The
     /// packets carry `once` keys (sender, seq, count), so a re-run queues none twice.
     send_seq: Option<(u64, u32)>,
+    /// The store failed to queue a packet: the request fails (503) instead of answering as
+    /// if it had been delivered.
+    store_error: Option<StoreError>,
 }
 
 impl<'a> RequestContext<'a> {
     pub fn new(engine: &'a Arc<Engine>, connector_id: &'a str, session_id: &'a str, captures_body: bool) -> Self {
-        RequestContext { engine, connector_id, session_id, body: None, captures_body, send_seq: None }
+        RequestContext {
+            engine,
+            connector_id,
+            session_id,
+            body: None,
+            captures_body,
+            send_seq: None,
+            store_error: None,
+        }
     }
 
     /// Marks this context as running the idempotent send `seq`.
@@ -93,7 +104,8 @@ impl<'a> RequestContext<'a> {
         self.send(id, &token).await;
     }
 
-    /// Sends a token to any live connector; false if there is none of that id.
+    /// Sends a token to any live connector; false if there is none of that id, or if the
+    /// store failed (the request then fails with 503 rather than look delivered).
     pub async fn send(&mut self, target: &str, token: &Token) -> bool {
         let text = crate::protocol::to_text(token);
         if target == self.connector_id && self.captures_body && self.body.is_none() {
@@ -101,7 +113,13 @@ impl<'a> RequestContext<'a> {
             return true;
         }
         let once = self.next_once_key();
-        self.engine.deliver(target, text.into(), once.as_deref()).await
+        match self.engine.deliver(target, text.into(), once.as_deref()).await {
+            Ok(queued) => queued,
+            Err(e) => {
+                self.store_error.get_or_insert(e);
+                false
+            }
+        }
     }
 
     /// Sends a token to many connectors (the requester's copy follows the body rule).
@@ -116,11 +134,17 @@ impl<'a> RequestContext<'a> {
             }
         }
         let once = self.next_once_key();
-        self.engine.deliver_many(&others, text.into(), once.as_deref()).await;
+        if let Err(e) = self.engine.deliver_many(&others, text.into(), once.as_deref()).await {
+            self.store_error.get_or_insert(e);
+        }
     }
 
-    /// The body collected so far, taken.
-    pub fn take_body(&mut self) -> Option<String> {
-        self.body.take()
+    /// The body collected so far, taken; a store failure while queuing comes first, so the
+    /// request does not look delivered.
+    pub fn take_body(&mut self) -> Result<Option<String>, StoreError> {
+        if let Some(e) = self.store_error.take() {
+            return Err(e);
+        }
+        Ok(self.body.take())
     }
 }

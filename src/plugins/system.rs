@@ -212,7 +212,9 @@ impl SystemPlugin {
             .into_iter()
             .filter(|id| id != ctx.connector_id)
             .collect();
-        ctx.engine.deliver_many(&others, protocol::to_text(reply).into(), None).await;
+        if let Err(e) = ctx.engine.deliver_many(&others, protocol::to_text(reply).into(), None).await {
+            tracing::warn!(error = %e, "copy to the session's other connectors not delivered");
+        }
     }
 
     async fn login(ctx: &mut RequestContext<'_>, token: &Token) {

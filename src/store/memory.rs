@@ -51,6 +51,8 @@ struct ConnectorEntry {
 struct SendLog {
     last_seq: u64,
     in_progress: Vec<u64>,
+    /// Sends that failed and gave their claim back: the next claim runs them again.
+    released: Vec<u64>,
     responses: VecDeque<(u64, Option<String>)>,
 }
 
@@ -369,6 +371,11 @@ impl Store for MemoryStore {
         if log.in_progress.contains(&seq) {
             return Ok(SendClaim::InProgress);
         }
+        if let Some(i) = log.released.iter().position(|s| *s == seq) {
+            log.released.swap_remove(i);
+            log.in_progress.push(seq);
+            return Ok(SendClaim::Fresh);
+        }
         Ok(match log.responses.iter().find(|(s, _)| *s == seq) {
             Some((_, body)) => SendClaim::Replay(body.clone()),
             None => SendClaim::Forgotten,
@@ -383,6 +390,17 @@ impl Store for MemoryStore {
         log.responses.push_back((seq, body));
         while log.responses.len() > SEND_RESPONSES_KEPT {
             log.responses.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn release_send(&self, id: &str, seq: u64) -> StoreResult<()> {
+        if let Some(entry) = self.inner.lock().connectors.get_mut(id) {
+            let log = &mut entry.sends;
+            if let Some(i) = log.in_progress.iter().position(|s| *s == seq) {
+                log.in_progress.swap_remove(i);
+                log.released.push(seq);
+            }
         }
         Ok(())
     }
@@ -402,5 +420,34 @@ impl Store for MemoryStore {
         let Some(times) = inner.counters.get(key) else { return Ok((0, now_ms)) };
         let recent: Vec<i64> = times.iter().copied().filter(|t| now_ms - t < window_ms).collect();
         Ok((recent.len() as u32, recent.first().map_or(now_ms, |t| t + window_ms)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_released_send_is_claimed_afresh_once_and_then_answered_from_its_record() {
+        let store = MemoryStore::default();
+        let info = ConnectorInfo {
+            id: "c1".into(),
+            session_id: "s1".into(),
+            address: "127.0.0.1".into(),
+            user_agent: String::new(),
+            opened_ms: 0,
+            last_active_ms: 0,
+        };
+        store.open(info, false, 10, "welcome".into()).await.unwrap();
+        assert_eq!(store.claim_send("c1", 1).await.unwrap(), SendClaim::Fresh);
+        assert_eq!(store.claim_send("c1", 1).await.unwrap(), SendClaim::InProgress);
+        store.release_send("c1", 1).await.unwrap();
+        assert_eq!(store.claim_send("c1", 1).await.unwrap(), SendClaim::Fresh);
+        assert_eq!(store.claim_send("c1", 1).await.unwrap(), SendClaim::InProgress);
+        store.complete_send("c1", 1, Some("done".into())).await.unwrap();
+        assert_eq!(store.claim_send("c1", 1).await.unwrap(), SendClaim::Replay(Some("done".into())));
+        // Releasing a completed send changes nothing.
+        store.release_send("c1", 1).await.unwrap();
+        assert_eq!(store.claim_send("c1", 1).await.unwrap(), SendClaim::Replay(Some("done".into())));
     }
 }

@@ -255,6 +255,9 @@ pub trait Store: Send + Sync + 'static {
     /// after a while (the re-run's packets carry the same `once` keys, so none is doubled).
     async fn claim_send(&self, id: &str, seq: u64) -> StoreResult<SendClaim>;
     async fn complete_send(&self, id: &str, seq: u64, body: Option<String>) -> StoreResult<()>;
+    /// Gives back the claim of a send that failed, so its retry runs at once rather than
+    /// after the lease. What it queued keeps its `once` keys, so the retry doubles nothing.
+    async fn release_send(&self, id: &str, seq: u64) -> StoreResult<()>;
 
     // ---- counters
     /// Records one event under `key` and returns how many fell within the last `window_ms`.

@@ -143,6 +143,16 @@ impl RedisStore {
         self.conn.clone()
     }
 
+    /// One step of `sends.lua` (claim, complete or release the idempotent send `seq`).
+    async fn sends_op(&self, id: &str, op: &str, seq: u64, args: &[&str]) -> StoreResult<Vec<String>> {
+        let mut call = self.scripts.sends.prepare_invoke();
+        call.arg(&self.options.prefix).arg(id).arg(op).arg(seq);
+        for a in args {
+            call.arg(*a);
+        }
+        call.invoke_async(&mut self.conn()).await.map_err(store_error)
+    }
+
     async fn session_op(&self, session_id: &str, op: &str, args: &[&str]) -> StoreResult<redis::Value> {
         let mut call = self.scripts.session.prepare_invoke();
         call.arg(&self.options.prefix).arg(session_id).arg(op);
@@ -530,19 +540,8 @@ impl Store for RedisStore {
     }
 
     async fn claim_send(&self, id: &str, seq: u64) -> StoreResult<SendClaim> {
-        let reply: Vec<String> = self
-            .scripts
-            .sends
-            .prepare_invoke()
-            .arg(&self.options.prefix)
-            .arg(id)
-            .arg("claim")
-            .arg(seq)
-            .arg(crate::protocol::now_ms())
-            .arg(SEND_LEASE_MS)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(store_error)?;
+        let now = crate::protocol::now_ms().to_string();
+        let reply = self.sends_op(id, "claim", seq, &[&now, &SEND_LEASE_MS.to_string()]).await?;
         Ok(match reply.first().map(String::as_str) {
             Some("busy") => SendClaim::InProgress,
             Some("forgotten") => SendClaim::Forgotten,
@@ -559,19 +558,12 @@ impl Store for RedisStore {
             Some(b) => format!("+{b}"),
             None => "-".to_owned(),
         };
-        let _: Vec<String> = self
-            .scripts
-            .sends
-            .prepare_invoke()
-            .arg(&self.options.prefix)
-            .arg(id)
-            .arg("complete")
-            .arg(seq)
-            .arg(stored)
-            .arg(SEND_RESPONSES_KEPT)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(store_error)?;
+        self.sends_op(id, "complete", seq, &[&stored, &SEND_RESPONSES_KEPT.to_string()]).await?;
+        Ok(())
+    }
+
+    async fn release_send(&self, id: &str, seq: u64) -> StoreResult<()> {
+        self.sends_op(id, "release", seq, &[]).await?;
         Ok(())
     }
 

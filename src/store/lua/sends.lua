@@ -1,6 +1,6 @@
--- Store::claim_send and Store::complete_send. ARGV: prefix, connector id, 'claim' | 'complete',
--- seq, then for claim: now ms, lease ms; for complete: the stored body ('-' for none,
--- '+' .. body), how many to keep.
+-- Store::claim_send, complete_send and release_send. ARGV: prefix, connector id,
+-- 'claim' | 'complete' | 'release', seq, then for claim: now ms, lease ms; for complete: the
+-- stored body ('-' for none, '+' .. body), how many to keep.
 -- claim returns {'fresh'}, {'busy'}, {'replay', body} or {'forgotten'}. A claim in progress
 -- for longer than the lease (its node died) is taken over: {'fresh'}.
 local P, id, seq = ARGV[1], ARGV[2], ARGV[4]
@@ -24,6 +24,11 @@ if ARGV[3] == 'claim' then
   local body = redis.call('HGET', sr, seq)
   if body then return { 'replay', body } end
   return { 'forgotten' }
+end
+if ARGV[3] == 'release' then
+  -- The send failed: a claim dated 0 is older than any lease, so the next claim takes it.
+  if redis.call('HEXISTS', sp, seq) == 1 then redis.call('HSET', sp, seq, 0) end
+  return { 'released' }
 end
 redis.call('HDEL', sp, seq)
 -- Done: a re-run can no longer happen (a retry is answered from the record below), so the

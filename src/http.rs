@@ -123,6 +123,25 @@ pub fn full(body: impl Into<Bytes>) -> Body {
     Full::new(body.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
+/// What [`Service::read_request`] takes from an endpoint request.
+struct EndpointRequest {
+    /// The connector id (`sourceId`), derived from the connection id and the address.
+    id: String,
+    params: Params,
+    /// A POST body that is not a form (a raw token for `send`).
+    raw_body: Option<String>,
+    address: String,
+    /// The `User-Agent` of an `open` (empty for other actions).
+    user_agent: String,
+    post: bool,
+}
+
+enum Read {
+    Request(EndpointRequest),
+    /// Answered without an action (a CORS preflight).
+    Answered(Response<Body>),
+}
+
 /// Everything a request needs besides itself, shared by all connections.
 pub struct Service {
     pub engine: Arc<Engine>,
@@ -178,7 +197,27 @@ impl Service {
     }
 
     async fn endpoint_request(&self, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, HttpError> {
-        let config = self.engine.config.clone();
+        let request = match Box::pin(self.read_request(req, peer)).await? {
+            Read::Request(request) => request,
+            Read::Answered(resp) => return Ok(resp),
+        };
+        if request.params.get("action") == Some("sync") {
+            let ack = parse_param(&request.params, "ack")?;
+            let wait = parse_param(&request.params, "wait")?.unwrap_or(0);
+            // A held poll keeps only the connector id: the headers and parameters go now,
+            // since every idle client holds one.
+            let EndpointRequest { id, .. } = request;
+            return self.sync(&id, ack, wait).await;
+        }
+        // Boxed: this function's future is as large as its largest state, and a held poll
+        // (the sync above) lives in it as long as it waits: every idle client pays for it.
+        Box::pin(self.connector_action(request)).await
+    }
+
+    /// The request's method, parameters (query and form body), connection id and client
+    /// address; a preflight is answered here.
+    async fn read_request(&self, req: Request<Incoming>, peer: SocketAddr) -> Result<Read, HttpError> {
+        let config = &self.engine.config;
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             if !self.origin_allowed(origin) {
                 return Err(HttpError::OriginNotAllowed);
@@ -187,7 +226,7 @@ impl Service {
         let post = match *req.method() {
             Method::GET | Method::HEAD => false,
             Method::POST => true,
-            Method::OPTIONS => return Ok(preflight(req.headers())),
+            Method::OPTIONS => return Ok(Read::Answered(preflight(req.headers()))),
             _ => return Err(HttpError::InvalidRequest),
         };
         let (parts, body) = req.into_parts();
@@ -200,7 +239,7 @@ impl Service {
         let mut raw_body = None;
         if post {
             let timeout = Duration::from_secs(config.body_read_timeout);
-            let body = Box::pin(read_body(&headers, body, config.maxframesize, timeout)).await?;
+            let body = read_body(&headers, body, config.maxframesize, timeout).await?;
             let form = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
@@ -220,35 +259,27 @@ impl Service {
         let address = self.client_address(peer, &headers);
         let ip_part = if config.bind_connection_to_ip { address.as_str() } else { "" };
         let id = protocol::connector_id(&connection_id, ip_part);
-        if params.get("action") == Some("sync") {
-            return self.sync(&id, &params).await;
-        }
-        // Boxed: this function's future is as large as its largest state, and a held poll
-        // (the sync above) lives in it as long as it waits: every idle client pays for it.
-        Box::pin(self.connector_action(id, params, headers, raw_body, address, post)).await
+        // Kept for open only (the connector records it); other actions need no copy.
+        let user_agent = match params.get("action") {
+            Some("open") => headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned(),
+            _ => String::new(),
+        };
+        Ok(Read::Request(EndpointRequest { id, params, raw_body, address, user_agent, post }))
     }
 
     /// Every action but sync: those that need a live connector, and open.
-    async fn connector_action(
-        &self,
-        id: String,
-        params: Params,
-        headers: HeaderMap,
-        raw_body: Option<String>,
-        address: String,
-        post: bool,
-    ) -> Result<Response<Body>, HttpError> {
+    async fn connector_action(&self, request: EndpointRequest) -> Result<Response<Body>, HttpError> {
+        let EndpointRequest { id, params, raw_body, address, user_agent, post } = request;
         let engine = &self.engine;
         let config = &engine.config;
         let action = params.get("action").unwrap_or("");
         if action == "open" {
             // A live connector of this id makes the store refuse (InvalidState).
-            let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
             let request = OpenRequest {
                 connector_id: &id,
                 session: params.non_empty("sessionId"),
                 address: &address,
-                user_agent,
+                user_agent: &user_agent,
             };
             Box::pin(engine.open(request)).await?;
             return Ok(text_response(StatusCode::OK, protocol::max_frame_size_message(config.maxframesize)));
@@ -312,9 +343,7 @@ impl Service {
         }
     }
 
-    async fn sync(&self, id: &str, params: &Params) -> Result<Response<Body>, HttpError> {
-        let ack = parse_param(params, "ack")?;
-        let wait = parse_param(params, "wait")?.unwrap_or(0);
+    async fn sync(&self, id: &str, ack: Option<u64>, wait: u64) -> Result<Response<Body>, HttpError> {
         let engine = &self.engine;
         engine.touch(id).await?;
         // A poll never outlives the session timeout it would otherwise keep alive.

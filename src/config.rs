@@ -127,6 +127,8 @@ pub struct Config {
     pub log_level: String,
     /// `text` or `json`. Default `text`.
     pub log_format: LogFormat,
+    /// One `info` line per request (target `pollgate::access`). Default true.
+    pub access_log: bool,
 }
 
 impl Default for Config {
@@ -168,6 +170,7 @@ impl Default for Config {
             shutdown_timeout: 10,
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            access_log: true,
         }
     }
 }

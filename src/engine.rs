@@ -57,7 +57,10 @@ pub struct Engine {
     pub users: Arc<Users>,
     /// The system plugin first, then the application's plugins.
     plugins: Vec<Arc<dyn Plugin>>,
-    /// Cancelled when the server starts shutting down: held polls answer at once.
+    /// Cancelled when shutdown begins: `/readyz` answers 503 from then on.
+    pub draining: CancellationToken,
+    /// Cancelled once this node has handed over or closed its connectors (the last step of
+    /// shutdown before connections end): held polls answer at once.
     pub shutdown: CancellationToken,
     limits: QueueLimits,
 }
@@ -75,7 +78,8 @@ impl Engine {
         ];
         plugins.extend(extra);
         let limits = QueueLimits { max_packets: config.max_queue_packets, max_bytes: config.max_queue_bytes };
-        Arc::new(Engine { config, store, users, plugins, shutdown: CancellationToken::new(), limits })
+        let (draining, shutdown) = (CancellationToken::new(), CancellationToken::new());
+        Arc::new(Engine { config, store, users, plugins, draining, shutdown, limits })
     }
 
     pub fn plugins(&self) -> &[Arc<dyn Plugin>] {

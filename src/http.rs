@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -136,6 +136,22 @@ struct EndpointRequest {
     post: bool,
 }
 
+/// What the access log tells of an endpoint request, filled in as it is learned.
+#[derive(Default)]
+struct Access {
+    action: Option<&'static str>,
+    source_id: Option<String>,
+    address: Option<String>,
+}
+
+/// The action as a static word for the access log; anything else (a client's free text)
+/// is logged as `other`.
+fn known_action(action: Option<&str>) -> Option<&'static str> {
+    const ACTIONS: [&str; 9] = ["open", "login", "send", "sync", "logout", "close", "download", "whoami", "active"];
+    let action = action?;
+    Some(ACTIONS.iter().find(|a| **a == action).copied().unwrap_or("other"))
+}
+
 enum Read {
     Request(EndpointRequest),
     /// Answered without an action (a CORS preflight).
@@ -169,9 +185,41 @@ impl Service {
     }
 
     async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        if req.uri().path() == self.endpoint {
+        // Off, or filtered out by `log_level`: not even the copies the line would need.
+        if !self.engine.config.access_log || !tracing::enabled!(target: "pollgate::access", tracing::Level::INFO) {
+            return self.route_quietly(req, peer, None).await;
+        }
+        let start = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let mut access = Access::default();
+        let resp = self.route_quietly(req, peer, Some(&mut access)).await;
+        // Never the connection id, a password or a token: the connector id is public (it is
+        // the `sourceId` other clients see), the action is one word.
+        tracing::info!(
+            target: "pollgate::access",
+            method = %method,
+            path = %path,
+            action = access.action.unwrap_or(""),
+            status = resp.status().as_u16(),
+            latency_us = start.elapsed().as_micros() as u64,
+            source_id = access.source_id.as_deref().unwrap_or(""),
+            address = access.address.as_deref().unwrap_or(""),
+        );
+        resp
+    }
+
+    /// Routes a request; `access`, when the access log wants it, learns what the line tells.
+    async fn route_quietly(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        access: Option<&mut Access>,
+    ) -> Response<Body> {
+        let path = req.uri().path();
+        if path == self.endpoint {
             let origin = req.headers().get(header::ORIGIN).cloned();
-            let mut resp = match self.endpoint_request(req, peer).await {
+            let mut resp = match self.endpoint_request(req, peer, access).await {
                 Ok(resp) => resp,
                 Err(e) => e.into_response(),
             };
@@ -179,6 +227,12 @@ impl Service {
                 cors_headers(resp.headers_mut(), origin);
             }
             return resp;
+        }
+        if path == "/healthz" {
+            return text_response(StatusCode::OK, "ok");
+        }
+        if path == "/readyz" {
+            return self.readiness().await;
         }
         let context = self.engine.config.context.as_str();
         let path = req.uri().path().to_owned();
@@ -196,11 +250,35 @@ impl Service {
         self.engine.config.domains.iter().any(|pattern| glob_match(pattern, origin))
     }
 
-    async fn endpoint_request(&self, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, HttpError> {
+    /// `/readyz`: 200 while the store answers and the node is not shutting down.
+    async fn readiness(&self) -> Response<Body> {
+        if self.engine.draining.is_cancelled() {
+            return text_response(StatusCode::SERVICE_UNAVAILABLE, "Not ready: shutting down!");
+        }
+        match self.engine.store.ping().await {
+            Ok(()) => text_response(StatusCode::OK, "ready"),
+            Err(e) => {
+                tracing::warn!(error = %e, "readiness: the store cannot be reached");
+                text_response(StatusCode::SERVICE_UNAVAILABLE, "Not ready: the store cannot be reached!")
+            }
+        }
+    }
+
+    async fn endpoint_request(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        access: Option<&mut Access>,
+    ) -> Result<Response<Body>, HttpError> {
         let request = match Box::pin(self.read_request(req, peer)).await? {
             Read::Request(request) => request,
             Read::Answered(resp) => return Ok(resp),
         };
+        if let Some(access) = access {
+            access.action = known_action(request.params.get("action"));
+            access.address = Some(request.address.clone());
+            access.source_id = Some(request.id.clone());
+        }
         if request.params.get("action") == Some("sync") {
             let ack = parse_param(&request.params, "ack")?;
             let wait = parse_param(&request.params, "wait")?.unwrap_or(0);

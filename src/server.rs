@@ -108,6 +108,7 @@ impl Server {
 
         stop.await;
         tracing::info!("shutting down");
+        engine.draining.cancel();
         stop_accepting.cancel();
         for a in acceptors {
             let _ = a.await;

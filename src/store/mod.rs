@@ -266,6 +266,11 @@ pub trait Store: Send + Sync + 'static {
     /// them leaves the window.
     async fn recent_events(&self, key: &str, now_ms: i64, window_ms: i64) -> StoreResult<(u32, i64)>;
 
+    /// Whether the store can be reached (`/readyz`).
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
     // ---- nodes of a cluster (a store of one node has nothing to do)
     /// Announces this node as alive.
     async fn heartbeat(&self, _now_ms: i64) -> StoreResult<()> {

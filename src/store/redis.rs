@@ -607,6 +607,11 @@ impl Store for RedisStore {
         Ok((times.len() as u32, oldest))
     }
 
+    async fn ping(&self) -> StoreResult<()> {
+        redis::cmd("PING").query_async::<String>(&mut self.conn()).await.map_err(store_error)?;
+        Ok(())
+    }
+
     async fn heartbeat(&self, now_ms: i64) -> StoreResult<()> {
         let nodes = self.index("nodes");
         let _: () = redis::pipe()

@@ -7,11 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Users;
 use crate::config::{Config, OnMaxConnections};
+use crate::metrics::Metrics;
 use crate::plugins::{system, Plugin, RequestContext};
 use crate::protocol::{self, Token};
 use crate::store::{
@@ -62,6 +64,7 @@ pub struct Engine {
     /// Cancelled once this node has handed over or closed its connectors (the last step of
     /// shutdown before connections end): held polls answer at once.
     pub shutdown: CancellationToken,
+    pub metrics: Arc<Metrics>,
     limits: QueueLimits,
 }
 
@@ -71,6 +74,7 @@ impl Engine {
         store: Arc<dyn Store>,
         users: Arc<Users>,
         extra: Vec<Arc<dyn Plugin>>,
+        metrics: Arc<Metrics>,
     ) -> Arc<Engine> {
         let mut plugins: Vec<Arc<dyn Plugin>> = vec![
             Arc::new(system::SystemPlugin),
@@ -79,7 +83,7 @@ impl Engine {
         plugins.extend(extra);
         let limits = QueueLimits { max_packets: config.max_queue_packets, max_bytes: config.max_queue_bytes };
         let (draining, shutdown) = (CancellationToken::new(), CancellationToken::new());
-        Arc::new(Engine { config, store, users, plugins, draining, shutdown, limits })
+        Arc::new(Engine { config, store, users, plugins, draining, shutdown, metrics, limits })
     }
 
     pub fn plugins(&self) -> &[Arc<dyn Plugin>] {
@@ -124,17 +128,18 @@ impl Engine {
                     return Ok(());
                 }
                 OpenOutcome::Exists => return Err(EngineError::InvalidState),
-                OpenOutcome::Full if self.config.onmaxconnections == OnMaxConnections::Reject => {
-                    return Err(EngineError::TooManyConnections)
-                }
+                OpenOutcome::Full if self.config.onmaxconnections == OnMaxConnections::Reject => break,
                 OpenOutcome::Full => match self.store.least_recent().await? {
                     Some(victim) => {
-                        self.close(&victim, CloseReason::Evicted, true).await;
+                        if self.close(&victim, CloseReason::Evicted, true).await {
+                            self.metrics.evictions.inc();
+                        }
                     }
-                    None => return Err(EngineError::TooManyConnections),
+                    None => break,
                 },
             }
         }
+        self.metrics.admissions_rejected.inc();
         Err(EngineError::TooManyConnections)
     }
 
@@ -174,6 +179,7 @@ impl Engine {
         let notify = reason != CloseReason::Client;
         let Some(info) = self.store.close(id, reason, notify, farewell).await? else { return Ok(false) };
         tracing::debug!(source_id = %id, reason = reason.as_str(), "connector closed");
+        self.metrics.closed(reason.as_str());
         if events {
             for plugin in &self.plugins {
                 plugin.connector_stopped(self, &info, reason).await;
@@ -192,7 +198,10 @@ impl Engine {
         once: Option<&str>,
     ) -> Result<bool, StoreError> {
         Ok(match self.store.push(target, text, self.limits, once).await? {
-            PushOutcome::Queued => true,
+            PushOutcome::Queued => {
+                self.metrics.packets_queued.inc();
+                true
+            }
             PushOutcome::Gone => false,
             PushOutcome::Overflow => {
                 self.close_overflowed(vec![target.to_owned()]);
@@ -212,6 +221,8 @@ impl Engine {
             return Ok(());
         }
         let overflowed = self.store.push_many(targets, text, self.limits, once).await?;
+        // Closed connectors among the targets are counted too: close enough for a rate.
+        self.metrics.packets_queued.inc_by((targets.len() - overflowed.len()) as u64);
         self.close_overflowed(overflowed);
         Ok(())
     }
@@ -247,8 +258,11 @@ impl Engine {
                 || drained.unknown
                 || drained.close_reason.is_some()
             {
+                self.metrics.queue_depth.observe(drained.packets.len() as f64);
+                self.metrics.packets_delivered.inc_by(drained.packets.len() as u64);
                 return Ok(drained);
             }
+            let _holding = Holding::new(&self.metrics.held_polls);
             tokio::select! {
                 _ = wakeup.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => last_round = true,
@@ -411,5 +425,22 @@ impl Engine {
                 return;
             }
         }
+    }
+}
+
+/// Counts a held poll for as long as it waits, however its wait ends (a client that goes
+/// away drops it).
+struct Holding<'a>(&'a Gauge);
+
+impl<'a> Holding<'a> {
+    fn new(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        Holding(gauge)
+    }
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

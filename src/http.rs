@@ -136,9 +136,12 @@ struct EndpointRequest {
     post: bool,
 }
 
-/// What the access log tells of an endpoint request, filled in as it is learned.
+/// What the metrics and the access log tell of a request, filled in as it is learned.
 #[derive(Default)]
 struct Access {
+    /// The access log wants the line (the address and connector id are copied only then).
+    log: bool,
+    /// Set for endpoint requests: the action, `` until it is known, `other` if unknown.
     action: Option<&'static str>,
     source_id: Option<String>,
     address: Option<String>,
@@ -164,16 +167,19 @@ pub struct Service {
     statics: StaticFiles,
     /// `{context}/http`.
     endpoint: String,
+    /// `{context}/metrics`.
+    metrics_path: String,
     /// `trusted_proxies`, parsed once (the config validated them).
     trusted_proxies: Vec<IpAddr>,
 }
 
 impl Service {
     pub fn new(engine: Arc<Engine>) -> Service {
-        let endpoint = format!("{}/http", engine.config.context.trim_end_matches('/'));
+        let context = engine.config.context.trim_end_matches('/');
+        let (endpoint, metrics_path) = (format!("{context}/http"), format!("{context}/metrics"));
         let statics = StaticFiles::new(&engine.config.document_root);
         let trusted_proxies = engine.config.trusted_proxies.iter().filter_map(|t| t.parse().ok()).collect();
-        Service { engine, statics, endpoint, trusted_proxies }
+        Service { engine, statics, endpoint, metrics_path, trusted_proxies }
     }
 
     /// Serves one request. A panic anywhere below answers 500 and leaves the server serving.
@@ -185,15 +191,19 @@ impl Service {
     }
 
     async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        // Off, or filtered out by `log_level`: not even the copies the line would need.
-        if !self.engine.config.access_log || !tracing::enabled!(target: "pollgate::access", tracing::Level::INFO) {
-            return self.route_quietly(req, peer, None).await;
-        }
         let start = Instant::now();
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
-        let mut access = Access::default();
-        let resp = self.route_quietly(req, peer, Some(&mut access)).await;
+        // Off, or filtered out by `log_level`: not even the copies the line would need.
+        let log = self.engine.config.access_log && tracing::enabled!(target: "pollgate::access", tracing::Level::INFO);
+        let (method, path) = match log {
+            true => (Some(req.method().clone()), req.uri().path().to_owned()),
+            false => (None, String::new()),
+        };
+        let mut access = Access { log, ..Access::default() };
+        let resp = self.route_quietly(req, peer, &mut access).await;
+        if let Some(action) = access.action {
+            self.engine.metrics.request(action, resp.status().as_u16(), start.elapsed().as_secs_f64());
+        }
+        let Some(method) = method else { return resp };
         // Never the connection id, a password or a token: the connector id is public (it is
         // the `sourceId` other clients see), the action is one word.
         tracing::info!(
@@ -209,15 +219,11 @@ impl Service {
         resp
     }
 
-    /// Routes a request; `access`, when the access log wants it, learns what the line tells.
-    async fn route_quietly(
-        &self,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-        access: Option<&mut Access>,
-    ) -> Response<Body> {
+    /// Routes a request; `access` learns what the metrics and the access log tell of it.
+    async fn route_quietly(&self, req: Request<Incoming>, peer: SocketAddr, access: &mut Access) -> Response<Body> {
         let path = req.uri().path();
         if path == self.endpoint {
+            access.action = Some("");
             let origin = req.headers().get(header::ORIGIN).cloned();
             let mut resp = match self.endpoint_request(req, peer, access).await {
                 Ok(resp) => resp,
@@ -233,6 +239,12 @@ impl Service {
         }
         if path == "/readyz" {
             return self.readiness().await;
+        }
+        if path == self.metrics_path {
+            let text = self.engine.metrics.render(&*self.engine.store).await;
+            let mut resp = text_response(StatusCode::OK, text);
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
+            return resp;
         }
         let context = self.engine.config.context.as_str();
         let path = req.uri().path().to_owned();
@@ -268,14 +280,14 @@ impl Service {
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
-        access: Option<&mut Access>,
+        access: &mut Access,
     ) -> Result<Response<Body>, HttpError> {
         let request = match Box::pin(self.read_request(req, peer)).await? {
             Read::Request(request) => request,
             Read::Answered(resp) => return Ok(resp),
         };
-        if let Some(access) = access {
-            access.action = known_action(request.params.get("action"));
+        access.action = known_action(request.params.get("action"));
+        if access.log {
             access.address = Some(request.address.clone());
             access.source_id = Some(request.id.clone());
         }

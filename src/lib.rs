@@ -22,6 +22,7 @@
 //! - [`plugins`]: the [`plugins::Plugin`] trait an application implements, the system plugin
 //!   and the filesystem plugin that serves `download`.
 //! - [`static_files`]: the document root under `/` and `{context}/`.
+//! - [`metrics`]: the Prometheus metrics of `{context}/metrics`.
 //!
 //! Beside the server binary (`src/main.rs`), `src/bin/pollgate-load/` is the load tool of
 //! the benchmarks (`docs/PERFORMANCE.md`); it talks to a running server over HTTP only.
@@ -58,6 +59,7 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod lenient;
+pub mod metrics;
 pub mod params;
 pub mod plugins;
 pub mod protocol;

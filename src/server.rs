@@ -23,6 +23,7 @@ use crate::config::{Config, ConfigError, StoreKind};
 use crate::engine::Engine;
 use crate::http::Service;
 use crate::lenient::LenientTarget;
+use crate::metrics::Metrics;
 use crate::plugins::Plugin;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisOptions, RedisStore};
@@ -47,6 +48,7 @@ impl Server {
             None
         };
         let plain = listen(&config.bind_address, config.port, "port").await?;
+        let metrics = Arc::new(Metrics::default());
         let store: Arc<dyn Store> = match config.store {
             StoreKind::Memory => Arc::new(MemoryStore::default()),
             StoreKind::Redis => {
@@ -59,10 +61,10 @@ impl Server {
                     retention_ms: timeout_ms.min(300_000),
                     touch_granularity_ms: (timeout_ms / 20).clamp(50, 1000),
                 };
-                RedisStore::new(options).map_err(|e| ConfigError(format!("redis_url: {e}")))?
+                RedisStore::new(options, metrics.store.clone()).map_err(|e| ConfigError(format!("redis_url: {e}")))?
             }
         };
-        let engine = Engine::new(config, store, users, plugins);
+        let engine = Engine::new(config, store, users, plugins, metrics);
         Ok(Server { service: Arc::new(Service::new(engine)), plain, tls })
     }
 

@@ -250,6 +250,7 @@ impl SystemPlugin {
                 let _ = engine.store.count_event(key, now, window).await;
             }
             tracing::info!(source_id = %ctx.connector_id, "login failed");
+            engine.metrics.login(false);
             let mut reply = error_response(token, "BadCredentialsException: Bad credentials");
             reply.insert("username".into(), username.map_or(Value::Null, Value::from));
             return ctx.reply(reply).await;
@@ -264,6 +265,7 @@ impl SystemPlugin {
             return Self::fail(ctx, token, "is authenticated").await;
         }
         tracing::info!(source_id = %ctx.connector_id, user = %username, "login");
+        engine.metrics.login(true);
         let mut reply = ctx.response(token);
         reply.insert("uuid".into(), username.into());
         reply.insert("username".into(), username.into());

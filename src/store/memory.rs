@@ -174,6 +174,10 @@ impl Store for MemoryStore {
         Ok(self.inner.lock().live)
     }
 
+    async fn session_count(&self) -> StoreResult<usize> {
+        Ok(self.inner.lock().sessions.values().filter(|s| !s.connectors.is_empty()).count())
+    }
+
     async fn least_recent(&self) -> StoreResult<Option<String>> {
         let inner = self.inner.lock();
         Ok(inner

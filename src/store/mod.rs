@@ -189,6 +189,8 @@ pub trait Store: Send + Sync + 'static {
     /// Every live connector.
     async fn connectors(&self) -> StoreResult<Vec<ConnectorInfo>>;
     async fn connector_count(&self) -> StoreResult<usize>;
+    /// Sessions with at least one live connector.
+    async fn session_count(&self) -> StoreResult<usize>;
     /// The live connector whose last request is the oldest.
     async fn least_recent(&self) -> StoreResult<Option<String>>;
     /// Records a request of a live connector (its last activity and its session's deadline)

@@ -41,6 +41,7 @@ use super::{
     CloseReason, ConnectorInfo, Drained, OpenOutcome, PushOutcome, QueueLimits, QueuedPacket, SendClaim, Store,
     StoreError, StoreResult, Wakeup, SEND_RESPONSES_KEPT, SHARED_SESSION_LINGER_MS,
 };
+use crate::metrics::StoreMeter;
 use crate::protocol::{Token, CLOSE_COMMAND};
 
 /// A node is alive while its heartbeat is younger than this.
@@ -104,6 +105,7 @@ pub struct RedisStore {
     waiters: Waiters,
     /// Ends the subscriber task when the store goes.
     _subscriber: DropGuard,
+    meter: StoreMeter,
 }
 
 fn store_error(e: RedisError) -> StoreError {
@@ -113,7 +115,7 @@ fn store_error(e: RedisError) -> StoreError {
 impl RedisStore {
     /// Prepares the store and starts the wake-up subscriber. Redis need not be up yet: until
     /// it is, requests fail with [`StoreError`] (503), and the node recovers by itself.
-    pub fn new(options: RedisOptions) -> StoreResult<Arc<RedisStore>> {
+    pub fn new(options: RedisOptions, meter: StoreMeter) -> StoreResult<Arc<RedisStore>> {
         let client = redis::Client::open(options.url.as_str()).map_err(store_error)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
@@ -127,7 +129,8 @@ impl RedisStore {
         let stop = CancellationToken::new();
         tokio::spawn(subscriber(client, channel, waiters.clone(), stop.clone()));
         let scripts = Scripts::new();
-        Ok(Arc::new(RedisStore { conn, scripts, options, node, waiters, _subscriber: stop.drop_guard() }))
+        let _subscriber = stop.drop_guard();
+        Ok(Arc::new(RedisStore { conn, scripts, options, node, waiters, _subscriber, meter }))
     }
 
     fn key(&self, kind: &str, id: &str) -> String {
@@ -139,8 +142,16 @@ impl RedisStore {
         format!("{}{name}", self.options.prefix)
     }
 
+    /// The connection for one round trip (counted).
     fn conn(&self) -> ConnectionManager {
+        self.meter.round_trips.inc();
         self.conn.clone()
+    }
+
+    /// A failed round trip (counted).
+    fn failed(&self, e: RedisError) -> StoreError {
+        self.meter.errors.inc();
+        store_error(e)
     }
 
     /// One step of `sends.lua` (claim, complete or release the idempotent send `seq`).
@@ -150,7 +161,7 @@ impl RedisStore {
         for a in args {
             call.arg(*a);
         }
-        call.invoke_async(&mut self.conn()).await.map_err(store_error)
+        call.invoke_async(&mut self.conn()).await.map_err(|e| self.failed(e))
     }
 
     async fn session_op(&self, session_id: &str, op: &str, args: &[&str]) -> StoreResult<redis::Value> {
@@ -159,7 +170,7 @@ impl RedisStore {
         for a in args {
             call.arg(*a);
         }
-        call.invoke_async(&mut self.conn()).await.map_err(store_error)
+        call.invoke_async(&mut self.conn()).await.map_err(|e| self.failed(e))
     }
 
     async fn push_ids(
@@ -177,7 +188,7 @@ impl RedisStore {
         for id in ids {
             call.arg(*id);
         }
-        call.invoke_async(&mut self.conn()).await.map_err(store_error)
+        call.invoke_async(&mut self.conn()).await.map_err(|e| self.failed(e))
     }
 }
 
@@ -271,7 +282,7 @@ impl Store for RedisStore {
             .arg(self.options.key_ttl_ms)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         Ok(match outcome.as_str() {
             "opened" => OpenOutcome::Opened,
             "exists" => OpenOutcome::Exists,
@@ -285,7 +296,7 @@ impl Store for RedisStore {
             .arg(&["closed", "sid", "addr", "ua", "opened", "active"])
             .query_async(&mut self.conn())
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         if fields.first().and_then(|c| c.as_deref()) != Some("") {
             return Ok(None);
         }
@@ -299,12 +310,12 @@ impl Store for RedisStore {
             .arg(-1)
             .query_async(&mut self.conn())
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.cmd("HMGET").arg(self.key("c", id)).arg(&["closed", "sid", "addr", "ua", "opened", "active"]);
         }
-        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.conn()).await.map_err(store_error)?;
+        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.conn()).await.map_err(|e| self.failed(e))?;
         Ok(ids
             .iter()
             .zip(rows)
@@ -314,7 +325,11 @@ impl Store for RedisStore {
     }
 
     async fn connector_count(&self) -> StoreResult<usize> {
-        redis::cmd("ZCARD").arg(self.index("live")).query_async(&mut self.conn()).await.map_err(store_error)
+        redis::cmd("ZCARD").arg(self.index("live")).query_async(&mut self.conn()).await.map_err(|e| self.failed(e))
+    }
+
+    async fn session_count(&self) -> StoreResult<usize> {
+        redis::cmd("ZCARD").arg(self.index("active")).query_async(&mut self.conn()).await.map_err(|e| self.failed(e))
     }
 
     async fn least_recent(&self) -> StoreResult<Option<String>> {
@@ -324,7 +339,7 @@ impl Store for RedisStore {
             .arg(0)
             .query_async(&mut self.conn())
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         Ok(ids.into_iter().next())
     }
 
@@ -339,7 +354,7 @@ impl Store for RedisStore {
             .arg(self.options.touch_granularity_ms)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(store_error)
+            .map_err(|e| self.failed(e))
     }
 
     async fn close(
@@ -364,7 +379,7 @@ impl Store for RedisStore {
             .arg(farewell.unwrap_or_default())
             .invoke_async(&mut self.conn())
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         Ok(fields.and_then(|f| info_from(id, f)))
     }
 
@@ -409,7 +424,7 @@ impl Store for RedisStore {
             .arg(&self.node)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(store_error)
+            .map_err(|e| self.failed(e))
     }
 
     async fn drain(&self, id: &str, ack: Option<u64>, ticket: u64) -> StoreResult<Result<Drained, u64>> {
@@ -423,7 +438,7 @@ impl Store for RedisStore {
             .arg(ack.map(|a| a.to_string()).unwrap_or_default())
             .invoke_async(&mut self.conn())
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         let field = |i: usize| reply.get(i).map(String::as_str).unwrap_or_default();
         let close_reason = |s: &str| CloseReason::parse(s);
         Ok(match field(0) {
@@ -461,7 +476,7 @@ impl Store for RedisStore {
             .arg(self.key("s", session_id))
             .query_async(&mut self.conn())
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         let mut entries: Vec<(u64, String, Value)> =
             stored.into_iter().filter_map(|(k, v)| split_stored(&v).map(|(idx, value)| (idx, k, value))).collect();
         entries.sort_by_key(|(idx, _, _)| *idx);
@@ -474,7 +489,7 @@ impl Store for RedisStore {
             .arg(key)
             .query_async(&mut self.conn())
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         Ok(stored.and_then(|s| split_stored(&s)).map(|(_, v)| v))
     }
 
@@ -503,7 +518,11 @@ impl Store for RedisStore {
     }
 
     async fn session_connectors(&self, session_id: &str) -> StoreResult<Vec<String>> {
-        redis::cmd("SMEMBERS").arg(self.key("sc", session_id)).query_async(&mut self.conn()).await.map_err(store_error)
+        redis::cmd("SMEMBERS")
+            .arg(self.key("sc", session_id))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.failed(e))
     }
 
     async fn expired_sessions(&self, idle_before_ms: i64) -> StoreResult<Vec<String>> {
@@ -513,7 +532,7 @@ impl Store for RedisStore {
             .arg(format!("({idle_before_ms}"))
             .query_async(&mut self.conn())
             .await
-            .map_err(store_error)
+            .map_err(|e| self.failed(e))
     }
 
     async fn sweep(&self, now_ms: i64, _retention_ms: i64) -> StoreResult<()> {
@@ -534,7 +553,7 @@ impl Store for RedisStore {
             .ignore()
             .query_async(&mut self.conn())
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         self.waiters.lock().retain(|_, tx| tx.receiver_count() > 0);
         Ok(())
     }
@@ -590,7 +609,7 @@ impl Store for RedisStore {
             .ignore()
             .query_async(&mut self.conn())
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         Ok(count)
     }
 
@@ -602,13 +621,13 @@ impl Store for RedisStore {
             .arg("WITHSCORES")
             .query_async(&mut self.conn())
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         let oldest = times.first().map_or(now_ms, |(_, t)| *t as i64 + window_ms);
         Ok((times.len() as u32, oldest))
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        redis::cmd("PING").query_async::<String>(&mut self.conn()).await.map_err(store_error)?;
+        redis::cmd("PING").query_async::<String>(&mut self.conn()).await.map_err(|e| self.failed(e))?;
         Ok(())
     }
 
@@ -631,7 +650,7 @@ impl Store for RedisStore {
             .ignore()
             .query_async(&mut self.conn())
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         Ok(())
     }
 
@@ -642,7 +661,7 @@ impl Store for RedisStore {
             .arg("+inf")
             .query_async(&mut self.conn())
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         Ok(nodes.iter().filter(|n| **n != self.node).count())
     }
 
@@ -652,7 +671,7 @@ impl Store for RedisStore {
             .arg(&self.node)
             .query_async(&mut self.conn())
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         Ok(())
     }
 }

@@ -143,8 +143,10 @@ start_server() {
         POLLGATE_BROADCAST_OPEN_EVENT=false POLLGATE_BROADCAST_CLOSE_EVENT=false
         POLLGATE_BROADCAST_LOGIN_EVENT=false POLLGATE_BROADCAST_LOGOUT_EVENT=false
       )
-      # churn: connectors time out after 0.1 minutes so the reaper runs during the test
-      [ "$churn" = churn ] && penv+=(POLLGATE_TIMEOUT=0.1)
+      # churn: connectors time out after 0.1 minutes so the reaper runs during the test, and
+      # closed sessions are not kept for the admin API (session_retention, 10 minutes by
+      # default), so what is measured is what abandoned connectors leave behind.
+      [ "$churn" = churn ] && penv+=(POLLGATE_TIMEOUT=0.1 POLLGATE_SESSION_RETENTION=0)
       env "${penv[@]}" taskset -c "$SERVER_CPU" "$PG" >>"$LOG.server" 2>&1 &
       ;;
   esac

@@ -99,6 +99,14 @@ pub struct Config {
     pub users_file: PathBuf,
     /// New connections get the name `anonymous` (not authenticated). Default true.
     pub allow_anonymous: bool,
+    /// Bearer token of the admin API (`Authorization: Bearer …`). Default empty (none: only
+    /// logged-in users with `admin_right`).
+    pub admin_token: String,
+    /// The right a logged-in user needs for the admin API. Default
+    /// `org.jwebsocket.plugins.admin.shutdown` (jWebSocket's Administrator role holds it).
+    pub admin_right: String,
+    /// Seconds a closed session stays listable in the admin API. Default 600.
+    pub session_retention: u64,
     /// `memory` (one node) or `redis` (a cluster). Default `memory`.
     pub store: StoreKind,
     /// The Redis server of `store = "redis"`. Default `redis://127.0.0.1:6379`.
@@ -156,6 +164,9 @@ impl Default for Config {
             fs_root: "data/fs".into(),
             users_file: "conf/users.toml".into(),
             allow_anonymous: true,
+            admin_token: String::new(),
+            admin_right: "org.jwebsocket.plugins.admin.shutdown".into(),
+            session_retention: 600,
             store: StoreKind::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_prefix: "pollgate:".into(),
@@ -232,6 +243,9 @@ impl Config {
     /// Semantic checks the types cannot express.
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: &str| Err(ConfigError(format!("config: bad value for '{key}': {why}")));
+        if !self.admin_token.is_empty() && self.admin_token.len() < 16 {
+            return bad("admin_token", "use at least 16 characters (or \"\" for none)");
+        }
         if !self.context.starts_with('/') || self.context.ends_with('/') && self.context.len() > 1 {
             return bad("context", "must start with '/' and not end with '/'");
         }

@@ -388,7 +388,8 @@ impl Engine {
                 }
             }
         }
-        self.store.sweep(now, timeout_ms.min(300_000)).await?;
+        let record_retention_ms = self.config.session_retention as i64 * 1000;
+        self.store.sweep(now, timeout_ms.min(300_000), record_retention_ms).await?;
         if closed > 0 {
             tracing::info!(closed, "reaper closed idle connectors");
         }

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use crate::admin;
 use crate::engine::{Engine, EngineError, OpenRequest};
 use crate::params::Params;
 use crate::plugins::{system, RequestContext};
@@ -169,6 +170,8 @@ pub struct Service {
     endpoint: String,
     /// `{context}/metrics`.
     metrics_path: String,
+    /// `{context}/admin/`.
+    admin_prefix: String,
     /// `trusted_proxies`, parsed once (the config validated them).
     trusted_proxies: Vec<IpAddr>,
 }
@@ -177,9 +180,10 @@ impl Service {
     pub fn new(engine: Arc<Engine>) -> Service {
         let context = engine.config.context.trim_end_matches('/');
         let (endpoint, metrics_path) = (format!("{context}/http"), format!("{context}/metrics"));
+        let admin_prefix = format!("{context}/admin/");
         let statics = StaticFiles::new(&engine.config.document_root);
         let trusted_proxies = engine.config.trusted_proxies.iter().filter_map(|t| t.parse().ok()).collect();
-        Service { engine, statics, endpoint, metrics_path, trusted_proxies }
+        Service { engine, statics, endpoint, metrics_path, admin_prefix, trusted_proxies }
     }
 
     /// Serves one request. A panic anywhere below answers 500 and leaves the server serving.
@@ -240,6 +244,11 @@ impl Service {
         if path == "/readyz" {
             return self.readiness().await;
         }
+        if let Some(rest) = path.strip_prefix(self.admin_prefix.as_str()) {
+            let rest = rest.to_owned();
+            let caller = self.admin_caller(&req, peer);
+            return Box::pin(admin::serve(&self.engine, req, &rest, caller)).await;
+        }
         if path == self.metrics_path {
             let text = self.engine.metrics.render(&*self.engine.store).await;
             let mut resp = text_response(StatusCode::OK, text);
@@ -260,6 +269,22 @@ impl Service {
     fn origin_allowed(&self, origin: &HeaderValue) -> bool {
         let Ok(origin) = origin.to_str() else { return false };
         self.engine.config.domains.iter().any(|pattern| glob_match(pattern, origin))
+    }
+
+    /// Who calls the admin API: a bearer token, or the connector of `X-Pollgate-Connection`.
+    fn admin_caller(&self, req: &Request<Incoming>, peer: SocketAddr) -> admin::Caller {
+        let headers = req.headers();
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_owned());
+        let connector_id = headers.get(HEADER_CONNECTION).filter(|v| !v.is_empty()).map(|v| {
+            let address = self.client_address(peer, headers);
+            let ip_part = if self.engine.config.bind_connection_to_ip { address.as_str() } else { "" };
+            protocol::connector_id(&String::from_utf8_lossy(v.as_bytes()), ip_part)
+        });
+        admin::Caller { bearer, connector_id }
     }
 
     /// `/readyz`: 200 while the store answers and the node is not shutting down.

@@ -23,6 +23,7 @@
 //!   and the filesystem plugin that serves `download`.
 //! - [`static_files`]: the document root under `/` and `{context}/`.
 //! - [`metrics`]: the Prometheus metrics of `{context}/metrics`.
+//! - [`admin`]: the admin API under `{context}/admin/` (sessions and connectors).
 //!
 //! Beside the server binary (`src/main.rs`), `src/bin/pollgate-load/` is the load tool of
 //! the benchmarks (`docs/PERFORMANCE.md`); it talks to a running server over HTTP only.
@@ -54,6 +55,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod engine;

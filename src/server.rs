@@ -60,6 +60,7 @@ impl Server {
                     key_ttl_ms: (2 * timeout_ms).max(600_000),
                     retention_ms: timeout_ms.min(300_000),
                     touch_granularity_ms: (timeout_ms / 20).clamp(50, 1000),
+                    record_retention_ms: config.session_retention as i64 * 1000,
                 };
                 RedisStore::new(options, metrics.store.clone()).map_err(|e| ConfigError(format!("redis_url: {e}")))?
             }

@@ -130,7 +130,7 @@ fn metrics_count_what_happens() {
         "data": "hi", "responseRequested": false});
     a.send(&token);
     a.sync(); // the shipped configuration's events (b's connect) leave a's queue empty
-    // A poll held while the scrape runs.
+              // A poll held while the scrape runs.
     let held = {
         let a = a.clone();
         std::thread::spawn(move || a.get("action=sync&wait=2000"))

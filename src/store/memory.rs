@@ -15,8 +15,8 @@ use tokio::sync::watch;
 
 use super::queue::Queue;
 use super::{
-    CloseReason, ConnectorInfo, Drained, OpenOutcome, PushOutcome, QueueLimits, SendClaim, Store, StoreResult, Wakeup,
-    SEND_RESPONSES_KEPT, SHARED_SESSION_LINGER_MS,
+    CloseReason, ConnectorInfo, Drained, OpenOutcome, PushOutcome, QueueLimits, SendClaim, SessionRecord, Store,
+    StoreResult, Wakeup, SEND_RESPONSES_KEPT, SHARED_SESSION_LINGER_MS,
 };
 use crate::protocol::{Token, CLOSE_COMMAND};
 
@@ -29,6 +29,8 @@ pub struct MemoryStore {
 struct Inner {
     connectors: HashMap<String, ConnectorEntry>,
     sessions: HashMap<String, SessionEntry>,
+    /// Records of closed sessions, kept for the record retention.
+    closed_sessions: HashMap<String, SessionRecord>,
     /// Event times per counter key (failed logins), oldest first.
     counters: HashMap<String, VecDeque<i64>>,
     /// Connectors that are not closed (the admission count).
@@ -64,6 +66,28 @@ struct SessionEntry {
     shared: bool,
     /// When the last connector left (for the linger of shared sessions).
     empty_since: Option<i64>,
+    opened_ms: i64,
+    /// Address and user agent of the connector that opened the session.
+    address: String,
+    client: String,
+}
+
+impl SessionEntry {
+    fn record(&self, id: &str) -> SessionRecord {
+        let user_name = self.storage.get("$username").and_then(|v| v.as_str()).map(str::to_owned);
+        SessionRecord {
+            id: id.to_owned(),
+            user_name,
+            active: !self.connectors.is_empty(),
+            open_ms: self.opened_ms,
+            request_ms: self.last_request_ms,
+            close_ms: self.empty_since,
+            address: self.address.clone(),
+            client: self.client.clone(),
+            connectors: self.connectors.clone(),
+            data: self.storage.clone(),
+        }
+    }
 }
 
 impl ConnectorEntry {
@@ -110,11 +134,18 @@ impl Inner {
         let Some(session) = self.sessions.get_mut(session_id) else { return };
         session.connectors.retain(|c| c != connector_id);
         if session.connectors.is_empty() {
-            if session.shared {
-                session.empty_since = Some(now);
-            } else {
-                self.sessions.remove(session_id);
+            session.empty_since = Some(now);
+            if !session.shared {
+                self.close_session(session_id);
             }
+        }
+    }
+
+    /// Forgets a session, keeping its record (without its storage) for a while.
+    fn close_session(&mut self, session_id: &str) {
+        if let Some(session) = self.sessions.remove(session_id) {
+            let record = SessionRecord { connectors: Vec::new(), data: Token::new(), ..session.record(session_id) };
+            self.closed_sessions.insert(session_id.to_owned(), record);
         }
     }
 }
@@ -138,12 +169,16 @@ impl Store for MemoryStore {
             return Ok(OpenOutcome::Full);
         }
         let now = info.opened_ms;
+        inner.closed_sessions.remove(&info.session_id);
         let session = inner.sessions.entry(info.session_id.clone()).or_insert_with(|| SessionEntry {
             storage: Token::new(),
             connectors: Vec::new(),
             last_request_ms: now,
             shared: shared_session,
             empty_since: None,
+            opened_ms: now,
+            address: info.address.clone(),
+            client: info.user_agent.clone(),
         });
         session.connectors.push(info.id.clone());
         session.last_request_ms = now;
@@ -345,13 +380,22 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn sweep(&self, now_ms: i64, retention_ms: i64) -> StoreResult<()> {
+    async fn sweep(&self, now_ms: i64, retention_ms: i64, record_retention_ms: i64) -> StoreResult<()> {
         let mut inner = self.inner.lock();
         inner.connectors.retain(|_, c| match c.closed {
             Some((_, at)) => now_ms - at < retention_ms,
             None => true,
         });
-        inner.sessions.retain(|_, s| s.empty_since.is_none_or(|at| now_ms - at < SHARED_SESSION_LINGER_MS));
+        let lingered: Vec<String> = inner
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.empty_since.is_some_and(|at| now_ms - at >= SHARED_SESSION_LINGER_MS))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in lingered {
+            inner.close_session(&id);
+        }
+        inner.closed_sessions.retain(|_, r| r.close_ms.is_some_and(|at| now_ms - at < record_retention_ms));
         inner.counters.retain(|_, times| times.back().is_some_and(|t| now_ms - t < 3_600_000));
         // Give back what a burst of connections left behind (maps never shrink by themselves).
         if inner.connectors.capacity() > 64 && inner.connectors.len() < inner.connectors.capacity() / 4 {
@@ -360,7 +404,27 @@ impl Store for MemoryStore {
         if inner.sessions.capacity() > 64 && inner.sessions.len() < inner.sessions.capacity() / 4 {
             inner.sessions.shrink_to_fit();
         }
+        if inner.closed_sessions.capacity() > 64 && inner.closed_sessions.len() < inner.closed_sessions.capacity() / 4 {
+            inner.closed_sessions.shrink_to_fit();
+        }
         Ok(())
+    }
+
+    async fn session_records(&self) -> StoreResult<Vec<SessionRecord>> {
+        let inner = self.inner.lock();
+        let live = inner.sessions.iter().map(|(id, s)| s.record(id));
+        Ok(live.chain(inner.closed_sessions.values().cloned()).collect())
+    }
+
+    async fn forget_session(&self, session_id: &str) -> StoreResult<bool> {
+        let mut inner = self.inner.lock();
+        let live = inner.sessions.remove(session_id).is_some();
+        Ok(inner.closed_sessions.remove(session_id).is_some() || live)
+    }
+
+    async fn queue_depths(&self, ids: &[String]) -> StoreResult<Vec<usize>> {
+        let inner = self.inner.lock();
+        Ok(ids.iter().map(|id| inner.connectors.get(id).map_or(0, |c| c.queue.len())).collect())
     }
 
     async fn claim_send(&self, id: &str, seq: u64) -> StoreResult<SendClaim> {

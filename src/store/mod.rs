@@ -40,6 +40,8 @@ pub enum CloseReason {
     Evicted,
     /// Its queue would have exceeded `max_queue_packets` or `max_queue_bytes`.
     QueueOverflow,
+    /// An operator closed it (the admin API).
+    Admin,
 }
 
 impl CloseReason {
@@ -51,6 +53,7 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::Evicted => "evicted",
             CloseReason::QueueOverflow => "queue overflow",
+            CloseReason::Admin => "admin",
         }
     }
 
@@ -62,6 +65,7 @@ impl CloseReason {
             "shutdown" => CloseReason::Shutdown,
             "evicted" => CloseReason::Evicted,
             "queue overflow" => CloseReason::QueueOverflow,
+            "admin" => CloseReason::Admin,
             _ => return None,
         })
     }
@@ -78,6 +82,27 @@ pub struct ConnectorInfo {
     pub user_agent: String,
     pub opened_ms: i64,
     pub last_active_ms: i64,
+}
+
+/// A session as the admin API shows it: live, lingering (shared, no connector yet) or
+/// closed within `session_retention`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub id: String,
+    /// The user of the last login (`$username`), if any.
+    pub user_name: Option<String>,
+    /// Has a live connector.
+    pub active: bool,
+    pub open_ms: i64,
+    pub request_ms: i64,
+    /// When its last connector left (it may come back if it is shared).
+    pub close_ms: Option<i64>,
+    /// Address and `User-Agent` of the connector that opened it.
+    pub address: String,
+    pub client: String,
+    pub connectors: Vec<String>,
+    /// The session storage (a closed session's is gone: empty).
+    pub data: Token,
 }
 
 /// One queued packet and its per-connector sequence number (contiguous, from 1).
@@ -249,8 +274,17 @@ pub trait Store: Send + Sync + 'static {
     // ---- expiry
     /// Sessions with live connectors whose last request is before `idle_before_ms`.
     async fn expired_sessions(&self, idle_before_ms: i64) -> StoreResult<Vec<String>>;
-    /// Forgets closed connectors older than `retention_ms` and sessions left empty.
-    async fn sweep(&self, now_ms: i64, retention_ms: i64) -> StoreResult<()>;
+    /// Forgets closed connectors older than `retention_ms`, sessions left empty, and the
+    /// records of sessions closed longer than `record_retention_ms` ago.
+    async fn sweep(&self, now_ms: i64, retention_ms: i64, record_retention_ms: i64) -> StoreResult<()>;
+
+    // ---- administration
+    /// Every session: live, lingering, or closed within the record retention.
+    async fn session_records(&self) -> StoreResult<Vec<SessionRecord>>;
+    /// Forgets a session and its record; false if there was none. Close its connectors first.
+    async fn forget_session(&self, session_id: &str) -> StoreResult<bool>;
+    /// How many packets each connector has queued, in the order of `ids` (0 if unknown).
+    async fn queue_depths(&self, ids: &[String]) -> StoreResult<Vec<usize>>;
 
     // ---- idempotent sends
     /// Claims `seq` for running. A claim left in progress by a node that died is taken over

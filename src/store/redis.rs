@@ -13,6 +13,8 @@
 //! | `once:{id}:{seq}` | hash | the packets an idempotent send in progress queued, so a re-run does not queue them twice; deleted when it completes |
 //! | `live` | zset | live connectors by last activity (admission count, eviction) |
 //! | `sm:{sid}` `s:{sid}` `sc:{sid}` | hash, hash, set | a session: meta (`last`, `shared`, `empty`), storage, connectors |
+//! | `sx:{sid}` | hash | a session's record for the admin API (`opened`, `addr`, `ua`, `user`, `closed`, `last`), kept after it closes |
+//! | `sessions` | zset | session ids by open time (the admin API's list; pruned as records expire) |
 //! | `active` | zset | sessions with live connectors by last request (the reaper) |
 //! | `ev:{key}` | zset | event times of a counter (failed logins) |
 //! | `nodes` | zset | nodes by last heartbeat |
@@ -38,8 +40,8 @@ use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{
-    CloseReason, ConnectorInfo, Drained, OpenOutcome, PushOutcome, QueueLimits, QueuedPacket, SendClaim, Store,
-    StoreError, StoreResult, Wakeup, SEND_RESPONSES_KEPT, SHARED_SESSION_LINGER_MS,
+    CloseReason, ConnectorInfo, Drained, OpenOutcome, PushOutcome, QueueLimits, QueuedPacket, SendClaim, SessionRecord,
+    Store, StoreError, StoreResult, Wakeup, SEND_RESPONSES_KEPT, SHARED_SESSION_LINGER_MS,
 };
 use crate::metrics::StoreMeter;
 use crate::protocol::{Token, CLOSE_COMMAND};
@@ -93,6 +95,8 @@ pub struct RedisOptions {
     /// A request within this time of the last recorded activity records nothing (small
     /// against the inactivity timeout, large against the time between requests).
     pub touch_granularity_ms: i64,
+    /// How long the record of a closed session stays listable.
+    pub record_retention_ms: i64,
 }
 
 pub struct RedisStore {
@@ -244,6 +248,39 @@ fn split_stored(stored: &str) -> Option<(u64, Value)> {
     Some((idx.parse().ok()?, serde_json::from_str(json).ok()?))
 }
 
+/// A session's storage from its hash, in insertion order.
+fn storage_from(stored: Vec<(String, String)>) -> Token {
+    let mut entries: Vec<(u64, String, Value)> =
+        stored.into_iter().filter_map(|(k, v)| split_stored(&v).map(|(idx, value)| (idx, k, value))).collect();
+    entries.sort_by_key(|(idx, _, _)| *idx);
+    entries.into_iter().map(|(_, k, v)| (k, v)).collect()
+}
+
+/// A session's record from its `sx`, `sm.last`, `sc` and `s` keys; `None` once it expired.
+fn record_from(
+    id: &str,
+    record: HashMap<String, String>,
+    last: Option<i64>,
+    connectors: Vec<String>,
+    storage: Vec<(String, String)>,
+) -> Option<SessionRecord> {
+    let number = |field: &str| record.get(field).and_then(|v| v.parse::<i64>().ok());
+    let open_ms = number("opened")?;
+    let close_ms = number("closed");
+    Some(SessionRecord {
+        id: id.to_owned(),
+        user_name: record.get("user").and_then(|u| serde_json::from_str(u).ok()),
+        active: !connectors.is_empty(),
+        open_ms,
+        request_ms: last.or(number("last")).unwrap_or(open_ms),
+        close_ms,
+        address: record.get("addr").cloned().unwrap_or_default(),
+        client: record.get("ua").cloned().unwrap_or_default(),
+        connectors,
+        data: storage_from(storage),
+    })
+}
+
 fn info_from(id: &str, fields: Vec<Option<String>>) -> Option<ConnectorInfo> {
     let mut f = fields.into_iter();
     let mut next = || f.next().flatten().unwrap_or_default();
@@ -377,6 +414,7 @@ impl Store for RedisStore {
             .arg(CLOSE_COMMAND)
             .arg(SHARED_SESSION_LINGER_MS)
             .arg(farewell.unwrap_or_default())
+            .arg(self.options.record_retention_ms)
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.failed(e))?;
@@ -477,10 +515,7 @@ impl Store for RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(|e| self.failed(e))?;
-        let mut entries: Vec<(u64, String, Value)> =
-            stored.into_iter().filter_map(|(k, v)| split_stored(&v).map(|(idx, value)| (idx, k, value))).collect();
-        entries.sort_by_key(|(idx, _, _)| *idx);
-        Ok(entries.into_iter().map(|(_, k, v)| (k, v)).collect())
+        Ok(storage_from(stored))
     }
 
     async fn session_get(&self, session_id: &str, key: &str) -> StoreResult<Option<Value>> {
@@ -525,6 +560,81 @@ impl Store for RedisStore {
             .map_err(|e| self.failed(e))
     }
 
+    async fn session_records(&self) -> StoreResult<Vec<SessionRecord>> {
+        let index = self.index("sessions");
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&index)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.failed(e))?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for sid in &ids {
+            pipe.cmd("HGETALL").arg(self.key("sx", sid));
+            pipe.cmd("HGET").arg(self.key("sm", sid)).arg("last");
+            pipe.cmd("SMEMBERS").arg(self.key("sc", sid));
+            pipe.cmd("HGETALL").arg(self.key("s", sid));
+        }
+        type Row = (HashMap<String, String>, Option<i64>, Vec<String>, Vec<(String, String)>);
+        let values: Vec<redis::Value> = pipe.query_async(&mut self.conn()).await.map_err(|e| self.failed(e))?;
+        let mut records = Vec::new();
+        let mut expired = Vec::new();
+        for (sid, row) in ids.iter().zip(values.chunks(4)) {
+            let row: Row = redis::from_redis_value(redis::Value::Array(row.to_vec()))
+                .map_err(|e| StoreError(format!("redis: a session record: {e}")))?;
+            match record_from(sid, row.0, row.1, row.2, row.3) {
+                Some(record) => records.push(record),
+                None => expired.push(sid.clone()),
+            }
+        }
+        if !expired.is_empty() {
+            let _: () = redis::cmd("ZREM")
+                .arg(&index)
+                .arg(&expired)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| self.failed(e))?;
+        }
+        Ok(records)
+    }
+
+    async fn forget_session(&self, session_id: &str) -> StoreResult<bool> {
+        let (deleted,): (usize,) = redis::pipe()
+            .atomic()
+            .cmd("DEL")
+            .arg(self.key("sx", session_id))
+            .arg(self.key("sm", session_id))
+            .arg(self.key("s", session_id))
+            .arg(self.key("sc", session_id))
+            .cmd("ZREM")
+            .arg(self.index("sessions"))
+            .arg(session_id)
+            .ignore()
+            .cmd("ZREM")
+            .arg(self.index("active"))
+            .arg(session_id)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(deleted > 0)
+    }
+
+    async fn queue_depths(&self, ids: &[String]) -> StoreResult<Vec<usize>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("LLEN").arg(self.key("q", id));
+        }
+        pipe.query_async(&mut self.conn()).await.map_err(|e| self.failed(e))
+    }
+
     async fn expired_sessions(&self, idle_before_ms: i64) -> StoreResult<Vec<String>> {
         redis::cmd("ZRANGEBYSCORE")
             .arg(self.index("active"))
@@ -535,7 +645,7 @@ impl Store for RedisStore {
             .map_err(|e| self.failed(e))
     }
 
-    async fn sweep(&self, now_ms: i64, _retention_ms: i64) -> StoreResult<()> {
+    async fn sweep(&self, now_ms: i64, _retention_ms: i64, _record_retention_ms: i64) -> StoreResult<()> {
         // Closed connectors and lingering sessions expire in Redis by themselves. What is
         // left: index entries of connectors whose keys expired while no node ran (their last
         // activity is older than the key expiry), and local channels nobody waits on.

@@ -1,6 +1,6 @@
 -- Store::close. ARGV: prefix, connector id, reason, notify (0|1), now ms, retention ms,
 -- close command, shared-session linger ms, farewell packet queued before the close command
--- ('' for none).
+-- ('' for none), how long the record of a closed session is kept (ms).
 -- Returns the connector's {session id, address, user agent, opened, last active} to the one
 -- caller that closed it; nil to every other.
 local P, id = ARGV[1], ARGV[2]
@@ -37,7 +37,13 @@ local sm, sc, s = P .. 'sm:' .. sid, P .. 'sc:' .. sid, P .. 's:' .. sid
 redis.call('SREM', sc, id)
 if redis.call('SCARD', sc) == 0 then
   redis.call('ZREM', P .. 'active', sid)
-  if redis.call('HGET', sm, 'shared') == '1' then
+  -- The record stays listable, closed, for a while (a shared session may come back).
+  local sx, shared = P .. 'sx:' .. sid, redis.call('HGET', sm, 'shared') == '1'
+  redis.call('HSET', sx, 'closed', ARGV[5], 'last', redis.call('HGET', sm, 'last') or ARGV[5])
+  local keep = tonumber(ARGV[10])
+  if shared then keep = math.max(keep, tonumber(ARGV[8])) end
+  redis.call('PEXPIRE', sx, keep)
+  if shared then
     redis.call('HSET', sm, 'empty', ARGV[5])
     redis.call('PEXPIRE', sm, tonumber(ARGV[8]))
     redis.call('PEXPIRE', s, tonumber(ARGV[8]))

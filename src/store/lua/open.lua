@@ -14,13 +14,20 @@ redis.call('HSET', c, 'sid', sid, 'addr', ARGV[4], 'ua', ARGV[5], 'opened', now,
   'closed', '', 'ticket', 0, 'last', 1, 'acked', 0, 'bytes', #ARGV[9], 'sendlast', 0)
 redis.call('RPUSH', q, ARGV[9])
 redis.call('ZADD', P .. 'live', now, id)
-local sm, sc = P .. 'sm:' .. sid, P .. 'sc:' .. sid
-if redis.call('EXISTS', sm) == 0 then redis.call('HSET', sm, 'shared', ARGV[7], 'n', 0) end
+local sm, sc, sx = P .. 'sm:' .. sid, P .. 'sc:' .. sid, P .. 'sx:' .. sid
+if redis.call('EXISTS', sm) == 0 then
+  redis.call('HSET', sm, 'shared', ARGV[7], 'n', 0)
+  -- The session's record for the admin API: who opened it, and when.
+  redis.call('DEL', sx)
+  redis.call('HSET', sx, 'opened', now, 'addr', ARGV[4], 'ua', ARGV[5])
+  redis.call('ZADD', P .. 'sessions', now, sid)
+end
+redis.call('HDEL', sx, 'closed')
 redis.call('HSET', sm, 'last', now)
 redis.call('HDEL', sm, 'empty')
 redis.call('SADD', sc, id)
 redis.call('ZADD', P .. 'active', now, sid)
-for _, k in ipairs({ c, q, sm, sc, P .. 's:' .. sid, P .. 'live', P .. 'active' }) do
+for _, k in ipairs({ c, q, sm, sc, sx, P .. 's:' .. sid, P .. 'live', P .. 'active', P .. 'sessions' }) do
   redis.call('PEXPIRE', k, ttl)
 end
 if holder then redis.call('PUBLISH', P .. 'n:' .. holder, id) end

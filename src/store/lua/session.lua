@@ -30,7 +30,11 @@ elseif op == 'clear' then
 elseif op == 'login' then
   local auth = redis.call('HGET', s, '$is_authenticated')
   if auth and string.match(auth, '^%d+:(.*)$') == 'true' then return 0 end
-  for i = 4, #ARGV, 2 do put(ARGV[i], ARGV[i + 1]) end
+  for i = 4, #ARGV, 2 do
+    put(ARGV[i], ARGV[i + 1])
+    -- The record keeps the user name after the session's storage is gone.
+    if ARGV[i] == '$username' then redis.call('HSET', P .. 'sx:' .. sid, 'user', ARGV[i + 1]) end
+  end
   keep_with_meta()
   return 1
 end

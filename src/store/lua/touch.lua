@@ -19,7 +19,7 @@ end
 -- Everything of a connector in use outlives the inactivity timeout; if every node is gone,
 -- it all expires by itself.
 for _, k in ipairs({ c, P .. 'q:' .. id, P .. 'sp:' .. id, P .. 'sr:' .. id, P .. 'so:' .. id,
-  sm, P .. 'sc:' .. sid, P .. 's:' .. sid, P .. 'live', P .. 'active' }) do
+  sm, P .. 'sc:' .. sid, P .. 's:' .. sid, P .. 'sx:' .. sid, P .. 'live', P .. 'active', P .. 'sessions' }) do
   redis.call('PEXPIRE', k, ttl)
 end
 return sid

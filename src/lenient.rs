@@ -63,6 +63,15 @@ impl<S> LenientTarget<S> {
         matches!(byte, b'"' | b'#' | b'<' | b'>' | b'`' | 0x7f..=0xff)
     }
 
+    /// Whether a space in a request target, followed by `after`, ends the target: the version
+    /// (`HTTP/`) follows. A space followed by anything else is the client's (jWebSocket's
+    /// Java client sends `"a b"` raw) and is escaped. When too little has arrived to tell,
+    /// the space ends the target, as it would without this adapter.
+    fn ends_target(after: &[u8]) -> bool {
+        let n = after.len().min(5);
+        after[..n] == b"HTTP/"[..n]
+    }
+
     /// Advances the framing state over the bytes of `input` that pass through unchanged,
     /// stopping at the first byte that must be escaped; returns how many bytes passed.
     /// Works a run of bytes at a time: most reads need no escape and are never copied.
@@ -88,7 +97,7 @@ impl<S> LenientTarget<S> {
                     let end = rest.iter().position(|&b| matches!(b, b' ' | b'\r' | b'\n') || Self::needs_escape(b));
                     let Some(p) = end else { return input.len() };
                     let b = rest[p];
-                    if Self::needs_escape(b) {
+                    if Self::needs_escape(b) || b == b' ' && !Self::ends_target(&rest[p + 1..]) {
                         return i + p;
                     }
                     i += p + 1;
@@ -275,6 +284,12 @@ mod tests {
         let req = b"POST /h HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n\"\r\n0\r\n\r\nGET /?\" H";
         let out = run(&[req]);
         assert_eq!(out, req.to_vec());
+    }
+
+    #[test]
+    fn spaces_inside_the_target_are_escaped_and_the_version_is_found() {
+        let out = run(&[b"GET /h?data={\"a b\": \"c  d\"} HTTP/1.1\r\nX: a b\r\n\r\n"]);
+        assert_eq!(out, b"GET /h?data={%22a%20b%22:%20%22c%20%20d%22} HTTP/1.1\r\nX: a b\r\n\r\n".to_vec());
     }
 
     #[test]

@@ -79,6 +79,10 @@ fn send_accepts_raw_json_in_the_query() {
         .get(r#"action=send&data={"ns":"org.jwebsocket.plugins.system","type":"echo","data":"a+b%C3%A9<#>","utid":3}"#);
     assert_eq!(r.json()["data"], "a bé<#>");
     assert_eq!(r.json()["utid"], 3);
+    // Raw spaces, as jWebSocket's Java client sends them (HttpURLConnection leaves them).
+    let r = c.get(r#"action=send&data={"ns":"org.jwebsocket.plugins.system","type":"echo","data":"a b  c"}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["data"], "a b  c");
 }
 
 /// POST with a form body, POST with the raw token as body, and the connection id header.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs pollgate's whole test suite on a fresh machine: installs what is missing (a C
-# toolchain, redis-server, nginx), then runs formatting and lint checks, the unit and
+# toolchain, redis-server, nginx, a JDK), then runs formatting and lint checks, the unit and
 # integration tests, and compiles the benchmarks. The integration tests then run a second
 # time with every server keeping its state in Redis (the store of a cluster).
 # Usage: ./scripts/test.sh
@@ -13,6 +13,8 @@ command -v curl >/dev/null || need_apt+=(curl)
 # The cluster tests and the Redis pass start real redis-server and nginx processes.
 [ -x /usr/bin/redis-server ] || need_apt+=(redis-server)
 [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+# The Java interop tests compile and run Java 17 programs.
+command -v javac >/dev/null || need_apt+=(openjdk-17-jdk-headless)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq

@@ -73,7 +73,7 @@ fn jwebsocket_style_java_client() {
             "ok open: maxFrameSize info message",
             "ok sync: welcome, sourceId ",
             "ok login: guest, ",
-            "ok echo: REST:{\"quoted\"}<é€>",
+            "ok echo: REST: {\"quoted\"} <é€>",
             "ok send to itself",
             "ok sync: the queued send response",
             "ok getClients: [guest@",

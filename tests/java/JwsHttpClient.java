@@ -180,9 +180,9 @@ public class JwsHttpClient {
                 "login: no username/authorities: " + r.body);
         System.out.println("ok login: guest, " + ((List<?>) m.get("authorities")).size() + " authorities");
 
-        // echo: raw JSON with quotes, braces, colons, non-ASCII and <> straight in the URL.
-        String text = "REST:{\\\"quoted\\\"}<é€>";
-        String expected = "REST:{\"quoted\"}<é€>";
+        // echo: raw JSON with quotes, braces, colons, spaces, non-ASCII and <> straight in the URL.
+        String text = "REST: {\\\"quoted\\\"} <é€>";
+        String expected = "REST: {\"quoted\"} <é€>";
         r = c.sendToken("\"ns\":\"" + NS + "\",\"type\":\"echo\",\"data\":\"" + text + "\"");
         m = response("echo", r, 0, "echo", c.utid);
         expect(expected.equals(m.get("data")), "echo: data came back as " + m.get("data") + ", sent " + expected);

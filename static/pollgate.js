@@ -400,7 +400,7 @@
         const now = Date.now();
         failingSince = failingSince || now;
         if (now - failingSince >= this.#options.retryBudget) {
-          const seconds = Math.round((now - failingSince) / 1000);
+          const seconds = ((now - failingSince) / 1000).toFixed(1);
           throw new Unreachable(`pollgate: the server could not be reached for ${seconds} s (${why})`);
         }
         this.#stats.retries++;

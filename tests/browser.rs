@@ -85,6 +85,8 @@ fn scenario(name: &str, addr: SocketAddr, control: &mut dyn FnMut(&str) -> Strin
     let _ = finished.send(());
     let errors = errors.join().unwrap_or_default();
     assert!(status.success(), "browser scenario {name} failed ({status}):\n--- stdout\n{out}--- stderr\n{errors}");
+    // Shown with --nocapture: what the scenario did.
+    eprint!("--- {name}\n{out}{errors}");
     out
 }
 
@@ -98,5 +100,61 @@ fn no_control(what: &str) -> String {
 fn demo_chat_between_two_pages() {
     let server = Server::start(&[]);
     let out = scenario("chat", server.addr, &mut no_control);
+    assert!(out.contains("scenario passed"), "{out}");
+}
+
+/// Behind a proxy that loses every fifth response (after the server processed the request),
+/// 200 messages each way between two sockets arrive exactly once and in order.
+#[test]
+fn lossy_proxy_loses_nothing_and_keeps_order() {
+    let server = Server::start(&[]);
+    let out = scenario("lossy", server.addr, &mut no_control);
+    assert!(out.contains("scenario passed"), "{out}");
+}
+
+/// A server restarted under an open page (same port, no state): the socket closes with code
+/// 4000, `wasClean` false and a reason; a server gone for good: `error`, then 1006.
+#[test]
+fn server_restart_and_loss_close_the_socket_with_a_reason() {
+    // The memory store: a restarted server has no state, in the Redis pass too.
+    let mut server = Server::start(&[("STORE", "memory")]);
+    let addr = server.addr;
+    let port = addr.port().to_string();
+    let out = scenario("restart", addr, &mut |what| match what {
+        "restart" => {
+            server.kill();
+            server = Server::start(&[("STORE", "memory"), ("PORT", &port)]);
+            assert_eq!(server.addr, addr, "restarted on the same port");
+            "restarted".into()
+        }
+        "kill" => {
+            server.kill();
+            "killed".into()
+        }
+        other => panic!("unexpected control request {other}"),
+    });
+    assert!(out.contains("scenario passed"), "{out}");
+}
+
+/// A screenshot of the demo page in use is kept as `target/test-artifacts/demo.png`.
+#[test]
+fn demo_page_screenshot_is_kept() {
+    let server = Server::start(&[]);
+    let file = artifacts().join("demo.png");
+    let _ = std::fs::remove_file(&file);
+    let out = scenario("screenshot", server.addr, &mut no_control);
+    assert!(out.contains("scenario passed"), "{out}");
+    let png = std::fs::read(&file).expect("demo.png was written");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG file");
+    assert!(png.len() > 10_000, "a real screenshot, not an empty image: {} bytes", png.len());
+}
+
+/// The WebSocket interface: install() as `window.WebSocket`, a ws:// URL mapped to the
+/// endpoint, states, errors, events, bufferedAmount, clean closes by either side, and every
+/// request a POST with the connection id in its header only.
+#[test]
+fn websocket_interface_and_wire_format() {
+    let server = Server::start(&[]);
+    let out = scenario("api", server.addr, &mut no_control);
     assert!(out.contains("scenario passed"), "{out}");
 }

@@ -83,7 +83,10 @@ export async function run(limitMs, scenario) {
 function watch(page) {
   page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
   page.on("console", (m) => {
-    if (m.type() === "error") console.error(`page console: ${m.text()}`);
+    // (Failed requests are expected where a scenario cuts connections: the client retries.)
+    if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) {
+      console.error(`page console: ${m.text()}`);
+    }
   });
 }
 

@@ -55,9 +55,12 @@
   const byteLength = (text) => encoder.encode(text).length;
 
   /**
-   * The endpoint for a URL: `http(s)://host/ctx/http` as given; `ws(s)://host/ctx/servlet?...`
-   * (as jWebSocket.js builds it) maps to `http(s)://host/ctx/http`; a bare host maps to the
-   * default context `/jWebSocket`. `context` (an option) overrides the path's.
+   * The endpoint for a URL: a path ending in `/http` is kept (`ws` becomes `http`, `wss`
+   * `https`); `ws(s)://host/ctx/servlet` (as jWebSocket.js builds it, e.g.
+   * `ws://host:8787/jWebSocket/jWebSocket`) maps to `http(s)://host/ctx/http`; a bare host to
+   * the default context `/jWebSocket`. `context` (an option) overrides the path's. The query
+   * is dropped: a `connectionId` there is never used (the socket draws its own), a
+   * `sessionId` there is taken over by the constructor.
    */
   function endpointOf(url, context) {
     let u;
@@ -74,7 +77,7 @@
     let endpointPath;
     if (context !== undefined && context !== null) {
       endpointPath = `${String(context).replace(/\/+$/, "")}/http`;
-    } else if ((u.protocol === "http:" || u.protocol === "https:") && path.endsWith("/http")) {
+    } else if (path.endsWith("/http")) {
       endpointPath = path;
     } else {
       const segments = path.split("/").filter(Boolean);
@@ -173,6 +176,11 @@
       this.#options = Object.assign(defaults, new.target.defaults, options);
       this.#url = String(url);
       this.#endpoint = endpointOf(this.#url, this.#options.context);
+      if (!this.#options.sessionId) {
+        // jWebSocket's HTTP mode puts its sessionId in the URL's query.
+        const base = global.location ? global.location.href : undefined;
+        this.#options.sessionId = new URL(this.#url, base).searchParams.get("sessionId") || undefined;
+      }
       // A jWebSocket server accepts the sub-protocol a client asks for first.
       const wanted = Array.isArray(protocols) ? protocols : protocols ? [String(protocols)] : [];
       this.#protocol = wanted.length ? String(wanted[0]) : "";

@@ -22,6 +22,22 @@ await run(60000, async (context) => {
     const out = {};
     const SYSTEM = "org.jwebsocket.plugins.system";
     const events = (ws, type) => new Promise((resolve) => ws.addEventListener(type, resolve, { once: true }));
+    const map = (url, context) => {
+      try {
+        return PollgateSocket.endpointOf(url, context);
+      } catch (e) {
+        return e.name;
+      }
+    };
+    out.mapped = [
+      map("ws://h:8787/jWebSocket/jWebSocket?x=1"),
+      map("wss://h/app/jWebSocket"),
+      map("ws://h:1/jWebSocket/http?connectionId=abc"),
+      map("http://h:2/ctx/http"),
+      map("ws://h:8787/"),
+      map("ws://h:8787/x/y", "/jWebSocket"),
+      map("ftp://h/"),
+    ];
     const native = window.WebSocket;
     const Installed = PollgateSocket.install({ retryBudget: 5000 });
     out.installed = window.WebSocket === Installed && PollgateSocket.NativeWebSocket === native && native !== Installed;
@@ -81,6 +97,16 @@ await run(60000, async (context) => {
     return out;
   });
   step(JSON.stringify(r));
+  const mapped = [
+    "http://h:8787/jWebSocket/http",
+    "https://h/app/http",
+    "http://h:1/jWebSocket/http",
+    "http://h:2/ctx/http",
+    "http://h:8787/jWebSocket/http",
+    "http://h:8787/jWebSocket/http",
+    "SyntaxError",
+  ];
+  check(JSON.stringify(r.mapped) === JSON.stringify(mapped), `URL mapping: ${r.mapped}`);
   check(r.installed, "install() replaces window.WebSocket and keeps the original");
   check(r.constants === "0,1,2,3", `constants ${r.constants}`);
   check(r.isPollgate, "new WebSocket() makes a PollgateSocket");

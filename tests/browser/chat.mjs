@@ -1,6 +1,6 @@
 // Scenario a: two pages chat through the demo page. Each sees the other online, a broadcast
-// and a direct message arrive, each outgoing message ends "delivered", and closing one page
-// makes it leave the other's online list.
+// and a direct message arrive, each outgoing message ends "delivered", a wrong password is
+// refused visibly, and closing one page makes it leave the other's online list.
 
 import { BASE, check, demoLogin, run, step, waitOnline } from "./lib.mjs";
 
@@ -32,6 +32,18 @@ await run(60000, async (context) => {
   step("the online list names connectors by id");
   const guestId = await root.getAttribute('#users li[data-user="guest"]', "data-id");
   check(/^[0-9a-f]{32}$/.test(guestId), "the list holds connector ids");
+
+  step("a wrong password is refused visibly");
+  const third = await context.newPage();
+  await third.goto(`${BASE}/`);
+  await third.waitForSelector("#login:not([disabled])");
+  await third.fill("#username", "guest");
+  await third.fill("#password", "not the password");
+  await third.click("#login");
+  await third.waitForFunction(() => document.getElementById("me").textContent.startsWith("Login failed"));
+  const refused = await third.textContent("#me");
+  check(refused.includes("Bad credentials"), `the reason is shown: ${refused}`);
+  await third.close();
 
   step("root closes its page: guest sees it leave");
   await root.close({ runBeforeUnload: false });

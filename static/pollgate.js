@@ -16,7 +16,12 @@
  * - sends go one at a time, in order, each with a rising `seq`: a retried send is answered
  *   from the server's record and never runs twice;
  * - network errors, 5xx and 409 "in progress" are retried with backoff; past `retryBudget`
- *   milliseconds of consecutive failures the socket fires `error`, then `close` (1006).
+ *   milliseconds of consecutive failures the socket fires `error`, then `close` (1006);
+ * - the first `message` after `open` is the open answer, the frame-size message a jWebSocket
+ *   server sends first (`{"ns":"org.jwebsocket.msgctrl",...,"name":"maxFrameSize",...}`), then
+ *   the packets of each sync in order (the welcome first), and the answer of each send (the
+ *   first packet the server produced for it) when it has one;
+ * - `send()` returns a promise of its acknowledgement (true), or false if the socket closed first.
  *
  * Close codes it reports (besides the codes given to `close()`):
  *   1000 the server closed the connection because the client asked (`X-Pollgate-Close-Reason: client`)
@@ -264,8 +269,10 @@
       }
       if (this.#state === CLOSING || this.#state === CLOSED) return;
       if (this.#state === CONNECTING) {
-        // As a browser does: the connection fails. If the open reached the server, tell it.
-        this.#fail(1006, "closed before the connection was established");
+        // As a browser does: the connection fails (CLOSING now, the events in a later task).
+        // If the open reached the server, tell it.
+        this.#state = CLOSING;
+        setTimeout(() => this.#fail(1006, "closed before the connection was established"), 0);
         this.#post({ action: "close" }, { retry: false, signal: new AbortController().signal }).catch(() => {});
         return;
       }
@@ -456,7 +463,7 @@
 
     /** After close(): once the queue is sent, tell the server and report the close. */
     async #finishClosing() {
-      if (this.#state !== CLOSING || this.#queue.length || this.#pumping || this.#closeSent) return;
+      if (this.#state !== CLOSING || !this.#closing || this.#queue.length || this.#pumping || this.#closeSent) return;
       this.#closeSent = true;
       try {
         await this.#fetch({ action: "close" }, new AbortController().signal, 5000);

@@ -92,6 +92,16 @@ await run(60000, async (context) => {
     const s = await serverClosed;
     out.serverClose = { code: s.code, reason: s.reason, wasClean: s.wasClean };
 
+    // close() while CONNECTING: CLOSING at once, then error and an unclean close, as a browser does.
+    const early = new PollgateSocket("/jWebSocket/http");
+    const seen = [];
+    early.onerror = () => seen.push("error");
+    const earlyClosed = events(early, "close");
+    early.close();
+    out.earlyState = early.readyState;
+    const ec = await earlyClosed;
+    out.earlyClose = { events: seen, code: ec.code, wasClean: ec.wasClean, state: early.readyState };
+
     PollgateSocket.uninstall();
     out.restored = window.WebSocket === native;
     return out;
@@ -127,6 +137,11 @@ await run(60000, async (context) => {
   check(r.closing === 2, "CLOSING right after close()");
   check(JSON.stringify(r.clientClose) === '{"code":1000,"reason":"bye","wasClean":true,"state":3}', "a clean client close");
   check(JSON.stringify(r.serverClose) === '{"code":1000,"reason":"client","wasClean":true}', "a clean server close");
+  check(r.earlyState === 2, `CLOSING right after close() while CONNECTING: ${r.earlyState}`);
+  check(
+    JSON.stringify(r.earlyClose) === '{"events":["error"],"code":1006,"wasClean":false,"state":3}',
+    `close() while CONNECTING fails the connection: ${JSON.stringify(r.earlyClose)}`,
+  );
   check(r.restored, "uninstall() restores window.WebSocket");
 
   step(`${requests.length} endpoint requests`);
@@ -140,6 +155,6 @@ await run(60000, async (context) => {
     check(!/connectionId/.test(q.body), "no connectionId in the body");
     ids.add(id);
   }
-  check(ids.size === 2, `two connections, two ids: ${ids.size}`);
+  check(ids.size === 3, `three connections, three ids: ${ids.size}`);
   for (const q of requests) for (const id of ids) check(!q.url.includes(id) && !q.body.includes(id), "the id appears in no URL or body");
 });

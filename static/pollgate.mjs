@@ -1,0 +1,11 @@
+/*! pollgate.mjs: pollgate's browser client as an ES module.
+ *
+ * The code lives in the classic script pollgate.js (one source, no build step); importing it
+ * runs it once and defines globalThis.PollgateSocket, which this module re-exports.
+ *
+ *   import { PollgateSocket } from "/pollgate.mjs";
+ */
+import "./pollgate.js";
+
+export const PollgateSocket = globalThis.PollgateSocket;
+export default PollgateSocket;

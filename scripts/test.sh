@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs pollgate's whole test suite on a fresh machine: installs what is missing (a C
-# toolchain, redis-server, nginx, a JDK), then runs formatting and lint checks, the unit and
+# toolchain, redis-server, nginx, Chromium, Node.js and npm, a JDK; the browser tests' npm
+# packages), then runs formatting and lint checks, the unit and
 # integration tests, and compiles the benchmarks. The integration tests then run a second
 # time with every server keeping its state in Redis (the store of a cluster).
 # Usage: ./scripts/test.sh
@@ -13,6 +14,10 @@ command -v curl >/dev/null || need_apt+=(curl)
 # The cluster tests and the Redis pass start real redis-server and nginx processes.
 [ -x /usr/bin/redis-server ] || need_apt+=(redis-server)
 [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+# The browser tests drive Debian's Chromium through playwright-core (from npm, below).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 # The Java interop tests compile and run Java 17 programs.
 command -v javac >/dev/null || need_apt+=(openjdk-17-jdk-headless)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -24,6 +29,8 @@ if ! command -v cargo >/dev/null; then
   echo "cargo is required (install Rust with rustup) and was not found" >&2
   exit 1
 fi
+echo "== npm ci (tests/browser: playwright-core, which drives /usr/bin/chromium)"
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt || true
 
 echo "== cargo fmt --check"

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use support::{repo, Server};
+use support::{repo, Client, Server, NO_EVENTS};
 
 /// The longest one scenario may run before it is killed (each also limits itself).
 const LIMIT: Duration = Duration::from_secs(120);
@@ -157,4 +157,33 @@ fn websocket_interface_and_wire_format() {
     let server = Server::start(&[]);
     let out = scenario("api", server.addr, &mut no_control);
     assert!(out.contains("scenario passed"), "{out}");
+}
+
+/// The admin page: counters from the metrics, a wrong token refused, the sessions table
+/// paged and filtered, a session closed from its row (its client gets the close); a
+/// screenshot is kept as `target/test-artifacts/admin.png`.
+#[test]
+fn admin_page_lists_filters_pages_and_closes_sessions() {
+    let mut env = vec![("ADMIN_TOKEN", "admin-token-for-browser-tests")];
+    env.extend_from_slice(NO_EVENTS);
+    let server = Server::start(&env);
+    let guest = server.client();
+    guest.open();
+    guest.login("guest", "guest");
+    let others: Vec<Client> = (0..11).map(|_| server.client()).collect();
+    for c in &others {
+        c.open();
+    }
+    let file = artifacts().join("admin.png");
+    let _ = std::fs::remove_file(&file);
+    let out = scenario("admin", server.addr, &mut |what| match what {
+        "closed?" => {
+            let r = guest.sync();
+            format!("{} {}", r.packets().join(","), r.header("x-pollgate-close-reason").unwrap_or(""))
+        }
+        other => panic!("unexpected control request {other}"),
+    });
+    assert!(out.contains("scenario passed"), "{out}");
+    let png = std::fs::read(&file).expect("admin.png was written");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG file");
 }

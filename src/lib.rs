@@ -22,6 +22,8 @@
 //! - [`plugins`]: the [`plugins::Plugin`] trait an application implements, the system plugin
 //!   and the filesystem plugin that serves `download`.
 //! - [`static_files`]: the document root under `/` and `{context}/`.
+//! - [`client`]: the Rust client, a session that queues requests and runs them in order with
+//!   safe retries, and streams pushed packets from a background long-poll.
 //!
 //! Beside the server binary (`src/main.rs`), `src/bin/pollgate-load/` is the load tool of
 //! the benchmarks (`docs/PERFORMANCE.md`); it talks to a running server over HTTP only.
@@ -54,6 +56,7 @@
 //! ```
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod engine;
 pub mod http;

@@ -263,8 +263,14 @@ impl Pipeline {
                     return Err(Error::Closed(reason));
                 }
                 if let Some(tx) = &poll.deliver {
-                    let _ = tx.send(Packet { seq: first + i as u64, text }).await;
+                    // A stream nobody reads cannot hold the session up past the deadline.
+                    match tokio::time::timeout_at(deadline, tx.send(Packet { seq: first + i as u64, text })).await {
+                        Err(_) => return Err(Error::Timeout),
+                        Ok(Err(_)) => poll.deliver = None,
+                        Ok(Ok(())) => {}
+                    }
                 }
+                poll.acked = first + i as u64;
             }
             poll.acked = seq;
             caller.close(deadline).await?;

@@ -29,6 +29,13 @@
 //! - **Clock.** [`Session::clock_offset`] estimates the server's clock from the `Date`
 //!   header of every response (see [`ClockOffset`] for the precision).
 //!
+//! - **Login** is the system plugin's `login` token sent like any token (POST body, with a
+//!   `seq`), not `action=login`: a retry after a lost response then gets the stored answer
+//!   instead of `is authenticated`.
+//! - **Changing the session id.** pollgate binds a connector to its session when it opens,
+//!   so [`Session::change_session_id`] re-opens the same connection id in the new session
+//!   (see there).
+//!
 //! Only plain `http://` URLs are supported (no TLS in this client yet).
 //!
 //! # Example
@@ -95,13 +102,23 @@ type CloseHandler = Box<dyn Fn(&CloseReason) + Send + Sync>;
 /// The settings of a session (built by [`Builder`]); read-only once connected.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
+    /// Capacity of the request queue (requests not started yet).
     pub max_queue_length: usize,
+    /// Retries of one request, or of consecutive failed polls.
     pub max_retries: u32,
+    /// Pause before each retry.
     pub retry_timeout: Duration,
+    /// Deadline of one request from its start, retries included; a poll gets it on top of
+    /// its wait.
     pub timeout: Duration,
+    /// The `wait` of each long-poll.
     pub poll_wait: Duration,
+    /// Whether the poller runs.
     pub backchannel: bool,
 }
+
+/// The shortest `poll_wait`: a shorter one would make the poller a busy loop.
+const MIN_POLL_WAIT: Duration = Duration::from_millis(100);
 
 /// How to connect a [`Session`]. Every setting has a default:
 ///
@@ -216,14 +233,15 @@ impl Builder {
     }
 
     /// How long the server may hold a long-poll (`wait`); it caps it at its own
-    /// `max_sync_wait` and half its session timeout. Default 25 s.
+    /// `max_sync_wait` and half its session timeout. Default 25 s, at least 100 ms.
     pub fn poll_wait(mut self, wait: Duration) -> Builder {
-        self.config.poll_wait = wait;
+        self.config.poll_wait = wait.max(MIN_POLL_WAIT);
         self
     }
 
     /// Whether to long-poll for pushed packets. Without it, [`Session::incoming`] ends at
-    /// once and only the responses to requests arrive. Default on.
+    /// once, only the responses to requests arrive, and nothing keeps the connector alive
+    /// between requests (the server closes it after its `timeout` of inactivity). Default on.
     pub fn backchannel(mut self, on: bool) -> Builder {
         self.config.backchannel = on;
         self

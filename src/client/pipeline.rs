@@ -16,10 +16,17 @@ use super::{wait_closed, CloseReason, Config, Error, Packet, Shared};
 pub(crate) const CLOSE_COMMAND: &str = "http.command.close";
 /// The plain-text body of 400/411 for a connector the server does not know.
 const INVALID_STATE: &str = "Invalid connection state!";
+/// The plain-text body of 503 when `open` meets `maxconnections` (`onmaxconnections = reject`).
+const TOO_MANY_CONNECTIONS: &str = "Too many connections!";
+
+/// The longest a best-effort close (after a failed handshake, or when every handle is
+/// dropped) may take.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One queued request and where its result goes.
 pub(crate) struct Job {
     pub op: Op,
+    /// Answered once by the pipeline; a dropped sender tells the caller the session closed.
     pub reply: oneshot::Sender<Result<Outcome, Error>>,
 }
 
@@ -56,19 +63,23 @@ pub(crate) enum Call {
 /// earlier attempt, whose response was lost, went through).
 pub(crate) struct Answer {
     pub reply: Reply,
+    /// Whether an earlier attempt failed (its request may have reached the server).
     pub retried: bool,
 }
 
 /// A connection plus the retry policy; the pipeline's and the poller's requests go through one each.
 pub(crate) struct Caller {
+    /// The owner's own connection.
     pub transport: Transport,
+    /// Retries, pauses and deadlines.
     pub config: Arc<Config>,
 }
 
 /// A status worth retrying: the server or something in between failed, or a send with the
-/// same `seq` is still running.
+/// same `seq` is still running. A full server (`Too many connections!`) is an answer, not a
+/// failure.
 fn retriable(reply: &Reply) -> bool {
-    reply.status >= 500
+    (reply.status >= 500 && reply.body.as_ref() != TOO_MANY_CONNECTIONS.as_bytes())
         || reply.status == 408
         || (reply.status == 409 && reply.body.starts_with(b"A send with this 'seq' is in progress"))
 }
@@ -144,6 +155,16 @@ impl Caller {
                 e => e,
             })?;
         }
+        let welcome = self.welcome(deadline).await;
+        if welcome.is_err() {
+            // Opened but unusable: do not leave the connector to the server's reaper.
+            let _ = self.close(Instant::now() + CLEANUP_TIMEOUT.min(self.config.timeout)).await;
+        }
+        welcome
+    }
+
+    /// The first sync after open: finds the welcome.
+    async fn welcome(&mut self, deadline: Instant) -> Result<(serde_json::Value, u64), Error> {
         let answer = self.call(&Call::Form("action=sync&ack=0".into()), deadline).await?;
         let reply = expect_success(answer.reply)?;
         let seq = reply.seq.ok_or_else(|| Error::Protocol("a sync without X-Pollgate-Seq".into()))?;
@@ -172,7 +193,9 @@ impl Caller {
 
 /// The pipeline's own state: its connection and the idempotent-send counter.
 pub(crate) struct Pipeline {
+    /// Closes the session, pauses the poller, records the new welcome.
     pub shared: Arc<Shared>,
+    /// The pipeline's connection (the one the handshake used).
     pub caller: Caller,
     /// The `seq` of the last send: every send gets the next one, its retries the same one,
     /// so the server runs it at most once. Only this task touches it.
@@ -192,7 +215,7 @@ impl Pipeline {
             let Some(job) = job else {
                 // Every handle is gone: close the connector on the server, best effort.
                 let _guard = self.shared.pause_poller().await;
-                let deadline = Instant::now() + self.caller.config.timeout.min(Duration::from_secs(5));
+                let deadline = Instant::now() + self.caller.config.timeout.min(CLEANUP_TIMEOUT);
                 let _ = self.caller.close(deadline).await;
                 self.shared.close(CloseReason::Dropped);
                 return;
@@ -294,5 +317,36 @@ impl Pipeline {
         shared.resume_poller();
         drop(poll);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, body: &'static str) -> Reply {
+        Reply { status, seq: None, close_reason: None, body: Bytes::from_static(body.as_bytes()) }
+    }
+
+    #[test]
+    fn retries_failures_not_answers() {
+        assert!(retriable(&reply(503, "Service unavailable: the store cannot be reached!")));
+        assert!(retriable(&reply(500, "Internal server error!")));
+        assert!(retriable(&reply(409, "A send with this 'seq' is in progress!")));
+        assert!(!retriable(&reply(503, "Too many connections!")));
+        assert!(!retriable(&reply(409, "A send with this 'seq' was processed; its response is no longer kept!")));
+        assert!(!retriable(&reply(411, "Invalid connection state!")));
+        assert!(!retriable(&reply(413, "Request too large: the limit is 10 bytes!")));
+    }
+
+    #[test]
+    fn maps_refusals() {
+        assert_eq!(expect_success(reply(411, "Invalid connection state!")).unwrap_err(), Error::UnknownConnector);
+        assert_eq!(expect_success(reply(400, "Invalid connection state!")).unwrap_err(), Error::UnknownConnector);
+        assert_eq!(
+            expect_success(reply(400, "Invalid request parameters!")).unwrap_err(),
+            Error::Status { status: 400, body: "Invalid request parameters!".into() }
+        );
+        assert_eq!(expect_success(reply(204, "")).unwrap().status, 204);
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::pipeline::{is_invalid_state, Caller, CLOSE_COMMAND};
+use super::pipeline::{is_invalid_state, Call, Caller, CLOSE_COMMAND};
 use super::{wait_closed, CloseReason, Error, Packet, Shared};
 
 /// An empty answer sooner than this after a long-poll started did not wait: the connector
@@ -21,10 +21,11 @@ const EARLY: Duration = Duration::from_millis(500);
 enum Step {
     /// Poll again at once.
     Again,
+    /// The connector is alive but the poll did not wait (it was superseded, or the server
+    /// capped the wait): poll again after `retry_timeout`, so as not to spin.
+    Idle,
     /// The poll failed: count it, wait `retry_timeout`, poll again.
     Failed(Error),
-    /// An empty answer came early: check that the connector still exists.
-    Probe,
     /// The session closed.
     Stop,
 }
@@ -38,40 +39,24 @@ pub(crate) async fn run(shared: Arc<Shared>, mut caller: Caller) {
             step = poll_once(&shared, &mut caller, wait) => step,
             _ = wait_closed(&mut closed) => Step::Stop,
         };
-        let error = match step {
-            Step::Again => {
+        match step {
+            Step::Again => failures = 0,
+            Step::Idle => {
                 failures = 0;
-                continue;
+                pause(&mut closed, caller.config.retry_timeout).await;
             }
             Step::Stop => break,
-            Step::Failed(e) => e,
-            Step::Probe => {
-                failures = 0;
-                let deadline = Instant::now() + caller.config.timeout;
-                let probe = caller.call(&super::pipeline::Call::Form("action=active".into()), deadline).await;
-                match probe {
-                    Ok(answer) if is_invalid_state(&answer.reply) => {
-                        shared.close(CloseReason::Failed(Box::new(Error::UnknownConnector)));
-                        break;
-                    }
-                    Ok(answer) if (200..300).contains(&answer.reply.status) => {
-                        // Alive: our poll was superseded or the server capped the wait; go
-                        // on, without spinning.
-                        pause(&mut closed, caller.config.retry_timeout).await;
-                        continue;
-                    }
-                    Ok(answer) => Error::Status { status: answer.reply.status, body: answer.reply.text() },
-                    Err(e) => e,
+            Step::Failed(error) => {
+                failures += 1;
+                if failures > caller.config.max_retries {
+                    let error = Error::RetriesExhausted(Box::new(error));
+                    shared.close(CloseReason::Failed(Box::new(error)));
+                    break;
                 }
+                tracing::debug!(retry = failures, error = %error, "sync failed, retrying");
+                pause(&mut closed, caller.config.retry_timeout).await;
             }
-        };
-        failures += 1;
-        if failures > caller.config.max_retries {
-            shared.close(CloseReason::Failed(Box::new(Error::RetriesExhausted(Box::new(error)))));
-            break;
         }
-        tracing::debug!(retry = failures, error = %error, "sync failed, retrying");
-        pause(&mut closed, caller.config.retry_timeout).await;
     }
     // The stream ends once what it holds is read.
     shared.poll.lock().await.deliver = None;
@@ -145,7 +130,29 @@ async fn poll_once(shared: &Shared, caller: &mut Caller, wait: Duration) -> Step
         Err(e) => return Step::Failed(Error::Protocol(format!("a sync body that is not a list of strings: {e}"))),
     };
     if packets.is_empty() {
-        return if started.elapsed() < EARLY.min(wait / 2) { Step::Probe } else { Step::Again };
+        if started.elapsed() >= EARLY.min(wait / 2) {
+            return Step::Again;
+        }
+        // Still under the lock: the pipeline cannot be re-opening the connector meanwhile,
+        // which would make a live session look unknown.
+        let deadline = Instant::now() + caller.config.timeout;
+        let active = Call::Form("action=active".into());
+        let probe = tokio::select! {
+            probe = caller.call(&active, deadline) => probe,
+            _ = cancel.cancelled() => {
+                caller.transport.reset();
+                return Step::Again;
+            }
+        };
+        return match probe {
+            Ok(answer) if is_invalid_state(&answer.reply) => {
+                shared.close(CloseReason::Failed(Box::new(Error::UnknownConnector)));
+                Step::Stop
+            }
+            Ok(answer) if (200..300).contains(&answer.reply.status) => Step::Idle,
+            Ok(answer) => Step::Failed(Error::Status { status: answer.reply.status, body: answer.reply.text() }),
+            Err(e) => Step::Failed(e),
+        };
     }
     let first = seq + 1 - packets.len() as u64;
     for (i, text) in packets.into_iter().enumerate() {

@@ -28,7 +28,6 @@
 //!   credentials travel in POST bodies.
 //! - **Clock.** [`Session::clock_offset`] estimates the server's clock from the `Date`
 //!   header of every response (see [`ClockOffset`] for the precision).
-//!
 //! - **Login** is the system plugin's `login` token sent like any token (POST body, with a
 //!   `seq`), not `action=login`: a retry after a lost response then gets the stored answer
 //!   instead of `is authenticated`.
@@ -50,13 +49,15 @@
 //!     .connect()
 //!     .await?;
 //! let mut incoming = session.incoming().expect("taken once");
+//! tokio::spawn(async move {
+//!     while let Some(packet) = incoming.next().await {
+//!         println!("pushed: {}", packet.text); // in order, each once
+//!     }
+//! });
 //! session.login("guest", "guest").await?;
 //! let echo = serde_json::json!({"ns": "org.jwebsocket.plugins.system", "type": "echo", "data": "hi"});
-//! let reply = session.send_token(&echo).await?; // the response body
-//! while let Some(packet) = incoming.next().await {
-//!     println!("{}", packet.text); // a packet the server pushed
-//! }
-//! session.close().await?;
+//! println!("{}", session.send_token(&echo).await?); // the response body
+//! session.close().await?; // after the requests queued before it; the stream ends
 //! # Ok(()) }
 //! ```
 
@@ -404,6 +405,7 @@ impl Packet {
 /// }
 /// # }
 /// ```
+#[derive(Debug)]
 pub struct Incoming {
     /// `None` without a back channel.
     rx: Option<mpsc::Receiver<Packet>>,

@@ -128,11 +128,14 @@ async fn a_full_queue_refuses_at_once() {
     assert!(!a.is_closed());
 }
 
-/// A request that outlives `timeout` fails with `Timeout` and closes the session.
+/// A request that outlives `timeout` fails with `Timeout` and closes the session, and the
+/// connector on the server.
 #[tokio::test]
 async fn a_request_past_its_timeout_closes_the_session() {
     let server = Server::start(NO_EVENTS);
-    let (a, mut closes) = with_close_log(builder(server.addr).timeout(Duration::from_millis(400))).await;
+    let raw = server.client();
+    let b = builder(server.addr).connection_id(raw.connection_id.clone()).timeout(Duration::from_millis(400));
+    let (a, mut closes) = with_close_log(b).await;
     let quick = a.send_token(&json!({"ns": SYSTEM, "type": "wait", "duration": 10})).await;
     assert!(quick.is_ok(), "{quick:?}");
     let slow = a.send_token(&json!({"ns": SYSTEM, "type": "wait", "duration": 3000}));
@@ -143,6 +146,16 @@ async fn a_request_past_its_timeout_closes_the_session() {
     assert_eq!(closes.recv().await, Some(reason.clone()));
     assert_eq!(a.whoami().await, Err(Error::Closed(reason)));
     assert!(closes.try_recv().is_err(), "on_close runs once");
+    // The client closes the connector in the background, best effort.
+    let mut status = 0;
+    for _ in 0..100 {
+        status = raw.post(&[("action", "whoami")]).status;
+        if status == 411 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 411, "the connector is still open on the server");
 }
 
 /// A server-side close (eviction by a newer connection) reaches `on_close` with the

@@ -22,7 +22,8 @@
 //!   when the server closes the connector (`http.command.close`), and on an unrecoverable
 //!   failure (timeout, retries exhausted, a connector the server does not know). The
 //!   `on_close` handler is called once with the [`CloseReason`]; every later call fails
-//!   with [`Error::Closed`] and the stream ends.
+//!   with [`Error::Closed`] and the stream ends. After a timeout or exhausted retries the
+//!   client also tries, once and briefly, to close the connector on the server.
 //! - **Secrets.** The connection id (128 random bits in hex unless you choose one) travels
 //!   only in the `X-Pollgate-Connection` header, never in a URL, and is never logged;
 //!   credentials travel in POST bodies.

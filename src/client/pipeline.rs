@@ -237,6 +237,15 @@ impl Pipeline {
         while let Ok(job) = jobs.try_recv() {
             let _ = job.reply.send(Err(Error::Closed(reason.clone())));
         }
+        // Given up on (a request or the poller timed out or ran out of retries): the
+        // connector may still be alive on the server; do not leave it to the reaper.
+        if let CloseReason::Failed(e) = &reason {
+            if matches!(**e, Error::Timeout | Error::RetriesExhausted(_)) {
+                let _guard = self.shared.pause_poller().await;
+                let deadline = Instant::now() + self.caller.config.timeout.min(CLEANUP_TIMEOUT);
+                let _ = self.caller.close(deadline).await;
+            }
+        }
     }
 
     async fn execute(&mut self, op: Op) -> Result<Outcome, Error> {

@@ -208,9 +208,11 @@ impl Pipeline {
     pub(crate) async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         let mut closed = self.shared.closed.subscribe();
         loop {
+            // Biased: once closed, nothing queued may start, even if a job is ready too.
             let job = tokio::select! {
-                job = jobs.recv() => job,
+                biased;
                 _ = wait_closed(&mut closed) => break,
+                job = jobs.recv() => job,
             };
             let Some(job) = job else {
                 // Every handle is gone: close the connector on the server, best effort.

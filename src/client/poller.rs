@@ -36,8 +36,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut caller: Caller) {
     let wait = caller.config.poll_wait;
     loop {
         let step = tokio::select! {
-            step = poll_once(&shared, &mut caller, wait) => step,
+            biased;
             _ = wait_closed(&mut closed) => Step::Stop,
+            step = poll_once(&shared, &mut caller, wait) => step,
         };
         match step {
             Step::Again => failures = 0,

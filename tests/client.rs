@@ -83,12 +83,14 @@ async fn open_login_send_and_receive() {
     assert!(incoming.next().await.is_none(), "the stream ends with the session");
 }
 
-/// Many requests issued at once run one at a time in call order: their responses match and
-/// their side effects (packets to another client) arrive in that order.
+/// Many requests issued at once run one at a time in call order: over one connection, their
+/// responses match and their side effects (packets to another client) arrive in that order.
 #[tokio::test]
 async fn requests_run_one_at_a_time_in_order() {
     let server = Server::start(NO_EVENTS);
-    let a = builder(server.addr).connect().await.unwrap();
+    // A pass-through proxy counts the connections the sender's requests use.
+    let proxy = DroppingProxy::start(server.addr, |_| false).await;
+    let a = builder(proxy.addr).backchannel(false).connect().await.unwrap();
     let b = builder(server.addr).connect().await.unwrap();
     a.login("guest", "guest").await.unwrap();
     let mut incoming = b.incoming().unwrap();
@@ -102,6 +104,8 @@ async fn requests_run_one_at_a_time_in_order() {
     for i in 0..200 {
         assert_eq!(next_json(&mut incoming).await["data"], i);
     }
+    // HTTP/1.1 without pipelining: one connection means one request at a time.
+    assert_eq!(proxy.connections.load(Ordering::SeqCst), 1);
 }
 
 /// A request beyond `max_queue_length` waiting requests is refused at once; the others run.
@@ -273,6 +277,8 @@ type DropRule = Arc<dyn Fn(u64) -> bool + Send + Sync>;
 struct DroppingProxy {
     addr: SocketAddr,
     dropped: Arc<AtomicU64>,
+    /// Client connections accepted.
+    connections: Arc<AtomicU64>,
     /// Every byte clients sent, in arrival order.
     requests: Arc<std::sync::Mutex<Vec<u8>>>,
     task: tokio::task::JoinHandle<()>,
@@ -292,10 +298,13 @@ impl DroppingProxy {
         let responses = Arc::new(AtomicU64::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicU64::new(0));
         let counts = (responses.clone(), dropped.clone(), requests.clone());
+        let accepted = connections.clone();
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let (responses, dropped, requests) = counts.clone();
                 let rule = rule.clone();
                 connections.spawn(async move {
@@ -303,7 +312,7 @@ impl DroppingProxy {
                 });
             }
         });
-        DroppingProxy { addr, dropped, requests, task }
+        DroppingProxy { addr, dropped, connections, requests, task }
     }
 
     /// Requests go through untouched; each response is read whole (head and

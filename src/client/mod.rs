@@ -193,8 +193,8 @@ impl Builder {
     }
 
     /// The connection id (a secret; printable ASCII). Default: 128 random bits in hex.
-    /// Choose one only to take over a connection of your own; two live sessions with the
-    /// same id are the same connector.
+    /// Opening with the id of a live connector fails with [`Error::Status`] 400
+    /// (`Invalid connection state!`); a closed one's id may be used again.
     pub fn connection_id(mut self, id: impl Into<String>) -> Builder {
         self.connection_id = Some(id.into());
         self

@@ -24,6 +24,8 @@
 //! - [`static_files`]: the document root under `/` and `{context}/`.
 //! - [`metrics`]: the Prometheus metrics of `{context}/metrics`.
 //! - [`admin`]: the admin API under `{context}/admin/` (sessions and connectors).
+//! - [`client`]: the Rust client, a session that queues requests and runs them in order with
+//!   safe retries, and streams pushed packets from a background long-poll.
 //!
 //! Beside the server binary (`src/main.rs`), `src/bin/pollgate-load/` is the load tool of
 //! the benchmarks (`docs/PERFORMANCE.md`); it talks to a running server over HTTP only.
@@ -57,6 +59,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod engine;
 pub mod http;

@@ -46,6 +46,8 @@ enum AdminError {
     BadRequest(String),
     MethodNotAllowed,
     Conflict(&'static str),
+    /// The body did not arrive within `body_read_timeout`.
+    BodyTimeout,
     Store(StoreError),
 }
 
@@ -72,6 +74,7 @@ impl AdminError {
             AdminError::BadRequest(why) => (StatusCode::BAD_REQUEST, why),
             AdminError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed".to_owned()),
             AdminError::Conflict(why) => (StatusCode::CONFLICT, why.to_owned()),
+            AdminError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "the body was not received in time".to_owned()),
             AdminError::Store(e) => {
                 tracing::error!(error = %e, "admin: store unavailable");
                 (StatusCode::SERVICE_UNAVAILABLE, "the store cannot be reached".to_owned())
@@ -236,9 +239,12 @@ async fn delete_session(engine: &Arc<Engine>, id: &str) -> AdminResult {
 
 async fn put_data(engine: &Engine, id: &str, req: Request<Incoming>) -> AdminResult {
     let limit = engine.config.maxframesize;
-    let body = http_body_util::Limited::new(req.into_body(), limit)
-        .collect()
+    // A whole-body deadline, as on the endpoint: a trickled body cannot hold the connection.
+    let deadline = std::time::Duration::from_secs(engine.config.body_read_timeout);
+    let collect = http_body_util::Limited::new(req.into_body(), limit).collect();
+    let body = tokio::time::timeout(deadline, collect)
         .await
+        .map_err(|_| AdminError::BodyTimeout)?
         .map_err(|_| AdminError::BadRequest(format!("the body must be a JSON object of at most {limit} bytes")))?
         .to_bytes();
     let Ok(Value::Object(entries)) = serde_json::from_slice::<Value>(&body) else {

@@ -127,8 +127,13 @@ pub struct Config {
     pub login_window: u64,
     /// Seconds a client has to send its request headers. Default 10.
     pub header_read_timeout: u64,
-    /// Seconds a client has to send its request body. Default 30.
+    /// Seconds a client has to send its request body (a whole-body deadline, however the
+    /// bytes trickle in). Default 30.
     pub body_read_timeout: u64,
+    /// Seconds a response write may wait for a client that does not read; the connection is
+    /// then closed. Measured from the last progress, so a slow download that keeps moving is
+    /// never cut. Default 60.
+    pub write_timeout: u64,
     /// Seconds shutdown waits for in-flight requests. Default 10.
     pub shutdown_timeout: u64,
     /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter. Default `info`.
@@ -178,6 +183,7 @@ impl Default for Config {
             login_window: 60,
             header_read_timeout: 10,
             body_read_timeout: 30,
+            write_timeout: 60,
             shutdown_timeout: 10,
             log_level: "info".into(),
             log_format: LogFormat::Text,
@@ -274,6 +280,9 @@ impl Config {
         }
         if self.header_read_timeout == 0 || self.body_read_timeout == 0 {
             return bad("header_read_timeout", "read timeouts must be at least 1 second");
+        }
+        if self.write_timeout == 0 {
+            return bad("write_timeout", "must be at least 1 second");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return bad("log_level", "not a level or tracing filter");

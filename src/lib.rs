@@ -9,6 +9,8 @@
 //! - [`config`]: the configuration file, its defaults and the flag/environment overrides.
 //! - [`server`]: listeners (plain and TLS), the accept loop, the reaper task, graceful shutdown.
 //! - [`lenient`]: a stream adapter that lets raw JSON through in request targets.
+//! - [`write_deadline`]: a stream adapter that closes a connection whose client stops
+//!   reading its response (`write_timeout`).
 //! - [`http`]: one request → parameters → action, and the one place errors become responses.
 //! - [`params`]: lenient query-string and form parsing.
 //! - [`protocol`]: identifiers, the token envelope and the wire strings.
@@ -71,3 +73,4 @@ pub mod protocol;
 pub mod server;
 pub mod static_files;
 pub mod store;
+pub mod write_deadline;

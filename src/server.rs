@@ -28,6 +28,7 @@ use crate::plugins::Plugin;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisOptions, RedisStore};
 use crate::store::Store;
+use crate::write_deadline::WriteDeadline;
 
 /// A bound, not yet serving, pollgate node.
 pub struct Server {
@@ -224,7 +225,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = Duration::from_secs(service.engine.config.header_read_timeout);
-    let io = TokioIo::new(LenientTarget::new(stream));
+    let write_timeout = Duration::from_secs(service.engine.config.write_timeout);
+    let io = TokioIo::new(LenientTarget::new(WriteDeadline::new(stream, write_timeout)));
     let svc = service_fn(move |req| {
         let service = service.clone();
         async move { Ok::<_, Infallible>(service.handle(req, peer).await) }

@@ -31,30 +31,6 @@ fn welcome_source_id(r: &Response) -> String {
     welcome["sourceId"].as_str().unwrap().to_owned()
 }
 
-/// Sends raw bytes from the local address `source` (a second loopback address).
-fn raw_from(source: IpAddr, addr: SocketAddr, request: &[u8]) -> Response {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(SocketAddr::new(source, 0)).expect("bind a second loopback address");
-        let mut s = socket.connect(addr).await.expect("connect");
-        assert_eq!(s.local_addr().unwrap().ip(), source);
-        s.write_all(request).await.unwrap();
-        let mut buf = Vec::new();
-        tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf))
-            .await
-            .expect("response in time")
-            .unwrap();
-        parse_response(&buf)
-    })
-}
-
-fn get_from(source: IpAddr, addr: SocketAddr, target: &str) -> Response {
-    let req = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    raw_from(source, addr, req.as_bytes())
-}
-
 /// An `Origin` outside `domains` gets 401 `Origin not allowed!` on open and sync, without CORS headers.
 #[test]
 fn foreign_origin_is_refused_on_open_and_sync() {

@@ -55,7 +55,12 @@ struct SendLog {
     in_progress: Vec<u64>,
     /// Sends that failed and gave their claim back: the next claim runs them again.
     released: Vec<u64>,
+    /// The responses of the highest completed seqs, at most `SEND_RESPONSES_KEPT`.
     responses: VecDeque<(u64, Option<String>)>,
+    /// The highest seq whose response was dropped from `responses`. A seq at or below
+    /// `last_seq` that is above it and in none of the lists was never claimed (it arrived
+    /// after a higher one, from a client that sends in parallel): it runs.
+    forgotten_up_to: u64,
 }
 
 struct SessionEntry {
@@ -446,6 +451,10 @@ impl Store for MemoryStore {
         }
         Ok(match log.responses.iter().find(|(s, _)| *s == seq) {
             Some((_, body)) => SendClaim::Replay(body.clone()),
+            None if seq > log.forgotten_up_to => {
+                log.in_progress.push(seq);
+                SendClaim::Fresh
+            }
             None => SendClaim::Forgotten,
         })
     }
@@ -456,8 +465,13 @@ impl Store for MemoryStore {
         let log = &mut entry.sends;
         log.in_progress.retain(|s| *s != seq);
         log.responses.push_back((seq, body));
+        // Drop the lowest seqs (not the oldest completions), as the Redis store does, so
+        // that everything at or below `forgotten_up_to` that was claimed is forgotten.
         while log.responses.len() > SEND_RESPONSES_KEPT {
-            log.responses.pop_front();
+            let lowest = (0..log.responses.len()).min_by_key(|i| log.responses[*i].0).unwrap_or(0);
+            if let Some((dropped, _)) = log.responses.remove(lowest) {
+                log.forgotten_up_to = log.forgotten_up_to.max(dropped);
+            }
         }
         Ok(())
     }
@@ -495,8 +509,7 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_released_send_is_claimed_afresh_once_and_then_answered_from_its_record() {
+    async fn store_with_c1() -> MemoryStore {
         let store = MemoryStore::default();
         let info = ConnectorInfo {
             id: "c1".into(),
@@ -507,6 +520,12 @@ mod tests {
             last_active_ms: 0,
         };
         store.open(info, false, 10, "welcome".into()).await.unwrap();
+        store
+    }
+
+    #[tokio::test]
+    async fn a_released_send_is_claimed_afresh_once_and_then_answered_from_its_record() {
+        let store = store_with_c1().await;
         assert_eq!(store.claim_send("c1", 1).await.unwrap(), SendClaim::Fresh);
         assert_eq!(store.claim_send("c1", 1).await.unwrap(), SendClaim::InProgress);
         store.release_send("c1", 1).await.unwrap();
@@ -517,5 +536,29 @@ mod tests {
         // Releasing a completed send changes nothing.
         store.release_send("c1", 1).await.unwrap();
         assert_eq!(store.claim_send("c1", 1).await.unwrap(), SendClaim::Replay(Some("done".into())));
+    }
+
+    #[tokio::test]
+    async fn a_send_that_arrives_after_a_higher_seq_runs_unless_it_may_have_been_forgotten() {
+        let store = store_with_c1().await;
+        let n = SEND_RESPONSES_KEPT as u64;
+        // 10 arrives first; 1..=9 arrive later and were never claimed: each runs once.
+        assert_eq!(store.claim_send("c1", 10).await.unwrap(), SendClaim::Fresh);
+        store.complete_send("c1", 10, Some("10".into())).await.unwrap();
+        for seq in 1..10 {
+            assert_eq!(store.claim_send("c1", seq).await.unwrap(), SendClaim::Fresh, "{seq}");
+            assert_eq!(store.claim_send("c1", seq).await.unwrap(), SendClaim::InProgress);
+            store.complete_send("c1", seq, Some(seq.to_string())).await.unwrap();
+        }
+        // Fill the record past its size: the lowest seqs are dropped, whatever their order.
+        for seq in 11..=n + 10 {
+            assert_eq!(store.claim_send("c1", seq).await.unwrap(), SendClaim::Fresh);
+            store.complete_send("c1", seq, Some(seq.to_string())).await.unwrap();
+        }
+        for seq in 1..=10 {
+            assert_eq!(store.claim_send("c1", seq).await.unwrap(), SendClaim::Forgotten, "{seq}");
+        }
+        let kept = n + 10;
+        assert_eq!(store.claim_send("c1", kept).await.unwrap(), SendClaim::Replay(Some(kept.to_string())));
     }
 }

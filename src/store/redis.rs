@@ -7,7 +7,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `c:{id}` | hash | a connector: session, address, user agent, times, `closed`, poll `ticket` and `holder` node, queue `last`/`acked`/`bytes`, `sendlast` |
+//! | `c:{id}` | hash | a connector: session, address, user agent, times, `closed`, poll `ticket` and `holder` node, queue `last`/`acked`/`bytes`, `sendlast`, `sendfloor` (highest forgotten send) |
 //! | `q:{id}` | list | its queued packets; the first has sequence number `acked + 1` |
 //! | `sp:{id}` `sr:{id}` `so:{id}` | hash, hash, zset | idempotent sends: in progress (since when), kept responses, their order |
 //! | `once:{id}:{seq}` | hash | the packets an idempotent send in progress queued, so a re-run does not queue them twice; deleted when it completes |

@@ -5,7 +5,7 @@
 pub mod cluster;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -212,6 +212,30 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
         data = &data[eol + 2 + size + 2..];
     }
+}
+
+/// Sends raw bytes from the local address `source` (a second loopback address).
+pub fn raw_from(source: IpAddr, addr: SocketAddr, request: &[u8]) -> Response {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(source, 0)).expect("bind a second loopback address");
+        let mut s = socket.connect(addr).await.expect("connect");
+        assert_eq!(s.local_addr().unwrap().ip(), source);
+        s.write_all(request).await.unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf))
+            .await
+            .expect("response in time")
+            .unwrap();
+        parse_response(&buf)
+    })
+}
+
+pub fn get_from(source: IpAddr, addr: SocketAddr, target: &str) -> Response {
+    let req = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    raw_from(source, addr, req.as_bytes())
 }
 
 /// GET with the request target exactly as given (raw JSON allowed).

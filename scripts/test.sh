@@ -3,7 +3,8 @@
 # toolchain, redis-server, nginx, Chromium, Node.js and npm, a JDK; the browser tests' npm
 # packages), then runs formatting and lint checks, the unit and
 # integration tests, and compiles the benchmarks. The integration tests then run a second
-# time with every server keeping its state in Redis (the store of a cluster).
+# time with every server keeping its state in Redis (the store of a cluster). Last, each
+# fuzz target runs for about a minute (scripts/fuzz.sh, which installs cargo-fuzz).
 # Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,3 +60,7 @@ for f in tests/*.rs; do
   [ "$name" = cluster ] || suites+=(--test "$name")
 done
 TEST_REDIS_URL="redis://127.0.0.1:$redis_port" cargo test --quiet "${suites[@]}"
+
+# Four targets of 55 s each keep the step near four minutes once the targets are built.
+echo "== fuzz (scripts/fuzz.sh: every target, 55 s each)"
+./scripts/fuzz.sh 55

@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 /// The file read when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "conf/pollgate.toml";
 
+/// The longest time any setting may give, in seconds: a year. Nobody means a longer one, and
+/// the bound keeps the server's deadline arithmetic (milliseconds in an `i64`, `Instant` plus
+/// a duration) from overflowing: `timeout = 1e300` used to pass validation and then panic.
+const MAX_DURATION_SECONDS: u64 = 365 * 24 * 3600;
+
 /// A configuration problem, always one line naming the key or the file.
 #[derive(Debug)]
 pub struct ConfigError(pub String);
@@ -69,7 +74,7 @@ pub struct Config {
     /// Origins allowed by the `Origin` check and CORS; `*` is a wildcard. Default `["*"]`.
     pub domains: Vec<String>,
     /// Minutes of inactivity after which a session's connectors are closed. Default 30.
-    /// Fractions are allowed (0.05 = 3 seconds).
+    /// Fractions are allowed (0.05 = 3 seconds); at most 525600 (a year).
     pub timeout: f64,
     /// Largest request body and token, in bytes. Default 1048840.
     pub maxframesize: usize,
@@ -83,7 +88,7 @@ pub struct Config {
     pub document_root: PathBuf,
     /// Worker threads; 0 = one per core. Default 0.
     pub max_threads: usize,
-    /// Longest a `sync` with `wait` is held, in milliseconds. Default 30000.
+    /// Longest a `sync` with `wait` is held, in milliseconds. Default 30000; at most a year.
     pub max_sync_wait: u64,
     /// Most packets queued for one connector before it is closed (`queue overflow`). Default 1000.
     pub max_queue_packets: usize,
@@ -105,7 +110,7 @@ pub struct Config {
     /// The right a logged-in user needs for the admin API. Default
     /// `org.jwebsocket.plugins.admin.shutdown` (jWebSocket's Administrator role holds it).
     pub admin_right: String,
-    /// Seconds a closed session stays listable in the admin API. Default 600.
+    /// Seconds a closed session stays listable in the admin API. Default 600; at most a year.
     pub session_retention: u64,
     /// `memory` (one node) or `redis` (a cluster). Default `memory`.
     pub store: StoreKind,
@@ -123,18 +128,18 @@ pub struct Config {
     pub broadcast_logout_event: bool,
     /// Failed logins allowed per connector and per user name within `login_window`. Default 5.
     pub login_max_failures: u32,
-    /// Window of the failed-login limit, in seconds. Default 60.
+    /// Window of the failed-login limit, in seconds. Default 60; at most a year.
     pub login_window: u64,
-    /// Seconds a client has to send its request headers. Default 10.
+    /// Seconds a client has to send its request headers. Default 10; at most a year.
     pub header_read_timeout: u64,
     /// Seconds a client has to send its request body (a whole-body deadline, however the
-    /// bytes trickle in). Default 30.
+    /// bytes trickle in). Default 30; at most a year.
     pub body_read_timeout: u64,
     /// Seconds a response write may wait for a client that does not read; the connection is
     /// then closed. Measured from the last progress, so a slow download that keeps moving is
-    /// never cut. Default 60.
+    /// never cut. Default 60; at most a year.
     pub write_timeout: u64,
-    /// Seconds shutdown waits for in-flight requests. Default 10.
+    /// Seconds shutdown waits for in-flight requests. Default 10; at most a year.
     pub shutdown_timeout: u64,
     /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter. Default `info`.
     pub log_level: String,
@@ -255,8 +260,22 @@ impl Config {
         if !self.context.starts_with('/') || self.context.ends_with('/') && self.context.len() > 1 {
             return bad("context", "must start with '/' and not end with '/'");
         }
-        if !(self.timeout > 0.0 && self.timeout.is_finite()) {
-            return bad("timeout", "must be a positive number of minutes");
+        if !(self.timeout > 0.0 && self.timeout * 60.0 <= MAX_DURATION_SECONDS as f64) {
+            return bad("timeout", "must be a positive number of minutes, at most 525600 (a year)");
+        }
+        let seconds = [
+            ("max_sync_wait", self.max_sync_wait / 1000),
+            ("session_retention", self.session_retention),
+            ("login_window", self.login_window),
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("write_timeout", self.write_timeout),
+            ("shutdown_timeout", self.shutdown_timeout),
+        ];
+        for (key, value) in seconds {
+            if value > MAX_DURATION_SECONDS {
+                return bad(key, "at most a year (31536000 seconds)");
+            }
         }
         if self.maxframesize < 64 {
             return bad("maxframesize", "must be at least 64 bytes");
@@ -389,5 +408,28 @@ mod tests {
         assert!(e.contains("'onmaxconnections'"), "{e}");
         let e = Config::load_from(Some(Path::new("/no/such/file.toml")), &[], &[]).unwrap_err().0;
         assert!(e.contains("/no/such/file.toml"), "{e}");
+    }
+
+    /// Durations past a year are refused by name; they used to load and then overflow the
+    /// server's deadline arithmetic (`timeout = 1e300` panicked in `session_timeout`; found
+    /// by the `config` fuzz target).
+    #[test]
+    fn durations_are_bounded_by_a_year() {
+        for (text, key) in [
+            ("timeout = 1e300", "'timeout'"),
+            ("timeout = 525601", "'timeout'"),
+            ("session_retention = 9223372036854775807", "'session_retention'"),
+            ("login_window = 31536001", "'login_window'"),
+            ("header_read_timeout = 9223372036854775807", "'header_read_timeout'"),
+            ("body_read_timeout = 31536001", "'body_read_timeout'"),
+            ("write_timeout = 31536001", "'write_timeout'"),
+            ("shutdown_timeout = 31536001", "'shutdown_timeout'"),
+            ("max_sync_wait = 9223372036854775807", "'max_sync_wait'"),
+        ] {
+            let e = Config::load_from(Some(file(text).path()), &[], &[]).unwrap_err().0;
+            assert!(e.contains(key) && e.contains("a year"), "{text}: {e}");
+        }
+        let c = Config::load_from(Some(file("timeout = 525600\nsession_retention = 31536000").path()), &[], &[]);
+        assert_eq!(c.unwrap().session_timeout(), Duration::from_secs(MAX_DURATION_SECONDS));
     }
 }

@@ -29,6 +29,9 @@
 //! - [`client`]: the Rust client, a session that queues requests and runs them in order with
 //!   safe retries, and streams pushed packets from a background long-poll.
 //!
+//! `fuzzing` (hidden from the docs) exposes private functions (download path resolution, the
+//! client's form encoding) to the fuzz targets in `fuzz/`; the fuzzers and their corpus are described in the README.
+//!
 //! Beside the server binary (`src/main.rs`), `src/bin/pollgate-load/` is the load tool of
 //! the benchmarks (`docs/PERFORMANCE.md`); it talks to a running server over HTTP only.
 //!
@@ -74,3 +77,30 @@ pub mod server;
 pub mod static_files;
 pub mod store;
 pub mod write_deadline;
+
+/// Entry points for the fuzz targets in `fuzz/` (cargo-fuzz): private functions that take
+/// untrusted input, made reachable without widening the public API. Not for applications.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::path::{Path, PathBuf};
+
+    use crate::plugins::filesystem::FilesystemPlugin;
+    pub use crate::plugins::filesystem::Resolve;
+
+    /// The download alias folder, as the `download` action picks it
+    /// (`FilesystemPlugin::alias_root`).
+    pub fn download_alias_root(fs_root: &Path, alias: &str, user: &str) -> Result<PathBuf, String> {
+        FilesystemPlugin::alias_root(fs_root, alias, user)
+    }
+
+    /// A form or query value as the Rust client percent-encodes it (`client::transport`).
+    pub fn client_form_value(value: &str) -> String {
+        crate::client::form_value(value)
+    }
+
+    /// The file a `download` serves for `filename` under `alias_root`
+    /// (`FilesystemPlugin::resolve`).
+    pub fn resolve_download(alias_root: &Path, filename: &str) -> Result<PathBuf, Resolve> {
+        FilesystemPlugin::resolve(alias_root, filename)
+    }
+}

@@ -68,6 +68,9 @@ mod pipeline;
 mod poller;
 mod transport;
 
+// For `crate::fuzzing`: the fuzzer checks that the server decodes what the client encodes.
+pub(crate) use transport::form_value;
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;

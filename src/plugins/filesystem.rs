@@ -35,8 +35,23 @@ impl FilesystemPlugin {
         text_response(StatusCode::OK, protocol::to_text(&protocol::error_response(&request, msg)))
     }
 
+    /// The folder `alias` names for `user` under `root`; `Err` is the token error's message.
+    /// A private folder is one plain path component below `private/`, whatever the name.
+    pub(crate) fn alias_root(root: &Path, alias: &str, user: &str) -> Result<PathBuf, String> {
+        match alias {
+            "privateDir" => {
+                if user.is_empty() || user.contains(['/', '\\', '\0']) || user == "." || user == ".." {
+                    return Err("access denied".into());
+                }
+                Ok(root.join("private").join(user))
+            }
+            "publicDir" => Ok(root.join("public")),
+            other => Err(format!("The given alias '{other}' does not exist!")),
+        }
+    }
+
     /// The file `filename` names under `alias_root`, if it stays inside it.
-    fn resolve(alias_root: &Path, filename: &str) -> Result<PathBuf, Resolve> {
+    pub(crate) fn resolve(alias_root: &Path, filename: &str) -> Result<PathBuf, Resolve> {
         let relative = Path::new(filename);
         let escapes = filename.contains('\0')
             || filename.contains('\\')
@@ -62,16 +77,10 @@ impl FilesystemPlugin {
         if !super::system::has_right(&session, RIGHT_LOAD) {
             return Ok(Self::error("access denied"));
         }
-        let alias_root = match alias {
-            "privateDir" => {
-                let user = get_str(&session, "$username").unwrap_or_default();
-                if user.is_empty() || user.contains(['/', '\\', '\0']) || user == "." || user == ".." {
-                    return Ok(Self::error("access denied"));
-                }
-                self.root.join("private").join(user)
-            }
-            "publicDir" => self.root.join("public"),
-            other => return Ok(Self::error(&format!("The given alias '{other}' does not exist!"))),
+        let user = get_str(&session, "$username").unwrap_or_default();
+        let alias_root = match Self::alias_root(&self.root, alias, user) {
+            Ok(root) => root,
+            Err(msg) => return Ok(Self::error(&msg)),
         };
         let path = match Self::resolve(&alias_root, filename) {
             Ok(p) => p,
@@ -106,8 +115,13 @@ impl FilesystemPlugin {
     }
 }
 
-enum Resolve {
+/// Why a download path was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolve {
+    /// It names something outside its alias root (`..`, an absolute path, a separator or NUL
+    /// that could smuggle one, or a symlink that leads out).
     Outside,
+    /// Nothing (or no regular file) is there.
     Missing,
 }
 

@@ -40,9 +40,7 @@ fn program(name: &str, package: &str) -> PathBuf {
 }
 
 /// A `redis-server` with an append-only file synced after every write, so a stop and start
-/// keeps its data. (Synced every second instead, sends were several times faster here, but
-/// a restart in the middle of a stream lost connectors and logins in two runs of four,
-/// clean SIGTERM stop notwithstanding; not explained yet.)
+/// keeps its data.
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,

@@ -5,16 +5,13 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use pollgate::client::{Builder, CloseReason, Error, Incoming, Session};
 use serde_json::{json, Value};
+use support::faults::{drop_when, splitmix64, FaultProxy};
 use support::{Server, NO_EVENTS};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
 
 const SYSTEM: &str = "org.jwebsocket.plugins.system";
 
@@ -89,7 +86,7 @@ async fn open_login_send_and_receive() {
 async fn requests_run_one_at_a_time_in_order() {
     let server = Server::start(NO_EVENTS);
     // A pass-through proxy counts the connections the sender's requests use.
-    let proxy = DroppingProxy::start(server.addr, |_| false).await;
+    let proxy = FaultProxy::start(server.addr, drop_when(|_| false)).await;
     let a = builder(proxy.addr).backchannel(false).connect().await.unwrap();
     let b = builder(server.addr).connect().await.unwrap();
     a.login("guest", "guest").await.unwrap();
@@ -105,7 +102,7 @@ async fn requests_run_one_at_a_time_in_order() {
         assert_eq!(next_json(&mut incoming).await["data"], i);
     }
     // HTTP/1.1 without pipelining: one connection means one request at a time.
-    assert_eq!(proxy.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(proxy.count(|c| &c.connections), 1);
 }
 
 /// A request beyond `max_queue_length` waiting requests is refused at once; the others run.
@@ -269,121 +266,6 @@ async fn change_session_id_joins_a_shared_session() {
     assert!(extra.is_err(), "nothing repeated: {extra:?}");
 }
 
-/// Which responses the proxy drops, by their number (from 1, over all connections).
-type DropRule = Arc<dyn Fn(u64) -> bool + Send + Sync>;
-
-/// `n` through a fixed bijective mix (splitmix64's finaliser): an aperiodic but repeatable
-/// sequence, so a drop rule on it has no period a retry loop can fall into step with.
-fn scrambled(n: u64) -> u64 {
-    let mut z = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// A loopback proxy that forwards requests and discards the responses its rule picks (and
-/// closes that client connection).
-struct DroppingProxy {
-    addr: SocketAddr,
-    dropped: Arc<AtomicU64>,
-    /// Client connections accepted.
-    connections: Arc<AtomicU64>,
-    /// Every byte clients sent, in arrival order.
-    requests: Arc<std::sync::Mutex<Vec<u8>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for DroppingProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl DroppingProxy {
-    async fn start(upstream: SocketAddr, rule: impl Fn(u64) -> bool + Send + Sync + 'static) -> DroppingProxy {
-        let rule: DropRule = Arc::new(rule);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let responses = Arc::new(AtomicU64::new(0));
-        let dropped = Arc::new(AtomicU64::new(0));
-        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let connections = Arc::new(AtomicU64::new(0));
-        let counts = (responses.clone(), dropped.clone(), requests.clone());
-        let accepted = connections.clone();
-        let task = tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            while let Ok((client, _)) = listener.accept().await {
-                accepted.fetch_add(1, Ordering::SeqCst);
-                let (responses, dropped, requests) = counts.clone();
-                let rule = rule.clone();
-                connections.spawn(async move {
-                    let _ = Self::relay(client, upstream, rule, responses, dropped, requests).await;
-                });
-            }
-        });
-        DroppingProxy { addr, dropped, connections, requests, task }
-    }
-
-    /// Requests go through untouched; each response is read whole (head and
-    /// `Content-Length` body) and forwarded, or dropped with both connections.
-    async fn relay(
-        client: TcpStream,
-        upstream: SocketAddr,
-        rule: DropRule,
-        responses: Arc<AtomicU64>,
-        dropped: Arc<AtomicU64>,
-        seen: Arc<std::sync::Mutex<Vec<u8>>>,
-    ) -> std::io::Result<()> {
-        let server = TcpStream::connect(upstream).await?;
-        let (mut client_read, mut client_write) = client.into_split();
-        let (server_read, mut server_write) = server.into_split();
-        let requests = tokio::spawn(async move {
-            let mut buf = vec![0; 16 * 1024];
-            while let Ok(n @ 1..) = client_read.read(&mut buf).await {
-                seen.lock().unwrap().extend_from_slice(&buf[..n]);
-                if server_write.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-            }
-            let _ = server_write.shutdown().await;
-        });
-        let mut server_read = BufReader::new(server_read);
-        let result = async {
-            loop {
-                let mut head = Vec::new();
-                let mut length = 0;
-                loop {
-                    let mut line = String::new();
-                    if server_read.read_line(&mut line).await? == 0 {
-                        return Ok(());
-                    }
-                    if let Some((name, value)) = line.split_once(':') {
-                        if name.eq_ignore_ascii_case("content-length") {
-                            length = value.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    head.extend_from_slice(line.as_bytes());
-                    if line == "\r\n" {
-                        break;
-                    }
-                }
-                let mut body = vec![0; length];
-                server_read.read_exact(&mut body).await?;
-                if rule(responses.fetch_add(1, Ordering::SeqCst) + 1) {
-                    dropped.fetch_add(1, Ordering::SeqCst);
-                    return Ok(());
-                }
-                // One write: head and body in two would wait for a delayed ACK (Nagle).
-                head.extend_from_slice(&body);
-                client_write.write_all(&head).await?;
-            }
-        }
-        .await;
-        requests.abort();
-        result
-    }
-}
-
 /// Through a proxy that drops one response in five (sends, syncs, opens alike), 300
 /// numbered messages from one client to another arrive exactly once each, in order, and
 /// every send gets its own response.
@@ -394,7 +276,7 @@ impl DroppingProxy {
 #[tokio::test]
 async fn dropped_responses_lose_and_repeat_nothing() {
     let server = Server::start(NO_EVENTS);
-    let proxy = DroppingProxy::start(server.addr, |n| scrambled(n) % 5 == 0).await;
+    let proxy = FaultProxy::start(server.addr, drop_when(|n| splitmix64(n) % 5 == 0)).await;
     let through = |_| builder(proxy.addr).max_retries(8).poll_wait(Duration::from_millis(500));
     let (a, mut a_closes) = with_close_log(through(())).await;
     let (b, mut b_closes) = with_close_log(through(())).await;
@@ -415,7 +297,7 @@ async fn dropped_responses_lose_and_repeat_nothing() {
     let extra = tokio::time::timeout(Duration::from_millis(700), incoming.next()).await;
     assert!(extra.is_err(), "a message came twice: {extra:?}");
     // The sends alone make at least N responses, so at least N / 5 were dropped.
-    let dropped = proxy.dropped.load(Ordering::SeqCst);
+    let dropped = proxy.count(|c| &c.dropped);
     assert!(dropped >= N as u64 / 5, "the proxy dropped only {dropped} responses");
     assert!(a_closes.try_recv().is_err() && b_closes.try_recv().is_err(), "a session closed");
     eprintln!("{dropped} responses dropped");
@@ -430,12 +312,12 @@ async fn lost_responses_to_open_sync_and_login_are_retried_safely() {
     // Without a back channel the pipeline makes every request: open 1 (lost), open 2
     // ("Invalid connection state!": the first went through), sync 3 (lost), sync 4, login 5
     // (lost), login 6 (the stored response).
-    let proxy = DroppingProxy::start(server.addr, |n| [1, 3, 5].contains(&n)).await;
+    let proxy = FaultProxy::start_recording(server.addr, drop_when(|n| [1, 3, 5].contains(&n))).await;
     let id = "5eb63bbbe01eeed093cb22bb8f5acdc3";
     let a = builder(proxy.addr).connection_id(id).backchannel(false).connect().await.unwrap();
     assert_eq!(a.welcome()["type"], "welcome");
     assert_eq!(a.login("guest", "guest").await.unwrap()["username"], "guest");
-    assert_eq!(proxy.dropped.load(Ordering::SeqCst), 3);
+    assert_eq!(proxy.count(|c| &c.dropped), 3);
     assert_eq!(a.whoami().await.unwrap()["username"], "guest");
 
     // Secrets stay out of request targets: the id travels in its header only.

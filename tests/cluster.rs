@@ -9,60 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::cluster::{free_port, Nginx, RedisServer};
-use support::{Client, Response, Server};
+use support::cluster::Cluster;
+use support::{Client, Response};
 
 const SYSTEM: &str = "org.jwebsocket.plugins.system";
-
-struct Cluster {
-    redis: RedisServer,
-    nodes: Vec<Server>,
-    ports: Vec<u16>,
-    nginx: Nginx,
-    prefix: String,
-    extra: Vec<(&'static str, String)>,
-}
-
-impl Cluster {
-    fn start(extra: &[(&'static str, &str)]) -> Cluster {
-        let redis = RedisServer::start();
-        let prefix = format!("c{:08x}:", rand::random::<u32>());
-        let extra: Vec<(&'static str, String)> = extra.iter().map(|(k, v)| (*k, v.to_string())).collect();
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let nodes: Vec<Server> = ports.iter().map(|p| Self::node(&redis, &prefix, *p, &extra)).collect();
-        let nginx = Nginx::start(&nodes.iter().map(|n| n.addr).collect::<Vec<_>>());
-        Cluster { redis, nodes, ports, nginx, prefix, extra }
-    }
-
-    fn node(redis: &RedisServer, prefix: &str, port: u16, extra: &[(&'static str, String)]) -> Server {
-        let port = port.to_string();
-        let url = redis.url();
-        let mut env: Vec<(&str, &str)> = vec![
-            ("STORE", "redis"),
-            ("REDIS_URL", &url),
-            ("REDIS_PREFIX", prefix),
-            ("PORT", &port),
-            ("TRUSTED_PROXIES", "127.0.0.1"),
-            // The shipped configuration sends events for the demo; here they would only
-            // get in the way of the packets under test.
-            ("BROADCAST_OPEN_EVENT", "false"),
-            ("BROADCAST_CLOSE_EVENT", "false"),
-            ("BROADCAST_LOGIN_EVENT", "false"),
-            ("BROADCAST_LOGOUT_EVENT", "false"),
-        ];
-        env.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
-        Server::start(&env)
-    }
-
-    /// Starts node `i` again on its port (after a kill).
-    fn restart(&mut self, i: usize) {
-        self.nodes[i] = Self::node(&self.redis, &self.prefix, self.ports[i], &self.extra);
-    }
-
-    fn client(&self) -> Client {
-        Client::new(self.nginx.addr)
-    }
-}
 
 /// The same connection id, speaking to another address.
 fn via(client: &Client, addr: SocketAddr) -> Client {

@@ -139,6 +139,13 @@ impl<'a> RequestContext<'a> {
         }
     }
 
+    /// Records a store failure met while handling the request (the first one wins): the
+    /// request then fails with 503, and an idempotent send gives its claim back so that a
+    /// retry runs it again, instead of answering as if the store had said "no".
+    pub fn store_failed(&mut self, e: StoreError) {
+        self.store_error.get_or_insert(e);
+    }
+
     /// The body collected so far, taken; a store failure while queuing comes first, so the
     /// request does not look delivered.
     pub fn take_body(&mut self) -> Result<Option<String>, StoreError> {

@@ -83,16 +83,26 @@ impl SystemPlugin {
     }
 
     /// [`has_right`] for the requester's session, reading only the two keys it needs (a
-    /// session's storage can be large; `send` and `broadcast` check on every call).
-    async fn allowed(ctx: &RequestContext<'_>, right: &str) -> bool {
+    /// session's storage can be large; `send` and `broadcast` check on every call). A store
+    /// that cannot be read fails the request (503), not the check: a Redis restarting must
+    /// not answer "access denied" to a logged-in client.
+    async fn allowed(ctx: &mut RequestContext<'_>, right: &str) -> bool {
         let store = &ctx.engine.store;
         // Both at once: a shared store answers them in one round trip.
         let (authenticated, authorities) = tokio::join!(
             store.session_get(ctx.session_id, "$is_authenticated"),
             store.session_get(ctx.session_id, "$authorities")
         );
-        matches!(authenticated, Ok(Some(Value::Bool(true))))
-            && matches!(authorities, Ok(Some(Value::String(a))) if holds(&a, right))
+        match (authenticated, authorities) {
+            (Ok(authenticated), Ok(authorities)) => {
+                matches!(authenticated, Some(Value::Bool(true)))
+                    && matches!(authorities, Some(Value::String(a)) if holds(&a, right))
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                ctx.store_failed(e);
+                false
+            }
+        }
     }
 
     async fn client_count(engine: &Engine) -> i64 {
@@ -111,8 +121,11 @@ impl SystemPlugin {
         }
         let target = get_str(token, "targetId");
         if let Some(t) = target {
-            if let Ok(Some(c)) = ctx.engine.store.connector(t).await {
-                return Ok(c.id);
+            // A store that cannot be read fails the request (503), not the lookup.
+            match ctx.engine.store.connector(t).await {
+                Ok(Some(c)) => return Ok(c.id),
+                Ok(None) => {}
+                Err(e) => ctx.store_failed(e),
             }
         }
         Err(format!("No target connector with endpoint-id '{}' found.", target.unwrap_or("null")))

@@ -77,7 +77,7 @@ impl Engine {
         metrics: Arc<Metrics>,
     ) -> Arc<Engine> {
         let mut plugins: Vec<Arc<dyn Plugin>> = vec![
-            Arc::new(system::SystemPlugin),
+            Arc::new(system::SystemPlugin::new()),
             Arc::new(crate::plugins::filesystem::FilesystemPlugin::new(&config.fs_root)),
         ];
         plugins.extend(extra);
@@ -280,9 +280,10 @@ impl Engine {
         data: &str,
         seq: Option<u64>,
     ) -> EngineResult<Option<String>> {
+        let mut claim = ClaimGuard(None);
         if let Some(seq) = seq {
             match self.store.claim_send(id, seq).await? {
-                SendClaim::Fresh => {}
+                SendClaim::Fresh => claim = ClaimGuard(Some((self.clone(), id.to_owned(), seq))),
                 SendClaim::Replay(body) => return Ok(body),
                 SendClaim::InProgress => return Err(EngineError::SendInProgress),
                 SendClaim::Forgotten => return Err(EngineError::SendForgotten),
@@ -290,11 +291,13 @@ impl Engine {
         }
         // A store failure fails the send before it is recorded, and gives its claim back (if
         // the store can be reached; otherwise the claim's lease runs out): a retry re-runs
-        // it, and its once-keys keep what was queued from being doubled.
+        // it, and its once-keys keep what was queued from being doubled. A panic below, or
+        // the request dropped half-way, gives it back through the guard.
         let body = match self.process_text(id, session_id, data, seq).await {
             Ok(body) => body,
             Err(e) => {
                 if let Some(seq) = seq {
+                    claim.disarm();
                     let _ = self.store.release_send(id, seq).await;
                 }
                 return Err(e);
@@ -302,6 +305,7 @@ impl Engine {
         };
         if let Some(seq) = seq {
             self.store.complete_send(id, seq, body.clone()).await?;
+            claim.disarm();
         }
         Ok(body)
     }
@@ -425,6 +429,29 @@ impl Engine {
                 tracing::warn!(error = %e, "shutdown: the store failed; the other connectors are left as they are");
                 return;
             }
+        }
+    }
+}
+
+/// The claim of an idempotent send while it runs: if the send ends without being recorded
+/// or released (a panic in a plugin, or its request dropped because the client went away),
+/// the claim is given back, so a retry runs it again instead of answering 409 until the
+/// connector closes. The release is spawned: a drop, unwinding or not, cannot wait.
+struct ClaimGuard(Option<(Arc<Engine>, String, u64)>);
+
+impl ClaimGuard {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        let Some((engine, id, seq)) = self.0.take() else { return };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = engine.store.release_send(&id, seq).await;
+            });
         }
     }
 }

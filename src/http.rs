@@ -2,12 +2,10 @@
 //! PROTOCOL.md A.3, and the one place where errors become status codes and bodies.
 
 use std::net::{IpAddr, SocketAddr};
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -54,6 +52,9 @@ pub enum HttpError {
     Unavailable(String),
     /// A server fault; the text is logged, the client gets a short message.
     Internal(String),
+    /// The request panicked (in a plugin or in the engine) and was caught; the location is
+    /// logged, never the panic's message (it may quote the request).
+    Panicked(Option<String>),
 }
 
 impl From<EngineError> for HttpError {
@@ -94,7 +95,7 @@ impl HttpError {
             Unavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable: the store cannot be reached!".into())
             }
-            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error!".into()),
+            Internal(_) | Panicked(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error!".into()),
         }
     }
 
@@ -103,6 +104,11 @@ impl HttpError {
         let (status, body) = self.status_and_body();
         match &self {
             HttpError::Internal(why) => tracing::error!(status = status.as_u16(), "{why}"),
+            HttpError::Panicked(location) => tracing::error!(
+                status = status.as_u16(),
+                location = location.as_deref().unwrap_or("unknown"),
+                "request panicked; answered 500, the server goes on serving"
+            ),
             HttpError::Unavailable(why) => tracing::error!(status = status.as_u16(), "store unavailable: {why}"),
             other => tracing::debug!(status = status.as_u16(), error = ?other, "request refused"),
         }
@@ -186,12 +192,10 @@ impl Service {
         Service { engine, statics, endpoint, metrics_path, admin_prefix, trusted_proxies }
     }
 
-    /// Serves one request. A panic anywhere below answers 500 and leaves the server serving.
+    /// Serves one request. A panic anywhere in routing, the engine or a plugin answers 500
+    /// (see [`crate::panics`] for what it leaves behind) and leaves the server serving.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        match AssertUnwindSafe(self.route(req, peer)).catch_unwind().await {
-            Ok(resp) => resp,
-            Err(_) => HttpError::Internal("request handler panicked".into()).into_response(),
-        }
+        self.route(req, peer).await
     }
 
     async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
@@ -203,7 +207,15 @@ impl Service {
             false => (None, String::new()),
         };
         let mut access = Access { log, ..Access::default() };
-        let resp = self.route_quietly(req, peer, &mut access).await;
+        // Caught here, inside the access log and the metrics, so a panic is counted and
+        // logged as the 500 it answers.
+        let resp = match crate::panics::guard(self.route_quietly(req, peer, &mut access)).await {
+            Ok(resp) => resp,
+            Err(panicked) => {
+                self.engine.metrics.panics.inc();
+                HttpError::Panicked(panicked.location).into_response()
+            }
+        };
         if let Some(action) = access.action {
             self.engine.metrics.request(action, resp.status().as_u16(), start.elapsed().as_secs_f64());
         }

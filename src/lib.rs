@@ -25,6 +25,8 @@
 //!   and the filesystem plugin that serves `download`.
 //! - [`static_files`]: the document root under `/` and `{context}/`.
 //! - [`metrics`]: the Prometheus metrics of `{context}/metrics`.
+//! - [`panics`]: panic isolation: a request or a reaper pass that panics ends alone, and the
+//!   process's panic hook logs each panic once.
 //! - [`admin`]: the admin API under `{context}/admin/` (sessions and connectors).
 //! - [`client`]: the Rust client, a session that queues requests and runs them in order with
 //!   safe retries, and streams pushed packets from a background long-poll.
@@ -70,6 +72,7 @@ pub mod engine;
 pub mod http;
 pub mod lenient;
 pub mod metrics;
+pub mod panics;
 pub mod params;
 pub mod plugins;
 pub mod protocol;

@@ -40,6 +40,8 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config);
+    // Panics are logged once, through tracing, without their message (pollgate::panics).
+    pollgate::panics::install_hook();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.max_threads > 0 {
         runtime.worker_threads(config.max_threads);

@@ -66,6 +66,8 @@ pub struct Metrics {
     pub logins: Family<OutcomeLabel, Counter>,
     pub evictions: Counter,
     pub admissions_rejected: Counter,
+    /// Panics caught in a request or a reaper pass ([`crate::panics`]); the server went on.
+    pub panics: Counter,
     pub store: StoreMeter,
 }
 
@@ -90,6 +92,7 @@ impl Default for Metrics {
             logins: Family::default(),
             evictions: Counter::default(),
             admissions_rejected: Counter::default(),
+            panics: Counter::default(),
             store: StoreMeter::default(),
             registry: Registry::default(),
         };
@@ -110,6 +113,7 @@ impl Default for Metrics {
         r.register("logins", "Logins by outcome", metrics.logins.clone());
         r.register("evictions", "Connectors closed to admit a new one", metrics.evictions.clone());
         r.register("admissions_rejected", "Opens refused: too many connections", metrics.admissions_rejected.clone());
+        r.register("panics", "Panics caught in a request or a reaper pass", metrics.panics.clone());
         r.register("store_round_trips", "Round trips to a shared store", metrics.store.round_trips.clone());
         r.register("store_errors", "Failed round trips to a shared store", metrics.store.errors.clone());
         Metrics { registry, ..metrics }

@@ -169,6 +169,17 @@ fn tls_acceptor(config: &Config) -> Result<TlsAcceptor, ConfigError> {
     Ok(TlsAcceptor::from(Arc::new(tls)))
 }
 
+/// The first wait after a failed accept; it doubles with each failure in a row.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// The longest wait between accepts while they fail: how late a freed descriptor is used.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Errors of one connection (reset or aborted before `accept` took it), not of the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset)
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -176,7 +187,8 @@ async fn accept_loop(
     stop: CancellationToken,
     connections: TaskTracker,
 ) {
-    let mut backoff = Duration::from_millis(10);
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut failures = 0u64;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -184,14 +196,29 @@ async fn accept_loop(
         };
         let (stream, peer) = match accepted {
             Ok(pair) => {
-                backoff = Duration::from_millis(10);
+                if failures > 0 {
+                    tracing::info!(failures, "accepting again");
+                }
+                (backoff, failures) = (ACCEPT_BACKOFF_MIN, 0);
                 pair
             }
+            // One client's connection went away before it was accepted: nothing to wait for.
+            Err(e) if is_connection_error(&e) => {
+                tracing::debug!(error = %e, "accept: connection gone before it was accepted");
+                continue;
+            }
             Err(e) => {
-                // Out of descriptors or similar: back off instead of spinning, then retry.
-                tracing::warn!(error = %e, "accept failed; backing off");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                // Out of descriptors (EMFILE, ENFILE) or of kernel memory: the connection stays
+                // in the backlog, so accepting again at once would fail again at once (a busy
+                // loop). Wait, doubling up to a second, and stay stoppable meanwhile; the first
+                // success resets the wait. Open connections are served all along.
+                failures += 1;
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 continue;
             }
         };
@@ -264,8 +291,15 @@ async fn reaper(engine: Arc<Engine>, cancel: CancellationToken) {
         if let Err(e) = engine.store.heartbeat(crate::protocol::now_ms()).await {
             tracing::warn!(error = %e, "heartbeat failed");
         }
-        if let Err(e) = engine.reap().await {
-            tracing::warn!(error = ?e, "reaper pass failed");
+        // A panic (in a plugin's `connector_stopped`, say) ends this pass, not the reaper.
+        match crate::panics::guard(engine.reap()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = ?e, "reaper pass failed"),
+            Err(panicked) => {
+                engine.metrics.panics.inc();
+                let location = panicked.location.as_deref().unwrap_or("unknown");
+                tracing::error!(location, "reaper pass panicked; the next pass goes on");
+            }
         }
     }
 }

@@ -22,7 +22,44 @@ const RIGHT_JVMINFO: &str = "org.jwebsocket.plugins.system.getjvminfo";
 const PUBLIC_PREFIX: &str = "public::";
 const ECHO_TEST_DATA: &str = "jWebSocket Echo Simulation Data - ";
 
-pub struct SystemPlugin;
+pub struct SystemPlugin {
+    /// Test-only fault injection (see [`FAULT_INJECTION_VAR`]); false in production.
+    panic_on_test_token: bool,
+}
+
+/// The environment variable of the test-only fault hook. Off unless the server process is
+/// started with `POLLGATE_FAULT_INJECTION=panic-on-token`; then a token of type
+/// [`PANIC_TOKEN_TYPE`] makes this plugin panic, so that `tests/resilience.rs` can prove that
+/// a panic in a request answers 500 and harms nothing else. A client cannot turn it on: it
+/// is read once at start-up from the server's own environment, it is not a configuration key
+/// (no file entry, no flag), and without it that type is an unknown type like any other.
+pub const FAULT_INJECTION_VAR: &str = "POLLGATE_FAULT_INJECTION";
+/// The token type that panics when fault injection is on.
+pub const PANIC_TOKEN_TYPE: &str = "pollgate.test.panic";
+
+impl SystemPlugin {
+    /// The system plugin, with fault injection as the environment says (normally off).
+    pub fn new() -> SystemPlugin {
+        let panic_on_test_token = match std::env::var(FAULT_INJECTION_VAR).as_deref() {
+            Ok("panic-on-token") => {
+                tracing::warn!("fault injection on: a '{PANIC_TOKEN_TYPE}' token panics (for tests only)");
+                true
+            }
+            Ok(other) => {
+                tracing::warn!(value = other, "{FAULT_INJECTION_VAR}: unknown fault, ignored");
+                false
+            }
+            Err(_) => false,
+        };
+        SystemPlugin { panic_on_test_token }
+    }
+}
+
+impl Default for SystemPlugin {
+    fn default() -> Self {
+        SystemPlugin::new()
+    }
+}
 
 /// The welcome token queued at open (field order of SYSTEM_PLUGIN.md 2.2 / PROTOCOL.md A.4).
 pub fn welcome(config: &Config, connector_id: &str, session: &Token) -> Token {
@@ -607,6 +644,7 @@ impl Plugin for SystemPlugin {
                 };
                 Self::fail(ctx, token, msg).await;
             }
+            PANIC_TOKEN_TYPE if self.panic_on_test_token => panic!("fault injection: a '{PANIC_TOKEN_TYPE}' token"),
             other => Self::fail(ctx, token, &format!("unknown type '{other}'")).await,
         }
     }

@@ -24,7 +24,7 @@ pub struct Reply {
 }
 
 pub struct Conn {
-    addr: SocketAddr,
+    pub addr: SocketAddr,
     host: HeaderValue,
     tx: SendRequest<Full<Bytes>>,
     /// Limit for one request (held polls add their wait to it).

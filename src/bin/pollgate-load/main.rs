@@ -9,6 +9,7 @@
 mod client;
 mod http;
 mod modes;
+mod soak;
 mod stats;
 
 use std::io::Write;
@@ -149,6 +150,34 @@ enum Mode {
         #[arg(long, default_value = "root")]
         admin_password: String,
     },
+    /// For --duration seconds: connection churn (closed, abandoned, abandoned mid-poll),
+    /// held long-polls and broadcasts, with a row of the server's RSS, connectors and open
+    /// descriptors every --interval seconds (needs --pid; run the server with a short
+    /// timeout). Then waits for the reaper; fails unless connectors and descriptors are back
+    /// at their start. Raise --max-runtime above duration + reap-wait.
+    Soak {
+        /// Clients holding long-polls (each recycles its connection every 16 polls).
+        #[arg(long, default_value_t = 50)]
+        pollers: usize,
+        /// Tasks opening and ending connections in a loop.
+        #[arg(long, default_value_t = 4)]
+        churners: usize,
+        /// Pause of a churner between two connections, milliseconds.
+        #[arg(long, default_value_t = 50)]
+        churn_pause_ms: u64,
+        /// Time between two broadcasts, milliseconds.
+        #[arg(long, default_value_t = 500)]
+        broadcast_ms: u64,
+        /// Seconds between two rows of the table.
+        #[arg(long, default_value_t = 10.0)]
+        interval: f64,
+        /// Longest wait for the reaper after the load, seconds.
+        #[arg(long, default_value_t = 120.0)]
+        reap_wait: f64,
+        /// Descriptors above the start still counted as back at the start.
+        #[arg(long, default_value_t = 2)]
+        fd_slack: u64,
+    },
 }
 
 impl Mode {
@@ -160,6 +189,7 @@ impl Mode {
             Mode::Broadcast { .. } => "broadcast",
             Mode::Idle { .. } => "idle",
             Mode::Churn { .. } => "churn",
+            Mode::Soak { .. } => "soak",
         }
     }
 }
@@ -230,6 +260,19 @@ async fn run(cli: Cli) -> i32 {
         Mode::Churn { clients, rounds, concurrency, reap_wait, settle, admin, admin_password } => {
             let account = (admin.as_str(), admin_password.as_str());
             modes::churn(&ctx, &mut out, clients, rounds, concurrency, reap_wait, settle, account).await
+        }
+        Mode::Soak { pollers, churners, churn_pause_ms, broadcast_ms, interval, reap_wait, fd_slack } => {
+            let options = soak::SoakOptions {
+                duration: Duration::from_secs_f64(cli.duration),
+                pollers,
+                churners,
+                churn_pause: Duration::from_millis(churn_pause_ms),
+                broadcast_every: Duration::from_millis(broadcast_ms),
+                interval: Duration::from_secs_f64(interval),
+                reap_wait: Duration::from_secs_f64(reap_wait),
+                fd_slack,
+            };
+            soak::soak(&ctx, &mut out, options).await
         }
     };
     if let Err(e) = result {

@@ -436,7 +436,9 @@ impl Engine {
 /// The claim of an idempotent send while it runs: if the send ends without being recorded
 /// or released (a panic in a plugin, or its request dropped because the client went away),
 /// the claim is given back, so a retry runs it again instead of answering 409 until the
-/// connector closes. The release is spawned: a drop, unwinding or not, cannot wait.
+/// connector closes. The release is spawned: a drop, unwinding or not, cannot wait. (On the
+/// memory store no step waits, so a dropped request never stops half-way through a send;
+/// a panic can, see [`crate::panics`].)
 struct ClaimGuard(Option<(Arc<Engine>, String, u64)>);
 
 impl ClaimGuard {

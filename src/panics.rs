@@ -14,7 +14,10 @@
 //! - Packets the request queued before it panicked stay queued (as with a store failure).
 //! - An idempotent send's claim (`seq`) is given back by a drop guard in
 //!   [`crate::engine::Engine::send`], so its retry runs again instead of answering 409
-//!   forever; what it queued carries `once` keys, so the retry doubles nothing.
+//!   forever. On Redis what it queued carries `once` keys, so the retry doubles nothing; the
+//!   memory store keeps no `once` keys, so there a retry re-queues what the send had queued
+//!   before it panicked (a panicking plugin is a bug to fix; a duplicate is the lesser harm
+//!   than a send that can never run).
 //! - A held poll's gauge is decremented by its own drop guard.
 //! - A panic in a plugin's `connector_started` leaves the connector open (the client got a
 //!   500 for its `open`); it is closed like any other, by `close` or by the reaper.

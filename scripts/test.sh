@@ -53,11 +53,15 @@ for _ in $(seq 1 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null && break
   sleep 0.1
 done
-# The cluster tests start their own Redis; the rest are the core engine's suites.
+# The cluster tests (cluster, cluster_faults) start their own Redis; the rest are the core
+# engine's suites.
 suites=()
 for f in tests/*.rs; do
   name=$(basename "$f" .rs)
-  [ "$name" = cluster ] || suites+=(--test "$name")
+  case "$name" in
+    cluster | cluster_faults) ;;
+    *) suites+=(--test "$name") ;;
+  esac
 done
 TEST_REDIS_URL="redis://127.0.0.1:$redis_port" cargo test --quiet "${suites[@]}"
 

@@ -103,10 +103,12 @@ async fn redis_restarted_mid_stream() {
 /// through the other nodes, node 2 answers 503 within its Redis timeouts rather than
 /// hanging, and once healed it serves again by itself.
 ///
-/// The stream goes on slowly while the partition lasts: node 2 waits out its Redis response
-/// timeout (2 s) on every request before its 503, and the balancer sends it a third of
-/// them, so each side gets about one message a second. Hence only a few dozen messages
-/// are asked for before the partition heals.
+/// Only node 2's first request waits out its Redis response timeout (2 s): from then on it
+/// knows Redis is out of reach and answers 503 at once, and the balancer tries the request
+/// on another node (`proxy_next_upstream http_503`). So the stream goes on at nearly its
+/// usual pace: another third of it passes before the partition heals. (Without the fail-fast,
+/// every third request waited 2 s, about a message a second each way, and that third would
+/// take over five minutes, more than `LIMIT`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_redis_mid_stream() {
     let started = Instant::now();
@@ -133,18 +135,17 @@ async fn a_node_cut_off_from_redis_mid_stream() {
     link.blackhole();
     // Held polls and requests on node 2 end with 503 within the Redis timeouts.
     for query in ["action=whoami", "action=sync&ack=1&wait=3000"] {
-        let p = via(&probe, node);
-        let (status, took) = blocking(move || {
-            let start = Instant::now();
-            (p.get(query).status, start.elapsed())
-        })
-        .await;
+        let (status, _, took) = timed(via(&probe, node), query).await;
         assert_eq!(status, 503, "{query} on the partitioned node");
         assert!(took < Duration::from_secs(30), "{query} took {took:?}");
     }
+    // Node 2 has seen Redis time out: it now fails fast, far below the 2 s response timeout
+    // it would otherwise wait out (the fastest of three, against a hiccup of a busy machine).
+    let fastest = fail_fast(&probe, node).await;
+    assert!(fastest < Duration::from_secs(1), "node 2 still waits for Redis: {fastest:?}");
     // The stream goes on through the other nodes while the partition lasts.
     let during = stream.received();
-    stream.until_received(during + 20, LIMIT).await;
+    stream.until_received(during + MESSAGES / 3, LIMIT).await;
     assert!(stream.received() < MESSAGES, "the stream ended before the partition healed");
     assert!(link.discarded() > 0, "the partition cut nothing");
 
@@ -161,4 +162,76 @@ async fn a_node_cut_off_from_redis_mid_stream() {
     }
     stream.finish().await;
     eprintln!("{MESSAGES} each way, a node partitioned, in {:.1?}", started.elapsed());
+}
+
+/// Node 2 cut off from Redis and healed again, without a stream: it fails fast while cut
+/// off, `/readyz` says so, and within a few seconds of the heal (its next heartbeat) both
+/// requests and `/readyz` succeed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_node_recovers_by_itself() {
+    let mut link = None;
+    let c = tokio::task::block_in_place(|| {
+        Cluster::start_with(QUIET, |i, redis| {
+            if i != 2 {
+                return redis.url();
+            }
+            let l = Link::start(SocketAddr::from(([127, 0, 0, 1], redis.port)));
+            let url = format!("redis://{}", l.addr);
+            link = Some(l);
+            url
+        })
+    });
+    let link = link.unwrap();
+    let node = c.nodes[2].addr;
+    let probe = c.client();
+    let p = probe.clone();
+    blocking(move || p.open()).await;
+    assert_eq!(timed(via(&probe, node), "action=whoami").await.0, 200);
+
+    link.blackhole();
+    let (status, body, _) = timed(via(&probe, node), "action=whoami").await;
+    assert_eq!((status, body.as_str()), (503, "Service unavailable: the store cannot be reached!"));
+    let fastest = fail_fast(&probe, node).await;
+    assert!(fastest < Duration::from_secs(1), "node 2 still waits for Redis: {fastest:?}");
+    // Through the balancer, the other nodes answer (nginx retries a 503 on the next node).
+    for _ in 0..6 {
+        assert_eq!(timed(probe.clone(), "action=whoami").await.0, 200);
+    }
+    // /readyz really asks Redis: it too fails, after the timeout.
+    assert_eq!(blocking(move || support::get(node, "/readyz").status).await, 503);
+
+    link.heal();
+    let healed = Instant::now();
+    loop {
+        let (status, _, _) = timed(via(&probe, node), "action=whoami").await;
+        if status == 200 {
+            break;
+        }
+        assert!(healed.elapsed() < Duration::from_secs(10), "node 2 still answers {status} after the heal");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recovered = healed.elapsed();
+    assert_eq!(blocking(move || support::get(node, "/readyz").status).await, 200);
+    eprintln!("node 2 served again {recovered:.1?} after the heal");
+}
+
+/// A request of `client`'s: its status, body and how long it took.
+async fn timed(client: Client, query: &'static str) -> (u16, String, Duration) {
+    blocking(move || {
+        let start = Instant::now();
+        let r = client.get(query);
+        (r.status, r.text(), start.elapsed())
+    })
+    .await
+}
+
+/// The fastest of three requests to the partitioned `node`, each answered 503.
+async fn fail_fast(probe: &Client, node: SocketAddr) -> Duration {
+    let mut fastest = Duration::MAX;
+    for _ in 0..3 {
+        let (status, body, took) = timed(via(probe, node), "action=whoami").await;
+        assert_eq!((status, body.as_str()), (503, "Service unavailable: the store cannot be reached!"));
+        fastest = fastest.min(took);
+    }
+    fastest
 }

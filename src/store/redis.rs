@@ -27,6 +27,7 @@
 //! through a packet queued meanwhile.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -110,6 +111,19 @@ pub struct RedisStore {
     /// Ends the subscriber task when the store goes.
     _subscriber: DropGuard,
     meter: StoreMeter,
+    /// Whether Redis is known to be out of reach; two states:
+    ///
+    /// - `false` (up, the start): every request makes its round trips.
+    /// - `true` (down): a round trip failed on the connection itself (I/O error, refused,
+    ///   dropped, or no answer within the response timeout). Requests then fail at once with
+    ///   [`StoreError`] (503) instead of each waiting out the timeout, until a probe, which
+    ///   always goes to Redis, succeeds: the heartbeat (every second or less) or a `/readyz`
+    ///   ping. Either sets it back to `false`; a probe failing on the connection sets `true`.
+    ///
+    /// Errors Redis itself answers (a script error, `LOADING`, ...) prove the link works and
+    /// leave it as it is. A request in flight when a probe clears it may set it again; the
+    /// next probe, a second later, clears it again.
+    down: AtomicBool,
 }
 
 fn store_error(e: RedisError) -> StoreError {
@@ -134,7 +148,8 @@ impl RedisStore {
         tokio::spawn(subscriber(client, channel, waiters.clone(), stop.clone()));
         let scripts = Scripts::new();
         let _subscriber = stop.drop_guard();
-        Ok(Arc::new(RedisStore { conn, scripts, options, node, waiters, _subscriber, meter }))
+        let down = AtomicBool::new(false);
+        Ok(Arc::new(RedisStore { conn, scripts, options, node, waiters, _subscriber, meter, down }))
     }
 
     fn key(&self, kind: &str, id: &str) -> String {
@@ -146,15 +161,48 @@ impl RedisStore {
         format!("{}{name}", self.options.prefix)
     }
 
-    /// The connection for one round trip (counted).
-    fn conn(&self) -> ConnectionManager {
+    /// The connection for one round trip (counted), or at once the store error while Redis is
+    /// known to be out of reach (counted as an error, not as a round trip; see `down`).
+    fn conn(&self) -> StoreResult<ConnectionManager> {
+        if self.down.load(Ordering::Relaxed) {
+            self.meter.errors.inc();
+            return Err(StoreError("redis: unreachable (failing fast until it answers a probe)".into()));
+        }
+        Ok(self.probe_conn())
+    }
+
+    /// The connection for a probe (the heartbeat, `/readyz`): it goes to Redis even while
+    /// `down`, and its outcome sets `down` (see [`RedisStore::probed`]).
+    fn probe_conn(&self) -> ConnectionManager {
         self.meter.round_trips.inc();
         self.conn.clone()
     }
 
-    /// A failed round trip (counted).
+    /// Records a probe's outcome: an answer from Redis, even an error, means it is reachable.
+    fn probed<T>(&self, result: Result<T, RedisError>) -> StoreResult<T> {
+        match result {
+            Ok(v) => {
+                if self.down.swap(false, Ordering::Relaxed) {
+                    tracing::info!("redis reachable again");
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                if !unreachable(&e) {
+                    self.down.store(false, Ordering::Relaxed);
+                }
+                Err(self.failed(e))
+            }
+        }
+    }
+
+    /// A failed round trip (counted). A failure of the connection itself marks Redis out of
+    /// reach, so that further requests fail fast until a probe succeeds.
     fn failed(&self, e: RedisError) -> StoreError {
         self.meter.errors.inc();
+        if unreachable(&e) && !self.down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %e, "redis out of reach; failing fast until it answers a probe");
+        }
         store_error(e)
     }
 
@@ -165,7 +213,7 @@ impl RedisStore {
         for a in args {
             call.arg(*a);
         }
-        call.invoke_async(&mut self.conn()).await.map_err(|e| self.failed(e))
+        call.invoke_async(&mut self.conn()?).await.map_err(|e| self.failed(e))
     }
 
     async fn session_op(&self, session_id: &str, op: &str, args: &[&str]) -> StoreResult<redis::Value> {
@@ -174,7 +222,7 @@ impl RedisStore {
         for a in args {
             call.arg(*a);
         }
-        call.invoke_async(&mut self.conn()).await.map_err(|e| self.failed(e))
+        call.invoke_async(&mut self.conn()?).await.map_err(|e| self.failed(e))
     }
 
     async fn push_ids(
@@ -192,7 +240,7 @@ impl RedisStore {
         for id in ids {
             call.arg(*id);
         }
-        call.invoke_async(&mut self.conn()).await.map_err(|e| self.failed(e))
+        call.invoke_async(&mut self.conn()?).await.map_err(|e| self.failed(e))
     }
 }
 
@@ -236,6 +284,12 @@ async fn subscribe_forever(client: redis::Client, channel: String, waiters: Wait
         wake_all(&waiters);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Whether `e` is a failure of the link to Redis (refused, dropped, timed out) rather than an
+/// answer from it (a script error, `LOADING`, a type error).
+fn unreachable(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
 }
 
 fn parse_u64(s: &str) -> u64 {
@@ -317,7 +371,7 @@ impl Store for RedisStore {
             .arg(max_connectors)
             .arg(&*welcome)
             .arg(self.options.key_ttl_ms)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))?;
         Ok(match outcome.as_str() {
@@ -331,7 +385,7 @@ impl Store for RedisStore {
         let fields: Vec<Option<String>> = redis::cmd("HMGET")
             .arg(self.key("c", id))
             .arg(&["closed", "sid", "addr", "ua", "opened", "active"])
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))?;
         if fields.first().and_then(|c| c.as_deref()) != Some("") {
@@ -345,14 +399,14 @@ impl Store for RedisStore {
             .arg(self.index("live"))
             .arg(0)
             .arg(-1)
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))?;
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.cmd("HMGET").arg(self.key("c", id)).arg(&["closed", "sid", "addr", "ua", "opened", "active"]);
         }
-        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.conn()).await.map_err(|e| self.failed(e))?;
+        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.conn()?).await.map_err(|e| self.failed(e))?;
         Ok(ids
             .iter()
             .zip(rows)
@@ -362,11 +416,11 @@ impl Store for RedisStore {
     }
 
     async fn connector_count(&self) -> StoreResult<usize> {
-        redis::cmd("ZCARD").arg(self.index("live")).query_async(&mut self.conn()).await.map_err(|e| self.failed(e))
+        redis::cmd("ZCARD").arg(self.index("live")).query_async(&mut self.conn()?).await.map_err(|e| self.failed(e))
     }
 
     async fn session_count(&self) -> StoreResult<usize> {
-        redis::cmd("ZCARD").arg(self.index("active")).query_async(&mut self.conn()).await.map_err(|e| self.failed(e))
+        redis::cmd("ZCARD").arg(self.index("active")).query_async(&mut self.conn()?).await.map_err(|e| self.failed(e))
     }
 
     async fn least_recent(&self) -> StoreResult<Option<String>> {
@@ -374,7 +428,7 @@ impl Store for RedisStore {
             .arg(self.index("live"))
             .arg(0)
             .arg(0)
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))?;
         Ok(ids.into_iter().next())
@@ -389,7 +443,7 @@ impl Store for RedisStore {
             .arg(now_ms)
             .arg(self.options.key_ttl_ms)
             .arg(self.options.touch_granularity_ms)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))
     }
@@ -415,7 +469,7 @@ impl Store for RedisStore {
             .arg(SHARED_SESSION_LINGER_MS)
             .arg(farewell.unwrap_or_default())
             .arg(self.options.record_retention_ms)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))?;
         Ok(fields.and_then(|f| info_from(id, f)))
@@ -460,7 +514,7 @@ impl Store for RedisStore {
             .arg(&self.options.prefix)
             .arg(id)
             .arg(&self.node)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))
     }
@@ -474,7 +528,7 @@ impl Store for RedisStore {
             .arg(id)
             .arg(ticket)
             .arg(ack.map(|a| a.to_string()).unwrap_or_default())
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))?;
         let field = |i: usize| reply.get(i).map(String::as_str).unwrap_or_default();
@@ -512,7 +566,7 @@ impl Store for RedisStore {
     async fn session_storage(&self, session_id: &str) -> StoreResult<Token> {
         let stored: Vec<(String, String)> = redis::cmd("HGETALL")
             .arg(self.key("s", session_id))
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))?;
         Ok(storage_from(stored))
@@ -522,7 +576,7 @@ impl Store for RedisStore {
         let stored: Option<String> = redis::cmd("HGET")
             .arg(self.key("s", session_id))
             .arg(key)
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))?;
         Ok(stored.and_then(|s| split_stored(&s)).map(|(_, v)| v))
@@ -555,7 +609,7 @@ impl Store for RedisStore {
     async fn session_connectors(&self, session_id: &str) -> StoreResult<Vec<String>> {
         redis::cmd("SMEMBERS")
             .arg(self.key("sc", session_id))
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))
     }
@@ -566,7 +620,7 @@ impl Store for RedisStore {
             .arg(&index)
             .arg(0)
             .arg(-1)
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))?;
         if ids.is_empty() {
@@ -580,7 +634,7 @@ impl Store for RedisStore {
             pipe.cmd("HGETALL").arg(self.key("s", sid));
         }
         type Row = (HashMap<String, String>, Option<i64>, Vec<String>, Vec<(String, String)>);
-        let values: Vec<redis::Value> = pipe.query_async(&mut self.conn()).await.map_err(|e| self.failed(e))?;
+        let values: Vec<redis::Value> = pipe.query_async(&mut self.conn()?).await.map_err(|e| self.failed(e))?;
         let mut records = Vec::new();
         let mut expired = Vec::new();
         for (sid, row) in ids.iter().zip(values.chunks(4)) {
@@ -595,7 +649,7 @@ impl Store for RedisStore {
             let _: () = redis::cmd("ZREM")
                 .arg(&index)
                 .arg(&expired)
-                .query_async(&mut self.conn())
+                .query_async(&mut self.conn()?)
                 .await
                 .map_err(|e| self.failed(e))?;
         }
@@ -618,7 +672,7 @@ impl Store for RedisStore {
             .arg(self.index("active"))
             .arg(session_id)
             .ignore()
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))?;
         Ok(deleted > 0)
@@ -632,7 +686,7 @@ impl Store for RedisStore {
         for id in ids {
             pipe.cmd("LLEN").arg(self.key("q", id));
         }
-        pipe.query_async(&mut self.conn()).await.map_err(|e| self.failed(e))
+        pipe.query_async(&mut self.conn()?).await.map_err(|e| self.failed(e))
     }
 
     async fn expired_sessions(&self, idle_before_ms: i64) -> StoreResult<Vec<String>> {
@@ -640,7 +694,7 @@ impl Store for RedisStore {
             .arg(self.index("active"))
             .arg("-inf")
             .arg(format!("({idle_before_ms}"))
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))
     }
@@ -661,7 +715,7 @@ impl Store for RedisStore {
             .arg("-inf")
             .arg(&stale)
             .ignore()
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))?;
         self.waiters.lock().retain(|_, tx| tx.receiver_count() > 0);
@@ -717,7 +771,7 @@ impl Store for RedisStore {
             .arg(&k)
             .arg(COUNTER_TTL_MS)
             .ignore()
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))?;
         Ok(count)
@@ -729,21 +783,24 @@ impl Store for RedisStore {
             .arg(format!("({}", now_ms - window_ms))
             .arg("+inf")
             .arg("WITHSCORES")
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))?;
         let oldest = times.first().map_or(now_ms, |(_, t)| *t as i64 + window_ms);
         Ok((times.len() as u32, oldest))
     }
 
+    /// A real round trip even while Redis is marked out of reach (a probe: see `down`).
     async fn ping(&self) -> StoreResult<()> {
-        redis::cmd("PING").query_async::<String>(&mut self.conn()).await.map_err(|e| self.failed(e))?;
+        self.probed(redis::cmd("PING").query_async::<String>(&mut self.probe_conn()).await)?;
         Ok(())
     }
 
+    /// A probe (see `down`): it goes to Redis even while marked out of reach, and once it
+    /// succeeds requests make their round trips again.
     async fn heartbeat(&self, now_ms: i64) -> StoreResult<()> {
         let nodes = self.index("nodes");
-        let _: () = redis::pipe()
+        let result: Result<(), RedisError> = redis::pipe()
             .cmd("ZADD")
             .arg(&nodes)
             .arg(now_ms)
@@ -758,10 +815,9 @@ impl Store for RedisStore {
             .arg(&nodes)
             .arg(self.options.key_ttl_ms)
             .ignore()
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.failed(e))?;
-        Ok(())
+            .query_async(&mut self.probe_conn())
+            .await;
+        self.probed(result)
     }
 
     async fn other_nodes(&self, now_ms: i64) -> StoreResult<usize> {
@@ -769,7 +825,7 @@ impl Store for RedisStore {
             .arg(self.index("nodes"))
             .arg(now_ms - NODE_ALIVE_MS)
             .arg("+inf")
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))?;
         Ok(nodes.iter().filter(|n| **n != self.node).count())
@@ -779,7 +835,7 @@ impl Store for RedisStore {
         let _: () = redis::cmd("ZREM")
             .arg(self.index("nodes"))
             .arg(&self.node)
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))?;
         Ok(())

@@ -146,7 +146,8 @@ http {{
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_buffering off;
             proxy_read_timeout 60s;
-            proxy_next_upstream error timeout non_idempotent;
+            proxy_next_upstream error timeout http_503 non_idempotent;
+            proxy_next_upstream_tries 3;
         }}
     }}
 }}

@@ -14,14 +14,20 @@ use support::faults::Link;
 use support::two_way::TwoWay;
 use support::Client;
 
-/// Messages in each direction. Fewer than the single-server test's 10,000: through the
-/// balancer a send costs several Redis round trips (about 10 ms in a debug build on a
-/// loaded machine, against 2 ms on one in-memory node), and three clusters must fit the CI
-/// budget.
-const MESSAGES: usize = 1_000;
+/// Messages in each direction: 1,000 unless `POLLGATE_TEST_STREAM_MESSAGES` says otherwise
+/// (10,000 for the single-server test's count; that takes several minutes per test). Fewer
+/// than the single-server test's 10,000 by default: through the balancer a send costs
+/// several Redis round trips (about 10 ms in a debug build on a loaded machine, against 2 ms
+/// on one in-memory node), and three clusters must fit the CI budget.
+fn messages() -> usize {
+    std::env::var("POLLGATE_TEST_STREAM_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000)
+}
 
-/// How long any wait for the stream may take on a loaded machine.
-const LIMIT: Duration = Duration::from_secs(120);
+/// How long any wait for a third of the stream may take on a loaded machine: 120 s per
+/// 1,000 messages.
+fn limit() -> Duration {
+    Duration::from_secs(120 * (messages() as u64).div_ceil(1_000))
+}
 
 /// Every node: no access log of thousands of lines.
 const QUIET: &[(&str, &str)] = &[("ACCESS_LOG", "false")];
@@ -56,12 +62,12 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 async fn a_node_killed_mid_stream() {
     let started = Instant::now();
     let mut c = tokio::task::block_in_place(|| Cluster::start(QUIET));
-    let stream = TwoWay::start(through(c.nginx.addr), MESSAGES).await;
-    stream.until_received(MESSAGES / 3, LIMIT).await;
+    let stream = TwoWay::start(through(c.nginx.addr), messages()).await;
+    stream.until_received(messages() / 3, limit()).await;
     tokio::task::block_in_place(|| c.nodes[1].kill());
-    stream.until_received(MESSAGES * 2 / 3, LIMIT).await;
+    stream.until_received(messages() * 2 / 3, limit()).await;
     tokio::task::block_in_place(|| c.restart(1));
-    assert!(stream.received() < MESSAGES, "the stream ended before the node came back");
+    assert!(stream.received() < messages(), "the stream ended before the node came back");
     stream.finish().await;
     // The node that came back serves the connectors it never saw.
     let probe = c.client();
@@ -72,7 +78,7 @@ async fn a_node_killed_mid_stream() {
     })
     .await;
     assert_eq!(status, 200);
-    eprintln!("{MESSAGES} each way, a node killed, in {:.1?}", started.elapsed());
+    eprintln!("{} each way, a node killed, in {:.1?}", messages(), started.elapsed());
 }
 
 /// Redis stopped and started again on its port a third of the way through. The defined
@@ -89,13 +95,13 @@ async fn redis_restarted_mid_stream() {
         info.lines().find_map(|l| l.strip_prefix("run_id:")).expect("a run_id").trim().to_owned()
     };
     let before = run_id(&c);
-    let stream = TwoWay::start(through(c.nginx.addr), MESSAGES).await;
-    stream.until_received(MESSAGES / 3, LIMIT).await;
+    let stream = TwoWay::start(through(c.nginx.addr), messages()).await;
+    stream.until_received(messages() / 3, limit()).await;
     tokio::task::block_in_place(|| c.redis.restart());
-    assert!(stream.received() < MESSAGES, "the stream ended before Redis was back");
+    assert!(stream.received() < messages(), "the stream ended before Redis was back");
     assert_ne!(run_id(&c), before, "Redis did not restart");
     stream.finish().await;
-    eprintln!("{MESSAGES} each way, Redis restarted, in {:.1?}", started.elapsed());
+    eprintln!("{} each way, Redis restarted, in {:.1?}", messages(), started.elapsed());
 }
 
 /// Node 2 reaches Redis through a link that is blackholed a third of the way through (no
@@ -108,7 +114,7 @@ async fn redis_restarted_mid_stream() {
 /// on another node (`proxy_next_upstream http_503`). So the stream goes on at nearly its
 /// usual pace: another third of it passes before the partition heals. (Without the fail-fast,
 /// every third request waited 2 s, about a message a second each way, and that third would
-/// take over five minutes, more than `LIMIT`.)
+/// take over five minutes, more than `limit()` allows.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_redis_mid_stream() {
     let started = Instant::now();
@@ -129,8 +135,8 @@ async fn a_node_cut_off_from_redis_mid_stream() {
     let probe = c.client();
     let p = probe.clone();
     blocking(move || p.open()).await;
-    let stream = TwoWay::start(through(c.nginx.addr), MESSAGES).await;
-    stream.until_received(MESSAGES / 3, LIMIT).await;
+    let stream = TwoWay::start(through(c.nginx.addr), messages()).await;
+    stream.until_received(messages() / 3, limit()).await;
 
     link.blackhole();
     // Held polls and requests on node 2 end with 503 within the Redis timeouts.
@@ -145,8 +151,8 @@ async fn a_node_cut_off_from_redis_mid_stream() {
     assert!(fastest < Duration::from_secs(1), "node 2 still waits for Redis: {fastest:?}");
     // The stream goes on through the other nodes while the partition lasts.
     let during = stream.received();
-    stream.until_received(during + MESSAGES / 3, LIMIT).await;
-    assert!(stream.received() < MESSAGES, "the stream ended before the partition healed");
+    stream.until_received(during + messages() / 3, limit()).await;
+    assert!(stream.received() < messages(), "the stream ended before the partition healed");
     assert!(link.discarded() > 0, "the partition cut nothing");
 
     link.heal();
@@ -161,7 +167,7 @@ async fn a_node_cut_off_from_redis_mid_stream() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     stream.finish().await;
-    eprintln!("{MESSAGES} each way, a node partitioned, in {:.1?}", started.elapsed());
+    eprintln!("{} each way, a node partitioned, in {:.1?}", messages(), started.elapsed());
 }
 
 /// Node 2 cut off from Redis and healed again, without a stream: it fails fast while cut

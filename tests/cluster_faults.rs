@@ -14,13 +14,13 @@ use support::faults::Link;
 use support::two_way::TwoWay;
 use support::Client;
 
-/// Messages in each direction: 1,000 unless `POLLGATE_TEST_STREAM_MESSAGES` says otherwise
+/// Messages in each direction: 1,000 unless `TEST_STREAM_MESSAGES` says otherwise
 /// (10,000 for the single-server test's count; that takes several minutes per test). Fewer
 /// than the single-server test's 10,000 by default: through the balancer a send costs
 /// several Redis round trips (about 10 ms in a debug build on a loaded machine, against 2 ms
 /// on one in-memory node), and three clusters must fit the CI budget.
 fn messages() -> usize {
-    std::env::var("POLLGATE_TEST_STREAM_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000)
+    std::env::var("TEST_STREAM_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000)
 }
 
 /// How long any wait for a third of the stream may take on a loaded machine: 120 s per

@@ -9,7 +9,8 @@ use std::process::Command;
 
 use support::*;
 
-/// Compiles `tests/java/{main}.java` into a fresh folder and runs it with `arg`; returns its
+/// Compiles `tests/java/{main}.java`, with the JSON reader both programs share
+/// (`tests/java/Json.java`), into a fresh folder and runs it with `arg`; returns its
 /// standard output after asserting that it exited 0.
 fn run_java(main: &str, arg: &str) -> String {
     let classes = tempfile::tempdir().expect("tempdir");
@@ -20,6 +21,7 @@ fn run_java(main: &str, arg: &str) -> String {
         .arg("-d")
         .arg(classes.path())
         .arg(&source)
+        .arg(repo().join("tests/java/Json.java"))
         .output()
         .unwrap_or_else(|e| missing("javac", e));
     assert!(javac.status.success(), "javac {}:\n{}", source.display(), String::from_utf8_lossy(&javac.stderr));

@@ -69,11 +69,7 @@ fn every_request_of_a_connector_may_land_on_any_node() {
 #[test]
 fn a_poll_held_on_one_node_wakes_for_a_packet_queued_on_another() {
     let c = Cluster::start(&[]);
-    let receiver = Client::new(c.nodes[0].addr);
-    let receiver_id = receiver.open();
-    let sender = Client::new(c.nodes[1].addr);
-    sender.open();
-    sender.login("guest", "guest");
+    let (receiver, receiver_id, sender, _) = receiver_and_guest_sender(&c);
     let held = via(&receiver, c.nodes[2].addr);
     let poll = std::thread::spawn(move || {
         let start = Instant::now();
@@ -189,11 +185,7 @@ fn only_the_last_node_to_stop_closes_the_connectors() {
 #[test]
 fn a_send_cut_by_a_dying_node_is_rerun_after_its_lease_without_doubling_packets() {
     let c = Cluster::start(&[]);
-    let receiver = Client::new(c.nodes[0].addr);
-    let receiver_id = receiver.open();
-    let sender = Client::new(c.nodes[1].addr);
-    let sender_id = sender.open();
-    sender.login("guest", "guest");
+    let (receiver, receiver_id, sender, sender_id) = receiver_and_guest_sender(&c);
     // What a node leaves behind when it dies inside `send seq=5`, after queuing the packet
     // for the receiver and before recording the response: the claim, and the packet's once
     // key. (Written straight into Redis: the tests cannot time a kill that precisely.)
@@ -229,11 +221,7 @@ fn a_send_cut_by_a_dying_node_is_rerun_after_its_lease_without_doubling_packets(
 #[test]
 fn a_send_whose_packet_is_not_stored_is_not_acknowledged_and_its_retry_queues_it_once() {
     let c = Cluster::start(&[]);
-    let receiver = Client::new(c.nodes[0].addr);
-    let receiver_id = receiver.open();
-    let sender = Client::new(c.nodes[1].addr);
-    sender.open();
-    sender.login("guest", "guest");
+    let (receiver, receiver_id, sender, _) = receiver_and_guest_sender(&c);
     // Queues made read-only (a Redis ACL): the push fails, every step before it works.
     let writable_but_queues = format!("%W~{}[^q]*", c.prefix);
     c.redis.cli(&["ACL", "SETUSER", "default", "resetkeys", "%R~*", &writable_but_queues]);
@@ -249,6 +237,17 @@ fn a_send_whose_packet_is_not_stored_is_not_acknowledged_and_its_retry_queues_it
     let got = parse(&receiver.get("action=sync&wait=1000").packets());
     let copies = got.iter().filter(|t| t["data"] == "kept").count();
     assert_eq!(copies, 1, "{got:?}");
+}
+
+/// A receiver opened on node 0 and a sender opened on node 1 and logged in as guest, with
+/// their connector ids.
+fn receiver_and_guest_sender(c: &Cluster) -> (Client, String, Client, String) {
+    let receiver = Client::new(c.nodes[0].addr);
+    let receiver_id = receiver.open();
+    let sender = Client::new(c.nodes[1].addr);
+    let sender_id = sender.open();
+    sender.login("guest", "guest");
+    (receiver, receiver_id, sender, sender_id)
 }
 
 fn protocol_now_ms() -> i64 {

@@ -118,19 +118,7 @@ async fn redis_restarted_mid_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_redis_mid_stream() {
     let started = Instant::now();
-    let mut link = None;
-    let c = tokio::task::block_in_place(|| {
-        Cluster::start_with(QUIET, |i, redis| {
-            if i != 2 {
-                return redis.url();
-            }
-            let l = Link::start(SocketAddr::from(([127, 0, 0, 1], redis.port)));
-            let url = format!("redis://{}", l.addr);
-            link = Some(l);
-            url
-        })
-    });
-    let link = link.unwrap();
+    let (c, link) = cluster_with_node_2_behind_a_link();
     let node = c.nodes[2].addr;
     let probe = c.client();
     let p = probe.clone();
@@ -156,16 +144,7 @@ async fn a_node_cut_off_from_redis_mid_stream() {
     assert!(link.discarded() > 0, "the partition cut nothing");
 
     link.heal();
-    let start = Instant::now();
-    loop {
-        let p = via(&probe, node);
-        let status = blocking(move || p.get("action=whoami").status).await;
-        if status == 200 {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "node 2 still answers {status} after the partition");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    serves_again(&probe, node, Duration::from_secs(30)).await;
     stream.finish().await;
     eprintln!("{} each way, a node partitioned, in {:.1?}", messages(), started.elapsed());
 }
@@ -175,19 +154,7 @@ async fn a_node_cut_off_from_redis_mid_stream() {
 /// requests and `/readyz` succeed again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_node_recovers_by_itself() {
-    let mut link = None;
-    let c = tokio::task::block_in_place(|| {
-        Cluster::start_with(QUIET, |i, redis| {
-            if i != 2 {
-                return redis.url();
-            }
-            let l = Link::start(SocketAddr::from(([127, 0, 0, 1], redis.port)));
-            let url = format!("redis://{}", l.addr);
-            link = Some(l);
-            url
-        })
-    });
-    let link = link.unwrap();
+    let (c, link) = cluster_with_node_2_behind_a_link();
     let node = c.nodes[2].addr;
     let probe = c.client();
     let p = probe.clone();
@@ -208,17 +175,41 @@ async fn a_partitioned_node_recovers_by_itself() {
 
     link.heal();
     let healed = Instant::now();
-    loop {
-        let (status, _, _) = timed(via(&probe, node), "action=whoami").await;
-        if status == 200 {
-            break;
-        }
-        assert!(healed.elapsed() < Duration::from_secs(10), "node 2 still answers {status} after the heal");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    serves_again(&probe, node, Duration::from_secs(10)).await;
     let recovered = healed.elapsed();
     assert_eq!(blocking(move || support::get(node, "/readyz").status).await, 200);
     eprintln!("node 2 served again {recovered:.1?} after the heal");
+}
+
+/// A cluster whose node 2 reaches Redis through a [`Link`] (to cut it off with), and the link.
+fn cluster_with_node_2_behind_a_link() -> (Cluster, Link) {
+    let mut link = None;
+    let c = tokio::task::block_in_place(|| {
+        Cluster::start_with(QUIET, |i, redis| {
+            if i != 2 {
+                return redis.url();
+            }
+            let l = Link::start(SocketAddr::from(([127, 0, 0, 1], redis.port)));
+            let url = format!("redis://{}", l.addr);
+            link = Some(l);
+            url
+        })
+    });
+    (c, link.expect("node 2 was started"))
+}
+
+/// Waits, at most `within`, until `node` answers a request of `probe`'s with 200 (after a
+/// partition healed).
+async fn serves_again(probe: &Client, node: SocketAddr, within: Duration) {
+    let start = Instant::now();
+    loop {
+        let (status, _, _) = timed(via(probe, node), "action=whoami").await;
+        if status == 200 {
+            return;
+        }
+        assert!(start.elapsed() < within, "node 2 still answers {status} after the heal");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A request of `client`'s: its status, body and how long it took.

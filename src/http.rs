@@ -195,10 +195,6 @@ impl Service {
     /// Serves one request. A panic anywhere in routing, the engine or a plugin answers 500
     /// (see [`crate::panics`] for what it leaves behind) and leaves the server serving.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        self.route(req, peer).await
-    }
-
-    async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let start = Instant::now();
         // Off, or filtered out by `log_level`: not even the copies the line would need.
         let log = self.engine.config.access_log && tracing::enabled!(target: "pollgate::access", tracing::Level::INFO);

@@ -43,14 +43,6 @@ fn server_holds_file(pid: u32, path_end: &str) -> bool {
     fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).any(|t| t.to_string_lossy().ends_with(path_end))
 }
 
-/// A sample of the metrics text (`pollgate_connectors`).
-fn metric(server: &Server, name: &str) -> f64 {
-    let text = get(server.addr, "/jWebSocket/metrics").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-}
-
 /// Reads until the peer closes (EOF or reset) or `limit` passes; returns what came and
 /// whether the peer closed.
 fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
@@ -258,7 +250,7 @@ fn a_flood_of_opens_beyond_maxconnections_is_rejected_exactly_at_the_limit() {
         }
     }
     assert_eq!(admitted.len(), 20, "admitted beyond (or below) the limit");
-    assert_eq!(metric(&server, "pollgate_connectors"), 20.0);
+    assert_eq!(server.metric("pollgate_connectors"), 20.0);
     for c in &admitted {
         let packets = c.sync().packets();
         assert!(packets[0].contains(r#""type":"welcome""#), "{packets:?}");
@@ -267,7 +259,7 @@ fn a_flood_of_opens_beyond_maxconnections_is_rejected_exactly_at_the_limit() {
     assert_eq!(admitted[0].get("action=close").text(), "http.command.close");
     assert_eq!(server.client().get("action=open").status, 200);
     assert_eq!(server.client().get("action=open").status, 503);
-    assert_eq!(metric(&server, "pollgate_connectors"), 20.0);
+    assert_eq!(server.metric("pollgate_connectors"), 20.0);
 }
 
 /// The same flood with `onmaxconnections = close`: every answer is 200 or 503, the number of
@@ -305,7 +297,7 @@ fn a_flood_of_opens_with_eviction_never_exceeds_the_limit() {
     assert!(peak.load(Ordering::Relaxed) <= 20, "{} connectors seen", peak.load(Ordering::Relaxed));
     // Racing opens may evict one connector each and still lose the freed place to another
     // open (then answering 503 after a few tries): the count may end below the limit.
-    let count = metric(&server, "pollgate_connectors") as usize;
+    let count = server.metric("pollgate_connectors") as usize;
     assert!((1..=20).contains(&count), "{count} connectors");
     // Every admitted client is either still live or holds its eviction notice.
     let (mut live, mut evicted) = (0, 0);

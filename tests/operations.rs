@@ -7,11 +7,6 @@ use std::time::{Duration, Instant};
 use support::cluster::RedisServer;
 use support::*;
 
-/// The value of one sample of a scrape (`name` with its labels, as printed), if present.
-fn metric(text: &str, sample: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-}
-
 fn scrape(server: &Server) -> String {
     let r = get(server.addr, "/jWebSocket/metrics");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -46,8 +41,8 @@ fn readiness_follows_the_store() {
     assert_eq!((r.status, r.text().as_str()), (503, "Not ready: the store cannot be reached!"));
     assert_eq!(get(server.addr, "/healthz").status, 200, "alive all the same");
     let text = scrape(&server);
-    assert!(metric(&text, "pollgate_store_round_trips_total").unwrap() > 0.0, "{text}");
-    assert!(metric(&text, "pollgate_store_errors_total").unwrap() >= 1.0, "{text}");
+    assert!(metric_sample(&text, "pollgate_store_round_trips_total").unwrap() > 0.0, "{text}");
+    assert!(metric_sample(&text, "pollgate_store_errors_total").unwrap() >= 1.0, "{text}");
     redis.restart();
     let start = Instant::now();
     let r = loop {
@@ -137,25 +132,25 @@ fn metrics_count_what_happens() {
     };
     std::thread::sleep(Duration::from_millis(300));
     let text = scrape(&server);
-    assert_eq!(metric(&text, "pollgate_connectors"), Some(2.0), "{text}");
-    assert_eq!(metric(&text, "pollgate_sessions"), Some(2.0), "{text}");
-    assert_eq!(metric(&text, "pollgate_held_polls"), Some(1.0), "{text}");
-    assert_eq!(metric(&text, r#"pollgate_requests_total{action="open",status="200"}"#), Some(2.0), "{text}");
-    assert_eq!(metric(&text, r#"pollgate_logins_total{outcome="ok"}"#), Some(1.0), "{text}");
-    assert_eq!(metric(&text, r#"pollgate_logins_total{outcome="failed"}"#), Some(1.0), "{text}");
+    assert_eq!(metric_sample(&text, "pollgate_connectors"), Some(2.0), "{text}");
+    assert_eq!(metric_sample(&text, "pollgate_sessions"), Some(2.0), "{text}");
+    assert_eq!(metric_sample(&text, "pollgate_held_polls"), Some(1.0), "{text}");
+    assert_eq!(metric_sample(&text, r#"pollgate_requests_total{action="open",status="200"}"#), Some(2.0), "{text}");
+    assert_eq!(metric_sample(&text, r#"pollgate_logins_total{outcome="ok"}"#), Some(1.0), "{text}");
+    assert_eq!(metric_sample(&text, r#"pollgate_logins_total{outcome="failed"}"#), Some(1.0), "{text}");
     // Two welcomes, the login replies' copies are not queued (a lone connector), and "hi".
-    assert!(metric(&text, "pollgate_packets_queued_total").unwrap() >= 3.0, "{text}");
+    assert!(metric_sample(&text, "pollgate_packets_queued_total").unwrap() >= 3.0, "{text}");
     assert!(text.contains(r#"pollgate_request_duration_seconds_bucket{le="#), "{text}");
     held.join().unwrap();
     let got = b.sync();
     assert!(got.text().contains("hi"), "{}", got.text());
     b.get("action=close");
     let text = scrape(&server);
-    assert_eq!(metric(&text, "pollgate_held_polls"), Some(0.0), "{text}");
-    assert_eq!(metric(&text, "pollgate_connectors"), Some(1.0), "{text}");
-    assert_eq!(metric(&text, r#"pollgate_closes_total{reason="client"}"#), Some(1.0), "{text}");
-    assert!(metric(&text, "pollgate_packets_delivered_total").unwrap() >= 3.0, "{text}");
-    assert!(metric(&text, "pollgate_queue_depth_count").unwrap() >= 3.0, "{text}");
+    assert_eq!(metric_sample(&text, "pollgate_held_polls"), Some(0.0), "{text}");
+    assert_eq!(metric_sample(&text, "pollgate_connectors"), Some(1.0), "{text}");
+    assert_eq!(metric_sample(&text, r#"pollgate_closes_total{reason="client"}"#), Some(1.0), "{text}");
+    assert!(metric_sample(&text, "pollgate_packets_delivered_total").unwrap() >= 3.0, "{text}");
+    assert!(metric_sample(&text, "pollgate_queue_depth_count").unwrap() >= 3.0, "{text}");
 }
 
 /// Admission: a refused open and an eviction are counted.
@@ -164,12 +159,12 @@ fn metrics_count_refused_opens_and_evictions() {
     let reject = Server::start(&[("MAXCONNECTIONS", "1")]);
     reject.client().open();
     assert_eq!(reject.client().get("action=open").status, 503);
-    assert_eq!(metric(&scrape(&reject), "pollgate_admissions_rejected_total"), Some(1.0));
+    assert_eq!(metric_sample(&scrape(&reject), "pollgate_admissions_rejected_total"), Some(1.0));
     let evict = Server::start(&[("MAXCONNECTIONS", "1"), ("ONMAXCONNECTIONS", "close")]);
     evict.client().open();
     evict.client().open();
     let text = scrape(&evict);
-    assert_eq!(metric(&text, "pollgate_evictions_total"), Some(1.0), "{text}");
-    assert_eq!(metric(&text, r#"pollgate_closes_total{reason="evicted"}"#), Some(1.0), "{text}");
-    assert_eq!(metric(&text, "pollgate_admissions_rejected_total"), Some(0.0), "{text}");
+    assert_eq!(metric_sample(&text, "pollgate_evictions_total"), Some(1.0), "{text}");
+    assert_eq!(metric_sample(&text, r#"pollgate_closes_total{reason="evicted"}"#), Some(1.0), "{text}");
+    assert_eq!(metric_sample(&text, "pollgate_admissions_rejected_total"), Some(0.0), "{text}");
 }

@@ -18,15 +18,6 @@ fn panic_token() -> String {
     json!({"ns": "org.jwebsocket.plugins.system", "type": "pollgate.test.panic", "utid": 7}).to_string()
 }
 
-/// The value of an unlabelled metric, from `{context}/metrics`.
-fn metric(server: &Server, name: &str) -> f64 {
-    let text = get(server.addr, "/jWebSocket/metrics").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name} in {text}"))
-}
-
 /// Whether the process runs (not gone, not a zombie).
 fn alive(pid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
@@ -61,7 +52,7 @@ fn a_panicking_request_answers_500_and_the_server_keeps_serving() {
         std::thread::spawn(move || b.get("action=sync&wait=25000"))
     };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while metric(&server, "pollgate_held_polls") < 1.0 {
+    while server.metric("pollgate_held_polls") < 1.0 {
         assert!(Instant::now() < deadline, "b's poll is not held");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -100,7 +91,7 @@ fn a_panicking_request_answers_500_and_the_server_keeps_serving() {
     c.open();
     assert_eq!(c.get("action=active").status, 204);
     assert!(alive(server.pid()));
-    assert_eq!(metric(&server, "pollgate_panics_total"), panics as f64);
+    assert_eq!(server.metric("pollgate_panics_total"), panics as f64);
 
     // One error line per panic, with its location, and no secret anywhere.
     let log = server.log();
@@ -124,7 +115,7 @@ fn the_fault_hook_is_off_by_default() {
     let r = a.post(&[("action", "send"), ("data", &panic_token())]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["msg"], "unknown type 'pollgate.test.panic'");
-    assert_eq!(metric(&server, "pollgate_panics_total"), 0.0);
+    assert_eq!(server.metric("pollgate_panics_total"), 0.0);
 }
 
 /// A `GET path` on a keep-alive connection; returns the status.

@@ -100,6 +100,13 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
+    /// The value of the sample `name` (with its labels, as printed) in a scrape of the
+    /// server's metrics; fails the test when it is missing.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = get(self.addr, "/jWebSocket/metrics").text();
+        metric_sample(&text, name).unwrap_or_else(|| panic!("no metric {name} in {text}"))
+    }
+
     pub fn fs_root(&self) -> PathBuf {
         self.dir.path().join("fs")
     }
@@ -280,6 +287,11 @@ pub const NO_EVENTS: &[(&str, &str)] = &[
 ];
 
 pub const ENDPOINT: &str = "/jWebSocket/http";
+
+/// The value of one sample of a metrics scrape (`name` with its labels, as printed), if present.
+pub fn metric_sample(text: &str, sample: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+}
 
 /// Percent-encodes a form or query value.
 pub fn enc(value: &str) -> String {

@@ -1,6 +1,7 @@
 //! One HTTP request: routing (endpoint, static files), parameters, CORS, the dispatch order of
 //! PROTOCOL.md A.3, and the one place where errors become status codes and bodies.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -168,6 +169,27 @@ enum Read {
     Answered(Response<Body>),
 }
 
+/// What the requests of one TCP connection share: the peer's address, and the identity
+/// derived for the last request. A client sends the same connection id from the same
+/// address on every request, so the md5 and the address text are made once per connection.
+pub struct Peer {
+    pub addr: SocketAddr,
+    last: parking_lot::Mutex<Option<Identity>>,
+}
+
+/// A request's identity: its connection id, client address and connector id.
+struct Identity {
+    connection_id: String,
+    address: String,
+    id: String,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        Peer { addr, last: parking_lot::Mutex::new(None) }
+    }
+}
+
 /// Everything a request needs besides itself, shared by all connections.
 pub struct Service {
     pub engine: Arc<Engine>,
@@ -194,7 +216,7 @@ impl Service {
 
     /// Serves one request. A panic anywhere in routing, the engine or a plugin answers 500
     /// (see [`crate::panics`] for what it leaves behind) and leaves the server serving.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Arc<Peer>) -> Response<Body> {
         let start = Instant::now();
         // Off, or filtered out by `log_level`: not even the copies the line would need.
         let log = self.engine.config.access_log && tracing::enabled!(target: "pollgate::access", tracing::Level::INFO);
@@ -205,7 +227,7 @@ impl Service {
         let mut access = Access { log, ..Access::default() };
         // Caught here, inside the access log and the metrics, so a panic is counted and
         // logged as the 500 it answers.
-        let resp = match crate::panics::guard(self.route_quietly(req, peer, &mut access)).await {
+        let resp = match crate::panics::guard(self.route_quietly(req, &peer, &mut access)).await {
             Ok(resp) => resp,
             Err(panicked) => {
                 self.engine.metrics.panics.inc();
@@ -232,7 +254,7 @@ impl Service {
     }
 
     /// Routes a request; `access` learns what the metrics and the access log tell of it.
-    async fn route_quietly(&self, req: Request<Incoming>, peer: SocketAddr, access: &mut Access) -> Response<Body> {
+    async fn route_quietly(&self, req: Request<Incoming>, peer: &Peer, access: &mut Access) -> Response<Body> {
         let path = req.uri().path();
         if path == self.endpoint {
             access.action = Some("");
@@ -254,7 +276,7 @@ impl Service {
         }
         if let Some(rest) = path.strip_prefix(self.admin_prefix.as_str()) {
             let rest = rest.to_owned();
-            let caller = self.admin_caller(&req, peer);
+            let caller = self.admin_caller(&req, peer.addr);
             return Box::pin(admin::serve(&self.engine, req, &rest, caller)).await;
         }
         if path == self.metrics_path {
@@ -312,7 +334,7 @@ impl Service {
     async fn endpoint_request(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &Peer,
         access: &mut Access,
     ) -> Result<Response<Body>, HttpError> {
         let request = match Box::pin(self.read_request(req, peer)).await? {
@@ -339,7 +361,7 @@ impl Service {
 
     /// The request's method, parameters (query and form body), connection id and client
     /// address; a preflight is answered here.
-    async fn read_request(&self, req: Request<Incoming>, peer: SocketAddr) -> Result<Read, HttpError> {
+    async fn read_request(&self, req: Request<Incoming>, peer: &Peer) -> Result<Read, HttpError> {
         let config = &self.engine.config;
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             if !self.origin_allowed(origin) {
@@ -370,18 +392,16 @@ impl Service {
             if form {
                 params.extend(&body);
             } else if !body.is_empty() {
-                raw_body = Some(String::from_utf8_lossy(&body).into_owned());
+                raw_body = Some(crate::params::utf8_lossy(body.into()));
             }
         }
         let connection_id = headers
             .get(HEADER_CONNECTION)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
             .filter(|v| !v.is_empty())
-            .or_else(|| params.non_empty("connectionId").map(str::to_owned))
+            .or_else(|| params.non_empty("connectionId").map(Cow::Borrowed))
             .ok_or(HttpError::MissingConnectionId)?;
-        let address = self.client_address(peer, &headers);
-        let ip_part = if config.bind_connection_to_ip { address.as_str() } else { "" };
-        let id = protocol::connector_id(&connection_id, ip_part);
+        let (address, id) = self.identify(peer, &connection_id, &headers);
         // Kept for open only (the connector records it); other actions need no copy.
         let user_agent = match params.get("action") {
             Some("open") => headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned(),
@@ -483,6 +503,28 @@ impl Service {
             }
         }
         Ok(resp)
+    }
+
+    /// The client address and connector id of a request with this connection id: those of
+    /// the connection's last request when they must be the same, else derived and kept.
+    fn identify(&self, peer: &Peer, connection_id: &str, headers: &HeaderMap) -> (String, String) {
+        let mut last = peer.last.lock();
+        // Behind a trusted proxy the address comes from a header, which may differ each time.
+        let address = match self.trusted_proxies.contains(&peer.addr.ip().to_canonical()) {
+            true => Some(self.client_address(peer.addr, headers)),
+            false => None,
+        };
+        if let Some(known) = last.as_ref() {
+            if known.connection_id == connection_id && address.as_ref().is_none_or(|a| *a == known.address) {
+                return (known.address.clone(), known.id.clone());
+            }
+        }
+        let address = address.unwrap_or_else(|| self.client_address(peer.addr, headers));
+        let ip_part = if self.engine.config.bind_connection_to_ip { address.as_str() } else { "" };
+        let id = protocol::connector_id(connection_id, ip_part);
+        let connection_id = connection_id.to_owned();
+        *last = Some(Identity { connection_id, address: address.clone(), id: id.clone() });
+        (address, id)
     }
 
     /// The client's address: the peer, or, behind a trusted proxy, the last address in

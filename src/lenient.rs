@@ -86,7 +86,7 @@ impl<S> LenientTarget<S> {
                     i += n as usize;
                     self.state = if left == n { State::Method } else { State::Body(left - n) };
                 }
-                State::Method => match rest.iter().position(|&b| b == b' ') {
+                State::Method => match memchr::memchr(b' ', rest) {
                     Some(p) => {
                         i += p + 1;
                         self.state = State::Target;
@@ -103,7 +103,7 @@ impl<S> LenientTarget<S> {
                     i += p + 1;
                     self.state = if b == b'\n' { self.start_headers() } else { State::Version };
                 }
-                State::Version => match rest.iter().position(|&b| b == b'\n') {
+                State::Version => match memchr::memchr(b'\n', rest) {
                     Some(p) => {
                         i += p + 1;
                         self.state = self.start_headers();
@@ -111,7 +111,7 @@ impl<S> LenientTarget<S> {
                     None => return input.len(),
                 },
                 State::Headers => {
-                    let Some(p) = rest.iter().position(|&b| b == b'\n') else {
+                    let Some(p) = memchr::memchr(b'\n', rest) else {
                         // A line split across reads: keep its start (bounded) for later.
                         let room = MAX_HEADER_LINE.saturating_sub(self.line.len());
                         self.line.extend_from_slice(&rest[..rest.len().min(room)]);
@@ -173,16 +173,15 @@ impl<S> LenientTarget<S> {
         if !matches!(line.first(), Some(b'c' | b'C' | b't' | b'T')) {
             return State::Headers;
         }
-        let text = String::from_utf8_lossy(line);
-        if let Some((name, value)) = text.split_once(':') {
-            let name = name.trim();
-            if name.eq_ignore_ascii_case("content-length") {
+        if let Some(colon) = memchr::memchr(b':', line) {
+            let (name, value) = (line[..colon].trim_ascii(), &line[colon + 1..]);
+            if name.eq_ignore_ascii_case(b"content-length") {
                 // hyper rejects a bad value; if it did not, pass through to stay safe.
-                match value.trim().parse() {
-                    Ok(n) => self.content_length = n,
-                    Err(_) => self.chunked = true,
+                match std::str::from_utf8(value).ok().and_then(|v| v.trim().parse().ok()) {
+                    Some(n) => self.content_length = n,
+                    None => self.chunked = true,
                 }
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 self.chunked = true;
             }
         }

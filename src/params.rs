@@ -18,11 +18,14 @@ impl Params {
 
     /// Adds the pairs of another query string or form body after the existing ones.
     pub fn extend(&mut self, input: &[u8]) {
-        for part in input.split(|b| *b == b'&') {
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'&', input).chain([input.len()]) {
+            let part = &input[start..end];
+            start = end + 1;
             if part.is_empty() {
                 continue;
             }
-            let (name, value) = match part.iter().position(|b| *b == b'=') {
+            let (name, value) = match memchr::memchr(b'=', part) {
                 Some(eq) => (&part[..eq], &part[eq + 1..]),
                 None => (part, &b""[..]),
             };
@@ -49,19 +52,29 @@ impl Params {
 /// becomes U+FFFD rather than an error, so a request is never refused for its encoding.
 pub fn decode(input: &[u8]) -> String {
     let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < input.len() && hex(input[i + 1]).is_some() && hex(input[i + 2]).is_some() => {
-                out.push(hex(input[i + 1]).unwrap_or(0) << 4 | hex(input[i + 2]).unwrap_or(0));
-                i += 2;
+    let mut rest = input;
+    // The runs between `+` and `%` are copied whole (a token's JSON is mostly such runs).
+    while let Some(at) = memchr::memchr2(b'+', b'%', rest) {
+        out.extend_from_slice(&rest[..at]);
+        rest = &rest[at..];
+        match (rest[0], rest.get(1).copied().and_then(hex), rest.get(2).copied().and_then(hex)) {
+            (b'+', ..) => out.push(b' '),
+            (_, Some(high), Some(low)) => {
+                out.push(high << 4 | low);
+                rest = &rest[2..];
             }
-            b => out.push(b),
+            (other, ..) => out.push(other),
         }
-        i += 1;
+        rest = &rest[1..];
     }
-    match String::from_utf8(out) {
+    out.extend_from_slice(rest);
+    utf8_lossy(out)
+}
+
+/// The bytes as text, without a copy when they are valid UTF-8; invalid sequences become
+/// U+FFFD.
+pub fn utf8_lossy(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
         Ok(s) => s,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     }

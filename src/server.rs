@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Users;
 use crate::config::{Config, ConfigError, StoreKind};
 use crate::engine::Engine;
-use crate::http::Service;
+use crate::http::{Peer, Service};
 use crate::lenient::LenientTarget;
 use crate::metrics::Metrics;
 use crate::plugins::Plugin;
@@ -254,8 +254,9 @@ where
     let header_timeout = Duration::from_secs(service.engine.config.header_read_timeout);
     let write_timeout = Duration::from_secs(service.engine.config.write_timeout);
     let io = TokioIo::new(LenientTarget::new(WriteDeadline::new(stream, write_timeout)));
+    let peer = Arc::new(Peer::new(peer));
     let svc = service_fn(move |req| {
-        let service = service.clone();
+        let (service, peer) = (service.clone(), peer.clone());
         async move { Ok::<_, Infallible>(service.handle(req, peer).await) }
     });
     let conn = http1::Builder::new()

@@ -375,6 +375,65 @@ fn forwarded_for_is_believed_from_trusted_proxies() {
     assert_eq!(welcome_source_id(&r), connector_id(&id3, "127.0.0.2"));
 }
 
+/// One kept-alive connection can carry many clients (a proxy reuses its upstream
+/// connections): the connector id is derived per request, whatever the connection carried
+/// before, from the connection id and the forwarded address.
+#[test]
+fn one_connection_carries_many_clients() {
+    let server = Server::start(&[("TRUSTED_PROXIES", "127.0.0.1")]);
+    let (id, id2) = (new_connection_id(), new_connection_id());
+    let steps = [(&id, "203.0.113.7"), (&id, "198.51.100.9"), (&id2, "198.51.100.9"), (&id, "203.0.113.7")];
+    let mut pipeline = String::new();
+    for (n, (connection_id, client)) in steps.iter().enumerate() {
+        let close = if n + 1 == steps.len() { "Connection: close\r\n" } else { "" };
+        for action in ["open", "sync"] {
+            pipeline.push_str(&format!(
+                "GET {ENDPOINT}?connectionId={connection_id}&action={action} HTTP/1.1\r\nHost: x\r\n\
+                 X-Forwarded-For: {client}\r\n{}\r\n",
+                if action == "sync" { close } else { "" }
+            ));
+        }
+    }
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(pipeline.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let responses = split_responses(&buf);
+    assert_eq!(responses.len(), 2 * steps.len(), "{}", String::from_utf8_lossy(&buf));
+    for (n, (connection_id, client)) in steps.iter().enumerate() {
+        let (open, sync) = (&responses[2 * n], &responses[2 * n + 1]);
+        if n + 1 < steps.len() {
+            assert_eq!(open.status, 200, "step {n}: {}", open.text());
+            assert_eq!(welcome_source_id(sync), connector_id(connection_id, client), "step {n}");
+        } else {
+            // The first client again: its connector is live, so open is refused, and its
+            // queue holds what came after its welcome: the other two clients' connect events.
+            assert_eq!((open.status, open.text().as_str()), (400, "Invalid connection state!"));
+            let connected: Vec<String> = sync
+                .packets()
+                .iter()
+                .map(|p| serde_json::from_str::<serde_json::Value>(p).unwrap())
+                .filter(|p| p["name"] == "connect")
+                .map(|p| p["sourceId"].as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(connected, [connector_id(&id, "198.51.100.9"), connector_id(&id2, "198.51.100.9")]);
+        }
+    }
+}
+
+/// Responses read back to back from one connection (each with a Content-Length).
+fn split_responses(mut buf: &[u8]) -> Vec<Response> {
+    let mut out = Vec::new();
+    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = parse_response(&buf[..end + 4]);
+        let length: usize = head.header("content-length").map_or(0, |v| v.parse().unwrap());
+        out.push(parse_response(&buf[..end + 4 + length]));
+        buf = &buf[end + 4 + length..];
+    }
+    out
+}
+
 /// Invalid UTF-8 and NUL in parameters get a defined answer (never 500) and the server keeps serving.
 #[test]
 fn invalid_utf8_and_nul_get_defined_answers() {

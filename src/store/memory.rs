@@ -5,7 +5,11 @@
 //! `.await`. Wake-ups are `watch` channels, signalled while the lock is held so a poll that
 //! subscribed before draining cannot miss a packet.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+// Keyed per process like std's SipHash, several times faster on the short ids every
+// request looks up; keys come from clients, so the seed must not be predictable.
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;

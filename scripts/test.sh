@@ -53,13 +53,13 @@ for _ in $(seq 1 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null && break
   sleep 0.1
 done
-# The cluster tests (cluster, cluster_faults) start their own Redis; the rest are the core
-# engine's suites.
+# The cluster and store fault tests (cluster, cluster_faults, store_faults) start their own
+# Redis; the rest are the core engine's suites.
 suites=()
 for f in tests/*.rs; do
   name=$(basename "$f" .rs)
   case "$name" in
-    cluster | cluster_faults) ;;
+    cluster | cluster_faults | store_faults) ;;
     *) suites+=(--test "$name") ;;
   esac
 done

@@ -133,12 +133,12 @@ async fn route(engine: &Arc<Engine>, req: Request<Incoming>, path: &str) -> Admi
         (["sessions", id], Method::GET) => Ok(json_response(StatusCode::OK, &record_json(&session(engine, id).await?))),
         (["sessions", id], Method::DELETE) => delete_session(engine, id).await,
         (["sessions", id, "close"], Method::POST) => {
-            let closed = close_session(engine, &session(engine, id).await?).await;
+            let closed = close_session(engine, &session(engine, id).await?).await?;
             Ok(json_response(StatusCode::OK, &json!({ "closed": closed })))
         }
         (["sessions", id, "data"], Method::PUT) => put_data(engine, id, req).await,
         (["connectors"], Method::GET) => list_connectors(engine, &params).await,
-        (["connectors", id, "close"], Method::POST) => match engine.close(id, CloseReason::Admin, true).await {
+        (["connectors", id, "close"], Method::POST) => match engine.try_close(id, CloseReason::Admin, true).await? {
             true => Ok(json_response(StatusCode::OK, &json!({ "closed": true }))),
             false => Err(AdminError::NotFound("no such connector")),
         },
@@ -219,20 +219,21 @@ async fn list_sessions(engine: &Engine, params: &Params) -> AdminResult {
     Ok(json_response(StatusCode::OK, &json!({ "total": records.len(), "skip": skip, "take": take, "sessions": page })))
 }
 
-/// Closes every live connector of a session; how many were closed.
-async fn close_session(engine: &Arc<Engine>, record: &SessionRecord) -> usize {
+/// Closes every live connector of a session; how many were closed. A store failure stops
+/// it (503), rather than report the rest as already closed.
+async fn close_session(engine: &Arc<Engine>, record: &SessionRecord) -> Result<usize, StoreError> {
     let mut closed = 0;
     for id in &record.connectors {
-        if engine.close(id, CloseReason::Admin, true).await {
+        if engine.try_close(id, CloseReason::Admin, true).await? {
             closed += 1;
         }
     }
-    closed
+    Ok(closed)
 }
 
 async fn delete_session(engine: &Arc<Engine>, id: &str) -> AdminResult {
     let record = session(engine, id).await?;
-    close_session(engine, &record).await;
+    close_session(engine, &record).await?;
     engine.store.forget_session(id).await?;
     Ok(text_response(StatusCode::NO_CONTENT, ""))
 }

@@ -121,11 +121,7 @@ impl Engine {
             {
                 OpenOutcome::Opened => {
                     tracing::debug!(source_id = %req.connector_id, "connector opened");
-                    let mut ctx = RequestContext::new(self, req.connector_id, &session_id, false);
-                    for plugin in &self.plugins {
-                        plugin.connector_started(&mut ctx).await;
-                    }
-                    return Ok(());
+                    return self.start(req.connector_id, &session_id).await;
                 }
                 OpenOutcome::Exists => return Err(EngineError::InvalidState),
                 OpenOutcome::Full if self.config.onmaxconnections == OnMaxConnections::Reject => break,
@@ -143,6 +139,30 @@ impl Engine {
         Err(EngineError::TooManyConnections)
     }
 
+    /// Runs the plugins' `connector_started` for a connector just opened. A store failure in
+    /// one stops them and undoes the open (removed at once, as a client's close), so that the
+    /// open answers 503 and its retry opens afresh rather than meet `Invalid connection
+    /// state!`. Only the plugins already started hear of the close (`connector_stopped`); if
+    /// the store cannot even remove it, the reaper does when its session times out.
+    async fn start(self: &Arc<Self>, id: &str, session_id: &str) -> EngineResult<()> {
+        let mut ctx = RequestContext::new(self, id, session_id, false);
+        for (started, plugin) in self.plugins.iter().enumerate() {
+            plugin.connector_started(&mut ctx).await;
+            let Err(e) = ctx.take_store_error() else { continue };
+            match self.store.close(id, CloseReason::Client, false, None).await {
+                Ok(Some(info)) => {
+                    for plugin in &self.plugins[..started] {
+                        plugin.connector_stopped(self, &info, CloseReason::Client).await;
+                    }
+                }
+                Ok(None) => {}
+                Err(undo) => tracing::warn!(source_id = %id, error = %undo, "open failed half-way and was not undone"),
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     /// The live connector of that id.
     pub async fn connector(&self, id: &str) -> EngineResult<Option<ConnectorInfo>> {
         Ok(self.store.connector(id).await?)
@@ -156,15 +176,22 @@ impl Engine {
 
     /// Closes a connector once: server-side reasons queue the close command, a client's
     /// `close` removes it at once. Runs the plugins' `connector_stopped` (the `disconnect`
-    /// event) unless `events` is false. Returns whether this call closed it.
+    /// event) unless `events` is false. Returns whether this call closed it; a store failure
+    /// is logged and reads as false (for closes nobody waits on: evictions, overflows).
     pub async fn close(self: &Arc<Self>, id: &str, reason: CloseReason, events: bool) -> bool {
-        match self.close_with(id, reason, events, None).await {
+        match self.try_close(id, reason, events).await {
             Ok(closed) => closed,
             Err(e) => {
                 tracing::warn!(source_id = %id, error = %e, "close failed");
                 false
             }
         }
+    }
+
+    /// [`Engine::close`] for a request that asked for it: a store failure is an error (503),
+    /// not "already closed".
+    pub async fn try_close(self: &Arc<Self>, id: &str, reason: CloseReason, events: bool) -> Result<bool, StoreError> {
+        self.close_with(id, reason, events, None).await
     }
 
     /// [`Engine::close`], queuing `farewell` just before the close command (see
@@ -349,9 +376,22 @@ impl Engine {
     }
 
     /// Sends an event to every live connector but `source`, skipping those whose session
-    /// excludes it (`org.jwebsocket.plugins.system.events.exclude` contains `,name`).
+    /// excludes it (`org.jwebsocket.plugins.system.events.exclude` contains `,name`). Events
+    /// are best effort: a store failure drops the event (logged), and never sends it to a
+    /// session whose exclusion could not be read.
     pub async fn broadcast_event(self: &Arc<Self>, source: Option<&str>, name: &str, event: &Token) {
-        let Ok(connectors) = self.store.connectors().await else { return };
+        if let Err(e) = self.try_broadcast_event(source, name, event).await {
+            tracing::warn!(error = %e, event = name, "event not delivered");
+        }
+    }
+
+    async fn try_broadcast_event(
+        self: &Arc<Self>,
+        source: Option<&str>,
+        name: &str,
+        event: &Token,
+    ) -> Result<(), StoreError> {
+        let connectors = self.store.connectors().await?;
         let mut excluded_sessions: std::collections::HashMap<String, bool> = Default::default();
         let mut targets = Vec::with_capacity(connectors.len());
         for c in connectors {
@@ -361,8 +401,8 @@ impl Engine {
             let excluded = match excluded_sessions.get(&c.session_id) {
                 Some(x) => *x,
                 None => {
-                    let x = match self.store.session_get(&c.session_id, system::EVENTS_EXCLUDE).await {
-                        Ok(Some(serde_json::Value::String(list))) => list.contains(&format!(",{name}")),
+                    let x = match self.store.session_get(&c.session_id, system::EVENTS_EXCLUDE).await? {
+                        Some(serde_json::Value::String(list)) => list.contains(&format!(",{name}")),
                         _ => false,
                     };
                     excluded_sessions.insert(c.session_id.clone(), x);
@@ -373,9 +413,7 @@ impl Engine {
                 targets.push(c.id);
             }
         }
-        if let Err(e) = self.deliver_many(&targets, protocol::to_text(event).into(), None).await {
-            tracing::warn!(error = %e, event = name, "event not delivered");
-        }
+        self.deliver_many(&targets, protocol::to_text(event).into(), None).await
     }
 
     /// One pass of the reaper: closes the connectors of sessions idle for `timeout`, then

@@ -18,6 +18,7 @@ use crate::params::Params;
 use crate::plugins::{system, RequestContext};
 use crate::protocol::{self, text, Token, NS_SYSTEM};
 use crate::static_files::StaticFiles;
+use crate::store::StoreError;
 
 /// The body type of every response.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
@@ -68,6 +69,12 @@ impl From<EngineError> for HttpError {
             EngineError::SendForgotten => HttpError::SendForgotten,
             EngineError::Store(e) => HttpError::Unavailable(e.0),
         }
+    }
+}
+
+impl From<StoreError> for HttpError {
+    fn from(e: StoreError) -> Self {
+        HttpError::Unavailable(e.0)
     }
 }
 
@@ -460,11 +467,12 @@ impl Service {
                 Ok(text_response(StatusCode::OK, body.unwrap_or_default()))
             }
             "close" => {
-                engine.close(&id, crate::store::CloseReason::Client, true).await;
+                // Already closed by someone else is fine; a close the store did not make is 503.
+                engine.try_close(&id, crate::store::CloseReason::Client, true).await?;
                 Ok(text_response(StatusCode::OK, protocol::CLOSE_COMMAND))
             }
             "whoami" => {
-                let storage = engine.store.session_storage(session_id).await.map_err(EngineError::from)?;
+                let storage = engine.store.session_storage(session_id).await?;
                 let authenticated = system::is_authenticated(&storage);
                 let authorities = if authenticated { system::authorities(&storage) } else { Vec::new() };
                 let body = serde_json::json!({
@@ -479,7 +487,11 @@ impl Service {
             other => match engine.action_plugin(other) {
                 Some(plugin) => {
                     let mut ctx = RequestContext::new(engine, &id, session_id, true);
-                    plugin.process_action(&mut ctx, other, &params).await
+                    let resp = plugin.process_action(&mut ctx, other, &params).await;
+                    // A store failure the plugin met through `ctx` fails the action (503),
+                    // whatever it answered, as it fails a token.
+                    ctx.take_store_error()?;
+                    resp
                 }
                 None => Err(HttpError::InvalidRequest),
             },

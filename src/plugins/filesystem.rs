@@ -73,7 +73,8 @@ impl FilesystemPlugin {
     async fn download(&self, ctx: &mut RequestContext<'_>, params: &Params) -> Result<ActionResponse, HttpError> {
         let filename = params.non_empty("filename").ok_or(HttpError::MissingFilename)?;
         let alias = params.non_empty("alias").unwrap_or("privateDir");
-        let session = ctx.engine.store.session_storage(ctx.session_id).await.unwrap_or_default();
+        // A store failure answers 503, never `access denied` for an empty session read.
+        let session = ctx.engine.store.session_storage(ctx.session_id).await?;
         if !super::system::has_right(&session, RIGHT_LOAD) {
             return Ok(Self::error("access denied"));
         }

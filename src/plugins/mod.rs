@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::engine::Engine;
 use crate::params::Params;
-use crate::store::{CloseReason, ConnectorInfo, StoreError};
+use crate::store::{CloseReason, ConnectorInfo, StoreError, StoreResult};
 
 pub use crate::protocol::Token;
 
@@ -33,7 +33,8 @@ pub trait Plugin: Send + Sync + 'static {
         &[]
     }
 
-    /// Serves one of [`Plugin::actions`] for a live connector.
+    /// Serves one of [`Plugin::actions`] for a live connector. A store failure recorded
+    /// through `ctx` fails the action (503), whatever it returns.
     async fn process_action(
         &self,
         _ctx: &mut RequestContext<'_>,
@@ -43,7 +44,8 @@ pub trait Plugin: Send + Sync + 'static {
         Err(crate::http::HttpError::InvalidRequest)
     }
 
-    /// A connector was opened (its welcome is queued).
+    /// A connector was opened (its welcome is queued). A store failure recorded through
+    /// `ctx` fails the open (503) and undoes it (see [`Engine::open`]).
     async fn connector_started(&self, _ctx: &mut RequestContext<'_>) {}
 
     /// A connector was closed, for any reason. Runs once per connector.
@@ -146,12 +148,32 @@ impl<'a> RequestContext<'a> {
         self.store_error.get_or_insert(e);
     }
 
+    /// The value of a store call, or `None` with its failure recorded (see
+    /// [`RequestContext::store_failed`]). On `None` a handler stops (`let Some(x) =
+    /// ctx.checked(..) else { return }`): whatever it would answer next rests on a reading
+    /// the store did not give.
+    pub fn checked<T>(&mut self, result: StoreResult<T>) -> Option<T> {
+        result.map_err(|e| self.store_failed(e)).ok()
+    }
+
+    /// The requester's session storage, or `None` if the store failed (recorded, as
+    /// [`RequestContext::checked`]): never an empty session in its place, which would read
+    /// as "not logged in" or "no rights".
+    pub async fn session(&mut self) -> Option<Token> {
+        let storage = self.engine.store.session_storage(self.session_id).await;
+        self.checked(storage)
+    }
+
     /// The body collected so far, taken; a store failure while queuing comes first, so the
     /// request does not look delivered.
     pub fn take_body(&mut self) -> Result<Option<String>, StoreError> {
-        if let Some(e) = self.store_error.take() {
-            return Err(e);
-        }
+        self.take_store_error()?;
         Ok(self.body.take())
+    }
+
+    /// The store failure recorded so far, taken: for the requests whose answer is not the
+    /// body (an action a plugin serves, an open), which fail with it all the same.
+    pub fn take_store_error(&mut self) -> Result<(), StoreError> {
+        self.store_error.take().map_or(Ok(()), Err)
     }
 }

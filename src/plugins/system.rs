@@ -124,10 +124,6 @@ fn set_source(token: &mut Token, source: &str) {
 }
 
 impl SystemPlugin {
-    async fn session(ctx: &RequestContext<'_>) -> Token {
-        ctx.engine.store.session_storage(ctx.session_id).await.unwrap_or_default()
-    }
-
     /// [`has_right`] for the requester's session, reading only the two keys it needs (a
     /// session's storage can be large; `send` and `broadcast` check on every call). A store
     /// that cannot be read fails the request (503), not the check: a Redis restarting must
@@ -151,8 +147,17 @@ impl SystemPlugin {
         }
     }
 
-    async fn client_count(engine: &Engine) -> i64 {
-        engine.store.connector_count().await.unwrap_or(0) as i64
+    /// The `clientCount` of an event, or `None` if the store cannot count: the event is then
+    /// not sent (events are best effort, as in [`Engine::broadcast_event`]; a count of 0
+    /// would be a wrong one).
+    async fn client_count(engine: &Engine) -> Option<i64> {
+        match engine.store.connector_count().await {
+            Ok(n) => Some(n as i64),
+            Err(e) => {
+                tracing::warn!(error = %e, "event not sent: the client count cannot be read");
+                None
+            }
+        }
     }
 
     /// Replies with `code` -1 and `msg`.
@@ -225,16 +230,9 @@ impl SystemPlugin {
         set_source(&mut out, ctx.connector_id);
         out.shift_remove("senderIncluded");
         out.shift_remove("responseRequested");
-        let targets: Vec<String> = ctx
-            .engine
-            .store
-            .connectors()
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| c.id)
-            .filter(|id| sender_included || id != ctx.connector_id)
-            .collect();
+        let Some(connectors) = ctx.checked(ctx.engine.store.connectors().await) else { return };
+        let targets: Vec<String> =
+            connectors.into_iter().map(|c| c.id).filter(|id| sender_included || id != ctx.connector_id).collect();
         ctx.send_many(&targets, &out).await;
         if get_bool(token, "responseRequested") != Some(false) {
             let reply = ctx.response(token);
@@ -246,39 +244,37 @@ impl SystemPlugin {
         let sender_included = get_bool(token, "senderIncluded") == Some(true);
         let mut out = token.clone();
         set_source(&mut out, ctx.connector_id);
-        let targets: Vec<String> = ctx
-            .engine
-            .store
-            .session_connectors(ctx.session_id)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|id| sender_included || id != ctx.connector_id)
-            .collect();
+        let Some(connectors) = ctx.checked(ctx.engine.store.session_connectors(ctx.session_id).await) else { return };
+        let targets: Vec<String> =
+            connectors.into_iter().filter(|id| sender_included || id != ctx.connector_id).collect();
         ctx.send_many(&targets, &out).await;
         let reply = ctx.response(token);
         ctx.reply(reply).await;
     }
 
-    /// Sends a copy of `reply` to the other connectors of the requester's session.
-    async fn copy_to_session(ctx: &mut RequestContext<'_>, reply: &Token) {
-        let others: Vec<String> = ctx
-            .engine
-            .store
-            .session_connectors(ctx.session_id)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|id| id != ctx.connector_id)
-            .collect();
-        if let Err(e) = ctx.engine.deliver_many(&others, protocol::to_text(reply).into(), None).await {
+    /// The other connectors of the requester's session (who get a copy of a login or logout
+    /// reply), or `None` if the store failed (recorded). Read before the change the reply
+    /// reports, so that a failure here leaves nothing done.
+    async fn session_others(ctx: &mut RequestContext<'_>) -> Option<Vec<String>> {
+        let ids = ctx.checked(ctx.engine.store.session_connectors(ctx.session_id).await)?;
+        Some(ids.into_iter().filter(|id| id != ctx.connector_id).collect())
+    }
+
+    /// Sends a copy of `reply` to `others`. The change it reports is made by then, so this
+    /// is best effort: a failure is logged and the requester's answer stands (a 503 would
+    /// make its retry answer "is authenticated").
+    async fn copy_to(engine: &Arc<Engine>, others: &[String], reply: &Token) {
+        if let Err(e) = engine.deliver_many(others, protocol::to_text(reply).into(), None).await {
             tracing::warn!(error = %e, "copy to the session's other connectors not delivered");
         }
     }
 
+    /// Every store step before `session_login` only reads (or counts a failure, which is
+    /// answered only once counted), so a store failure up to there answers 503 with nothing
+    /// changed, and the retry runs afresh.
     async fn login(ctx: &mut RequestContext<'_>, token: &Token) {
         let engine = ctx.engine.clone();
-        let session = Self::session(ctx).await;
+        let Some(session) = ctx.session().await else { return };
         if is_authenticated(&session) {
             return Self::fail(ctx, token, "is authenticated").await;
         }
@@ -291,12 +287,14 @@ impl SystemPlugin {
             format!("login-fail:user:{}", username.unwrap_or("")),
         ];
         for key in &keys {
-            if let Ok((count, free_at)) = engine.store.recent_events(key, now, window).await {
-                if count >= config.login_max_failures {
-                    let secs = ((free_at - now).max(0) + 999) / 1000;
-                    let msg = format!("Too many failed logins, retry in {secs} seconds");
-                    return Self::fail(ctx, token, &msg).await;
-                }
+            // Unread, the limit on guesses would not hold: the request fails instead.
+            let Some((count, free_at)) = ctx.checked(engine.store.recent_events(key, now, window).await) else {
+                return;
+            };
+            if count >= config.login_max_failures {
+                let secs = ((free_at - now).max(0) + 999) / 1000;
+                let msg = format!("Too many failed logins, retry in {secs} seconds");
+                return Self::fail(ctx, token, &msg).await;
             }
         }
         let password = get_str(token, "password");
@@ -305,8 +303,12 @@ impl SystemPlugin {
             _ => None,
         };
         let (Some(username), Some(authorities)) = (username, authorities) else {
+            // A failure that cannot be counted is not answered either: a guesser would learn
+            // the answer without spending an attempt.
             for key in &keys {
-                let _ = engine.store.count_event(key, now, window).await;
+                if ctx.checked(engine.store.count_event(key, now, window).await).is_none() {
+                    return;
+                }
             }
             tracing::info!(source_id = %ctx.connector_id, "login failed");
             engine.metrics.login(false);
@@ -320,7 +322,9 @@ impl SystemPlugin {
         entries.insert("$uuid".into(), username.into());
         let joined: String = authorities.iter().map(|a| format!("{a} ")).collect();
         entries.insert("$authorities".into(), joined.into());
-        if !engine.store.session_login(ctx.session_id, entries).await.unwrap_or(false) {
+        let Some(others) = Self::session_others(ctx).await else { return };
+        let Some(logged_in) = ctx.checked(engine.store.session_login(ctx.session_id, entries).await) else { return };
+        if !logged_in {
             return Self::fail(ctx, token, "is authenticated").await;
         }
         tracing::info!(source_id = %ctx.connector_id, user = %username, "login");
@@ -331,50 +335,60 @@ impl SystemPlugin {
         let list = if authorities.is_empty() { vec![String::new()] } else { authorities };
         reply.insert("authorities".into(), list.into());
         ctx.reply(reply.clone()).await;
-        Self::copy_to_session(ctx, &reply).await;
+        Self::copy_to(&engine, &others, &reply).await;
         if config.broadcast_login_event {
+            let Some(count) = Self::client_count(&engine).await else { return };
             let mut event = protocol::event("login");
             event.insert("username".into(), username.into());
-            event.insert("clientCount".into(), Self::client_count(&engine).await.into());
+            event.insert("clientCount".into(), count.into());
             event.insert("sourceId".into(), ctx.connector_id.into());
             engine.broadcast_event(Some(ctx.connector_id), "login", &event).await;
         }
     }
 
+    /// The copies and the event go out before the session is cleared, as they always did
+    /// (the event honours the session's own `events.exclude`, which the clear removes). So
+    /// a store failing at the clear answers 503 after them, and the retry logs out again.
     async fn logout(ctx: &mut RequestContext<'_>, token: &Token) {
         let engine = ctx.engine.clone();
-        let session = Self::session(ctx).await;
+        let Some(session) = ctx.session().await else { return };
         if !is_authenticated(&session) {
             return Self::fail(ctx, token, "not authenticated").await;
         }
         let username = get_str(&session, "$username").unwrap_or_default().to_owned();
+        let Some(others) = Self::session_others(ctx).await else { return };
         let mut reply = ctx.response(token);
         if engine.config.allow_anonymous {
             reply.insert("anonymous".into(), (username == ANONYMOUS).into());
         }
         ctx.reply(reply.clone()).await;
-        Self::copy_to_session(ctx, &reply).await;
+        Self::copy_to(&engine, &others, &reply).await;
         Self::logout_event(&engine, ctx.connector_id, &username).await;
-        let _ = engine.store.session_clear(ctx.session_id).await;
-        if engine.config.allow_anonymous {
-            // Unlike jWebSocket, the connection is `anonymous` again rather than nameless.
-            let _ = engine.store.session_put(ctx.session_id, "$username", ANONYMOUS.into()).await;
+        if ctx.checked(engine.store.session_clear(ctx.session_id).await).is_none() {
+            return;
+        }
+        // Unlike jWebSocket, the connection is `anonymous` again rather than nameless.
+        if engine.config.allow_anonymous
+            && ctx.checked(engine.store.session_put(ctx.session_id, "$username", ANONYMOUS.into()).await).is_none()
+        {
+            return;
         }
         tracing::info!(source_id = %ctx.connector_id, "logout");
     }
 
     async fn logout_event(engine: &Arc<Engine>, source: &str, username: &str) {
         if engine.config.broadcast_logout_event {
+            let Some(count) = Self::client_count(engine).await else { return };
             let mut event = protocol::event("logout");
             event.insert("username".into(), username.into());
-            event.insert("clientCount".into(), Self::client_count(engine).await.into());
+            event.insert("clientCount".into(), count.into());
             event.insert("sourceId".into(), source.into());
             engine.broadcast_event(Some(source), "logout", &event).await;
         }
     }
 
     async fn get_authorities(ctx: &mut RequestContext<'_>, token: &Token) {
-        let session = Self::session(ctx).await;
+        let Some(session) = ctx.session().await else { return };
         if !is_authenticated(&session) {
             return Self::fail(ctx, token, "not authenticated").await;
         }
@@ -397,25 +411,29 @@ impl SystemPlugin {
             ctx.reply(bye).await;
         }
         if get_bool(token, "noLogoutBroadcast") != Some(true) {
-            let session = Self::session(ctx).await;
+            let Some(session) = ctx.session().await else { return };
             if let Some(name) = get_str(&session, "$username") {
                 Self::logout_event(&engine, ctx.connector_id, name).await;
             }
         }
         let events = get_bool(token, "noDisconnectBroadcast") != Some(true);
-        engine.close(ctx.connector_id, CloseReason::CloseToken, events).await;
+        // A close the store did not make fails the request: the connector is still live.
+        if let Err(e) = engine.try_close(ctx.connector_id, CloseReason::CloseToken, events).await {
+            ctx.store_failed(e);
+        }
     }
 
     async fn get_clients(ctx: &mut RequestContext<'_>, token: &Token) {
-        let session = Self::session(ctx).await;
+        let Some(session) = ctx.session().await else { return };
         if get_str(&session, "$username").is_none() {
             return Self::fail(ctx, token, "not logged in").await;
         }
         let mode = get_int(token, "mode").unwrap_or(0);
-        let store = &ctx.engine.store;
+        let store = ctx.engine.store.clone();
+        let Some(connectors) = ctx.checked(store.connectors().await) else { return };
         let mut clients = Vec::new();
-        for c in store.connectors().await.unwrap_or_default() {
-            let storage = store.session_storage(&c.session_id).await.unwrap_or_default();
+        for c in connectors {
+            let Some(storage) = ctx.checked(store.session_storage(&c.session_id).await) else { return };
             let Some(name) = get_str(&storage, "$username") else { continue };
             let authenticated = is_authenticated(&storage);
             if (mode == 1 && !authenticated) || (mode == 2 && authenticated) {
@@ -478,20 +496,42 @@ impl SystemPlugin {
         }
     }
 
+    /// Sets the session entries an open makes; `None` if the store failed (recorded).
+    async fn start_session(ctx: &mut RequestContext<'_>) -> Option<()> {
+        let store = ctx.engine.store.clone();
+        let session = ctx.session().await?;
+        if ctx.engine.config.allow_anonymous && get_str(&session, "$username").is_none() {
+            ctx.checked(store.session_put(ctx.session_id, "$username", ANONYMOUS.into()).await)?;
+        }
+        ctx.checked(store.session_put(ctx.session_id, "$session_uid", protocol::random_session_id().into()).await)?;
+        if !session.contains_key("$created_at") {
+            ctx.checked(store.session_put(ctx.session_id, "$created_at", protocol::now_ms().into()).await)?;
+        }
+        Some(())
+    }
+
     /// The storage a session token reads: own, or another client's (public entries only).
-    async fn target_storage(ctx: &mut RequestContext<'_>, token: &Token) -> Result<(Token, bool), String> {
+    /// `None` if the store failed (recorded); `Err` is the token error's message.
+    async fn target_storage(ctx: &mut RequestContext<'_>, token: &Token) -> Option<Result<(Token, bool), String>> {
         let client = get_str(token, "clientId").unwrap_or(ctx.connector_id).to_owned();
         let public = get_bool(token, "public") == Some(true) || client != ctx.connector_id;
-        let session_id = if client == ctx.connector_id {
-            ctx.session_id.to_owned()
+        let storage = if client == ctx.connector_id {
+            ctx.session().await?
         } else {
-            match ctx.engine.store.connector(&client).await {
-                Ok(Some(c)) => c.session_id,
-                _ => return Err(format!("Client with id '{client}' does not exists!")),
+            match Self::client_storage(ctx, &client).await? {
+                Some(storage) => storage,
+                None => return Some(Err(format!("Client with id '{client}' does not exists!"))),
             }
         };
-        let storage = ctx.engine.store.session_storage(&session_id).await.unwrap_or_default();
-        Ok((storage, public))
+        Some(Ok((storage, public)))
+    }
+
+    /// The session storage of the live connector `client`: `Some(None)` if there is none,
+    /// `None` if the store failed (recorded).
+    async fn client_storage(ctx: &mut RequestContext<'_>, client: &str) -> Option<Option<Token>> {
+        let store = ctx.engine.store.clone();
+        let Some(connector) = ctx.checked(store.connector(client).await)? else { return Some(None) };
+        ctx.checked(store.session_storage(&connector.session_id).await).map(Some)
     }
 
     fn prefixed(key: &str, public: bool) -> String {
@@ -521,8 +561,10 @@ impl SystemPlugin {
                     Some(v) if !v.is_null() => v.clone(),
                     _ => return Self::fail(ctx, token, "Argument 'value' is required!").await,
                 };
-                if store.session_put(ctx.session_id, &key, value).await.is_err() {
-                    return Self::fail(ctx, token, "Error getting the client session storage!").await;
+                // A store failure answers 503 (not jWebSocket's `Error getting the client
+                // session storage!`): an idempotent send then gives its `seq` back.
+                if ctx.checked(store.session_put(ctx.session_id, &key, value).await).is_none() {
+                    return;
                 }
                 let reply = ctx.response(token);
                 ctx.reply(reply).await;
@@ -534,19 +576,20 @@ impl SystemPlugin {
                     let msg = format!("The given key '{key}', target a read only value!");
                     return Self::fail(ctx, token, &msg).await;
                 }
-                match store.session_remove(ctx.session_id, &key).await {
-                    Ok(Some(value)) => {
+                let Some(removed) = ctx.checked(store.session_remove(ctx.session_id, &key).await) else { return };
+                match removed {
+                    Some(value) => {
                         let mut reply = ctx.response(token);
                         reply.insert("data".into(), json!({"key": key, "value": value}));
                         ctx.reply(reply).await;
                     }
-                    Ok(None) => Self::fail(ctx, token, &format!("The key '{key}' does not exists!")).await,
-                    Err(_) => Self::fail(ctx, token, "Error getting the client session storage!").await,
+                    None => Self::fail(ctx, token, &format!("The key '{key}' does not exists!")).await,
                 }
             }
             "sessionGet" | "sessionHas" => {
                 let Some(key) = key else { return Self::fail(ctx, token, "Argument 'key' is required!").await };
-                let (storage, public) = match Self::target_storage(ctx, token).await {
+                let Some(target) = Self::target_storage(ctx, token).await else { return };
+                let (storage, public) = match target {
                     Ok(x) => x,
                     Err(msg) => return Self::fail(ctx, token, &msg).await,
                 };
@@ -565,7 +608,8 @@ impl SystemPlugin {
                 ctx.reply(reply).await;
             }
             "sessionKeys" | "sessionGetAll" => {
-                let (storage, public) = match Self::target_storage(ctx, token).await {
+                let Some(target) = Self::target_storage(ctx, token).await else { return };
+                let (storage, public) = match target {
                     Ok(x) => x,
                     Err(msg) => return Self::fail(ctx, token, &msg).await,
                 };
@@ -589,10 +633,8 @@ impl SystemPlugin {
                 let Some(keys) = keys else { return Self::fail(ctx, token, "Argument 'keys' is required!").await };
                 let mut data = serde_json::Map::new();
                 for client in clients.iter().filter_map(Value::as_str) {
-                    let storage = match store.connector(client).await {
-                        Ok(Some(c)) => store.session_storage(&c.session_id).await.unwrap_or_default(),
-                        _ => Token::new(),
-                    };
+                    let Some(storage) = Self::client_storage(ctx, client).await else { return };
+                    let storage = storage.unwrap_or_default();
                     let values: serde_json::Map<String, Value> = keys
                         .iter()
                         .filter_map(Value::as_str)
@@ -645,7 +687,7 @@ impl Plugin for SystemPlugin {
             "sessionPut" | "sessionGet" | "sessionHas" | "sessionRemove" | "sessionKeys" | "sessionGetAll"
             | "sessionGetMany" => Self::session_token(ctx, kind, token).await,
             "getjvminfo" => {
-                let session = Self::session(ctx).await;
+                let Some(session) = ctx.session().await else { return };
                 let msg = if has_right(&session, RIGHT_JVMINFO) {
                     "getjvminfo is not available: pollgate does not run on a JVM"
                 } else {
@@ -658,30 +700,28 @@ impl Plugin for SystemPlugin {
         }
     }
 
+    /// A store failure stops it before the `connect` event and fails the open (see
+    /// [`Engine::open`]): a session read as empty would have its user renamed `anonymous`.
     async fn connector_started(&self, ctx: &mut RequestContext<'_>) {
         let engine = ctx.engine.clone();
-        let store = &engine.store;
-        let session = Self::session(ctx).await;
-        if engine.config.allow_anonymous && get_str(&session, "$username").is_none() {
-            let _ = store.session_put(ctx.session_id, "$username", ANONYMOUS.into()).await;
-        }
-        let _ = store.session_put(ctx.session_id, "$session_uid", protocol::random_session_id().into()).await;
-        if !session.contains_key("$created_at") {
-            let _ = store.session_put(ctx.session_id, "$created_at", protocol::now_ms().into()).await;
+        if Self::start_session(ctx).await.is_none() {
+            return;
         }
         if engine.config.broadcast_open_event {
+            let Some(count) = Self::client_count(&engine).await else { return };
             let mut event = protocol::event("connect");
             event.insert("sourceId".into(), ctx.connector_id.into());
-            event.insert("clientCount".into(), Self::client_count(&engine).await.into());
+            event.insert("clientCount".into(), count.into());
             engine.broadcast_event(Some(ctx.connector_id), "connect", &event).await;
         }
     }
 
     async fn connector_stopped(&self, engine: &Arc<Engine>, connector: &ConnectorInfo, _reason: CloseReason) {
         if engine.config.broadcast_close_event {
+            let Some(count) = Self::client_count(engine).await else { return };
             let mut event = protocol::event("disconnect");
             event.insert("sourceId".into(), connector.id.as_str().into());
-            event.insert("clientCount".into(), Self::client_count(engine).await.into());
+            event.insert("clientCount".into(), count.into());
             engine.broadcast_event(Some(&connector.id), "disconnect", &event).await;
         }
     }

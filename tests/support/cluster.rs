@@ -96,6 +96,38 @@ impl RedisServer {
         self.stop();
         self.spawn();
     }
+
+    /// Makes Redis refuse (`NOPERM`) every read of a session's storage under `prefix` (the
+    /// `{prefix}s:*` hashes) to every client, while everything else works, writes to those
+    /// included: a store that fails part-way through a request, after the step that finds
+    /// the connector (which a stopped Redis fails first). Lifted by [`RedisServer::allow_all`].
+    pub fn refuse_session_reads(&self, prefix: &str) {
+        // A key pattern grants reads (`%R~`), writes (`%W~`) or both (`~`), and a command
+        // that reads and writes a key needs one pattern granting both.
+        let (others, s_other, sessions) =
+            (format!("~{prefix}[^s]*"), format!("~{prefix}s[^:]*"), format!("%W~{prefix}s:*"));
+        self.acl(&["resetkeys", &others, &s_other, &sessions]);
+    }
+
+    /// Makes Redis refuse (`NOPERM`) `commands` to every client. Lifted by
+    /// [`RedisServer::allow_all`].
+    pub fn refuse_commands(&self, commands: &[&str]) {
+        let rules: Vec<String> = commands.iter().map(|c| format!("-{c}")).collect();
+        self.acl(&rules.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
+    /// Lifts every refusal: all keys, all commands.
+    pub fn allow_all(&self) {
+        self.acl(&["resetkeys", "~*", "+@all"]);
+    }
+
+    /// Changes the rules of the `default` user, the one every client (nodes, `redis-cli`)
+    /// speaks as; they apply at once to connections already open.
+    fn acl(&self, rules: &[&str]) {
+        let mut args = vec!["ACL", "SETUSER", "default"];
+        args.extend_from_slice(rules);
+        assert_eq!(self.cli(&args), "OK", "ACL SETUSER default {rules:?}");
+    }
 }
 
 impl Drop for RedisServer {

@@ -221,6 +221,10 @@ suite_for() {
       for n in 1 10 100 1000; do
         one pollgate "echo-c$n" "${T[@]}" echo -c "$n"
       done
+      # The reply in the send's own response (a system echo token): one request per round trip.
+      for n in 1 10 100 1000; do
+        one pollgate "echo-direct-c$n" "${T[@]}" echo -c "$n" --direct
+      done
       # ack+seq overhead: compared with a plain echo-c100 run straight after it
       # (echo-c100-ref), so both runs see the same machine state.
       one pollgate echo-ack-seq-c100 "${T[@]}" echo -c 100 --ack --seq

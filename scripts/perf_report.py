@@ -17,7 +17,9 @@ import statistics
 SERVER_ORDER = ["pollgate", "sioxide", "node", "baseline"]
 TEST_ORDER = [
     "floor-c64", "handshake-c64", "handshake-close-c64", "lifecycle-c64",
-    "echo-c1", "echo-c10", "echo-c100", "echo-c1000", "echo-ack-seq-c100", "echo-c100-ref",
+    "echo-c1", "echo-c10", "echo-c100", "echo-c1000",
+    "echo-direct-c1", "echo-direct-c10", "echo-direct-c100", "echo-direct-c1000",
+    "echo-ack-seq-c100", "echo-c100-ref",
     "targeted-c1000", "broadcast-c1000",
     "idle-plain-c1000", "idle-plain-c10000", "idle-c1000", "idle-c10000",
     "churn-c10000",
@@ -204,6 +206,16 @@ def check_targets(groups):
         per_request = pg / 2 if pg is not None else None
         t.compare(f"{test}: µs per HTTP request (µs/op ÷ 2) ≤ 1.7× HTTP floor", per_request,
                   floor_us, 1.7, "<=", " µs", "baseline floor-c64")
+        # The same round trip as a jWebSocket client makes it: the reply in the response of
+        # the send (one request), against the peers' echo (two requests: they cannot).
+        direct = f"echo-direct-c{n}"
+        pg = v("pollgate", direct, "server_cpu_us_per_op")
+        t.compare(f"{direct}: server CPU µs per round trip ≤ 0.8× sioxide's echo", pg,
+                  v("sioxide", test, "server_cpu_us_per_op"), 0.8, "<=", " µs", "sioxide")
+        t.compare(f"{direct}: server CPU µs per round trip ≤ 0.3× node's echo", pg,
+                  v("node", test, "server_cpu_us_per_op"), 0.3, "<=", " µs", "node")
+        t.compare(f"{direct}: µs per HTTP request ≤ 1.7× HTTP floor", pg,
+                  floor_us, 1.7, "<=", " µs", "baseline floor-c64")
 
     t.absolute("targeted-c1000: delivery p99 ≤ 2 ms",
                v("pollgate", "targeted-c1000", "p99_ms"), 2, "<=", " ms")
@@ -256,25 +268,25 @@ def plot_echo(groups, path):
         return statistics.mean(values) if values else None
 
     fig, (ax_ops, ax_p99) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for server in SERVER_ORDER:
-        if server == "baseline":
-            continue  # the HTTP floor has no echo
+    series = [(s, "echo", s) for s in SERVER_ORDER if s != "baseline"]  # the floor has no echo
+    series.append(("pollgate", "echo-direct", "pollgate, reply in the response (1 request)"))
+    for server, test, label in series:
         points = []  # (clients, ops/s, p99 ms)
         for n in ECHO_CLIENTS:
-            runs = groups.get((server, f"echo-c{n}"))
+            runs = groups.get((server, f"{test}-c{n}"))
             if runs:
                 points.append((n, mean(runs, "ops_per_s"), mean(runs, "p99_ms")))
         if not points:
             continue
         xs = [p[0] for p in points]
-        ax_ops.plot(xs, [p[1] for p in points], marker="o", label=server)
-        ax_p99.plot(xs, [p[2] for p in points], marker="o", label=server)
+        ax_ops.plot(xs, [p[1] for p in points], marker="o", label=label)
+        ax_p99.plot(xs, [p[2] for p in points], marker="o", label=label)
 
     ax_ops.set_xscale("log")
     ax_ops.set_ylim(bottom=0)
     ax_ops.set_title("echo throughput")
     ax_ops.set_xlabel("clients")
-    ax_ops.set_ylabel("ops/s (1 op = POST + GET)")
+    ax_ops.set_ylabel("round trips/s")
     ax_p99.set_xscale("log")
     ax_p99.set_yscale("log")
     ax_p99.set_title("echo p99 latency")
@@ -313,7 +325,7 @@ def main():
     def pick(k):
         return {key: runs for key, runs in groups.items() if kind(runs[0]) == k}
 
-    table("timed runs (an echo op = POST + GET)", pick("timed"), TIMED_COLUMNS)
+    table("timed runs (an echo op = POST + GET; echo-direct = one POST)", pick("timed"), TIMED_COLUMNS)
     table("idle clients (memory)", pick("idle"), IDLE_COLUMNS)
     table("broadcast", pick("broadcast"), BROADCAST_COLUMNS)
     table("targeted (server-to-one-client delivery)", pick("targeted"), TARGETED_COLUMNS)

@@ -47,21 +47,24 @@ pub struct Panicked {
 }
 
 /// Polls `future` to its end; a panic in any of its polls becomes `Err`, and the future is
-/// dropped (its drop guards run) as it stood.
-pub async fn guard<F: Future>(future: F) -> Result<F::Output, Panicked> {
-    // Pinned in place rather than boxed: a held poll lives in this future as long as it waits.
-    let mut future = std::pin::pin!(future);
+/// dropped (its drop guards run) as it stood. The future is boxed, and freed as soon as it
+/// ends: an `async fn` would hold it twice (its argument and the pinned copy), and the
+/// caller's future would be sized for it even after it ended.
+pub fn guard<F: Future>(future: F) -> impl Future<Output = Result<F::Output, Panicked>> {
+    let mut future = Some(Box::pin(future));
     std::future::poll_fn(move |cx| {
+        let Some(running) = future.as_mut() else { panic!("a guarded future polled after it ended") };
         let outer = GUARDED.replace(true);
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)));
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| running.as_mut().poll(cx)));
         GUARDED.set(outer);
-        match polled {
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(_payload) => Poll::Ready(Err(Panicked { location: LOCATION.take() })),
-        }
+        let result = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(output)) => Ok(output),
+            Err(_payload) => Err(Panicked { location: LOCATION.take() }),
+        };
+        future = None;
+        Poll::Ready(result)
     })
-    .await
 }
 
 /// Replaces the default panic hook (which prints the message to stderr): a panic inside a

@@ -21,6 +21,8 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Users;
 use crate::config::{Config, ConfigError, StoreKind};
 use crate::engine::Engine;
+use futures_util::FutureExt;
+
 use crate::http::{Peer, Service};
 use crate::lenient::LenientTarget;
 use crate::metrics::Metrics;
@@ -255,10 +257,8 @@ where
     let write_timeout = Duration::from_secs(service.engine.config.write_timeout);
     let io = TokioIo::new(LenientTarget::new(WriteDeadline::new(stream, write_timeout)));
     let peer = Arc::new(Peer::new(peer));
-    let svc = service_fn(move |req| {
-        let (service, peer) = (service.clone(), peer.clone());
-        async move { Ok::<_, Infallible>(service.handle(req, peer).await) }
-    });
+    // Not an `async` block around `handle`: it would keep the whole request while a poll waits.
+    let svc = service_fn(move |req| service.clone().handle(req, peer.clone()).map(Ok::<_, Infallible>));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)

@@ -47,6 +47,10 @@ fn echo_reports_round_trips_and_server_cost() {
     let acked = load(&server, &["echo", "-c", "4", "--ack", "--seq"]);
     assert_eq!(num(&acked, "errors"), 0.0, "{acked}");
     assert!(num(&acked, "count") > 0.0, "{acked}");
+    // The reply in the send's response: every round trip checked its data and utid.
+    let direct = load(&server, &["echo", "-c", "4", "--direct"]);
+    assert_eq!((num(&direct, "errors"), &direct["direct"]), (0.0, &serde_json::json!(true)), "{direct}");
+    assert!(num(&direct, "count") > 0.0, "{direct}");
     assert!(!server.log().contains("load-"), "a connection id was logged");
 }
 

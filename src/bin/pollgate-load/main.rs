@@ -95,6 +95,11 @@ enum Mode {
         /// Idempotent sends (`seq=N`).
         #[arg(long)]
         seq: bool,
+        /// The reply in the send's own response (a system `echo` token): one request per
+        /// round trip, as a jWebSocket client echoes. Without it, the reply is queued and a
+        /// long-poll brings it back (two requests: the queue and the wake-up are measured).
+        #[arg(long)]
+        direct: bool,
     },
     /// N receivers hold polls; senders send to one receiver at a time and wait for its
     /// poll to return the packet (delivery latency).
@@ -250,9 +255,9 @@ async fn run(cli: Cli) -> i32 {
         Mode::Handshake { clients, close } => {
             modes::timed(&ctx, &mut out, clients, window, modes::Op::Handshake { close }).await
         }
-        Mode::Echo { clients, payload, ack, seq } => {
-            modes::timed(&ctx, &mut out, clients, window, modes::Op::Echo { payload, options: Options { ack, seq } })
-                .await
+        Mode::Echo { clients, payload, ack, seq, direct } => {
+            let op = modes::Op::Echo { payload, options: Options { ack, seq }, direct };
+            modes::timed(&ctx, &mut out, clients, window, op).await
         }
         Mode::Targeted { clients, senders } => modes::targeted(&ctx, &mut out, clients, senders, window).await,
         Mode::Broadcast { clients, rounds } => modes::broadcast(&ctx, &mut out, clients, rounds, window).await,

@@ -23,7 +23,7 @@ pub struct Window {
 #[derive(Clone, Copy)]
 pub enum Op {
     Handshake { close: bool },
-    Echo { payload: usize, options: Options },
+    Echo { payload: usize, options: Options, direct: bool },
 }
 
 /// N clients, each on one keep-alive connection, repeating `op` until the window ends.
@@ -36,9 +36,10 @@ pub async fn timed(ctx: &Arc<Ctx>, out: &mut Report, clients: usize, window: Win
                 clients_ready.push((Conn::open(ctx.addr, ctx.timeout).await?, None));
             }
         }
-        Op::Echo { options, .. } => {
+        Op::Echo { options, direct, .. } => {
             out.kv("ack", options.ack);
             out.kv("seq", options.seq);
+            out.kv("direct", direct);
             let sessions = connect_many(ctx, out, clients, options, true).await;
             clients_ready.extend(sessions.into_iter().map(|(conn, session)| (conn, Some(session))));
         }
@@ -60,7 +61,8 @@ pub async fn timed(ctx: &Arc<Ctx>, out: &mut Report, clients: usize, window: Win
                 let t0 = Instant::now();
                 let result = match op {
                     Op::Handshake { close } => handshake(&ctx, &mut conn, close).await,
-                    Op::Echo { payload, .. } => match session.as_mut() {
+                    Op::Echo { payload, direct, .. } => match session.as_mut() {
+                        Some(s) if direct => echo_direct(&mut conn, s, i, n, payload).await,
                         Some(s) => echo(&ctx, &mut conn, s, i, n, payload).await,
                         None => Err("no session".into()),
                     },
@@ -125,6 +127,19 @@ async fn echo(ctx: &Ctx, conn: &mut Conn, session: &mut Session, i: usize, n: u6
         }
     }
     Err("echo: no response after 64 polls".into())
+}
+
+/// One echo answered in the send's own response: a system `echo` token, whose response
+/// token carries the data back (one request).
+async fn echo_direct(conn: &mut Conn, session: &mut Session, i: usize, n: u64, payload: usize) -> Res<()> {
+    let data = format!("c{i}s{n}{}", "x".repeat(payload.saturating_sub(12)));
+    let token = format!(r#"{{"ns":"{SYSTEM}","type":"echo","utid":{n},"data":"{data}"}}"#);
+    let body = session.send(conn, token).await?;
+    let want = format!(r#""utid":{n},"#);
+    if !contains(&body, data.as_bytes()) || !contains(&body, want.as_bytes()) || !contains(&body, br#""code":0"#) {
+        return Err(format!("echo: the send answered {}", String::from_utf8_lossy(&body)).into());
+    }
+    Ok(())
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

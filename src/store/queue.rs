@@ -34,11 +34,12 @@ impl Queue {
         self.last_seq
     }
 
-    /// Removes and returns every packet (a plain `sync`).
+    /// Removes and returns every packet (a plain `sync`). The buffer goes with them: an
+    /// idle connector keeps no capacity, and the packets are not copied.
     pub fn take_all(&mut self) -> Vec<QueuedPacket> {
         self.bytes = 0;
         self.acked = self.last_seq;
-        self.packets.drain(..).collect()
+        std::mem::take(&mut self.packets).into()
     }
 
     /// Removes packets up to `seq`. `Err(last_seq)` if `seq` was never issued.

@@ -121,6 +121,8 @@ impl Server {
         }
         engine.stop_all().await;
         engine.shutdown.cancel();
+        // After the cancel: a poll that has not seen it yet is waiting, and this wakes it.
+        engine.store.wake_all();
         background.cancel();
         let _ = reaper.await;
         connections.close();
@@ -249,6 +251,11 @@ async fn accept_loop(
     }
 }
 
+/// The largest request head (request line and headers) answered; a larger one gets 431.
+/// hyper's own limit is its read buffer's size, checked only while the head is incomplete: a
+/// head that arrives whole in one large read slips past it. This one is checked every time.
+const MAX_HEAD_BYTES: usize = 400 * 1024;
+
 async fn serve_connection<S>(stream: S, peer: SocketAddr, service: Arc<Service>, stop: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -262,6 +269,7 @@ where
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
+        .max_header_size(MAX_HEAD_BYTES)
         .keep_alive(true)
         .serve_connection(io, svc);
     tokio::pin!(conn);

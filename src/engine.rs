@@ -278,22 +278,30 @@ impl Engine {
         loop {
             // Subscribe before draining so a packet queued in between still wakes us.
             let mut wakeup = self.store.subscribe(id);
-            let drained = self.store.drain(id, ack, ticket).await?.map_err(EngineError::AckAhead)?;
-            if last_round
-                || !drained.packets.is_empty()
-                || drained.superseded
-                || drained.unknown
-                || drained.close_reason.is_some()
+            // In a block of its own, so an empty drain does not stay in the held poll's state.
             {
-                self.metrics.queue_depth.observe(drained.packets.len() as f64);
-                self.metrics.packets_delivered.inc_by(drained.packets.len() as u64);
-                return Ok(drained);
+                let drained = self.store.drain(id, ack, ticket).await?.map_err(EngineError::AckAhead)?;
+                if last_round
+                    || !drained.packets.is_empty()
+                    || drained.superseded
+                    || drained.unknown
+                    || drained.close_reason.is_some()
+                {
+                    self.metrics.queue_depth.observe(drained.packets.len() as f64);
+                    self.metrics.packets_delivered.inc_by(drained.packets.len() as u64);
+                    return Ok(drained);
+                }
+            }
+            // Shutdown wakes every held poll through the store (`Store::wake_all`, after the
+            // token is cancelled), so a poll does not carry a wait on the token as well.
+            if self.shutdown.is_cancelled() {
+                last_round = true;
+                continue;
             }
             let _holding = Holding::new(&self.metrics.held_polls);
             tokio::select! {
                 _ = wakeup.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => last_round = true,
-                _ = self.shutdown.cancelled() => last_round = true,
             }
         }
     }

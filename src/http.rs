@@ -344,8 +344,8 @@ impl Service {
             Some(rest) if rest.is_empty() || rest.starts_with('/') => (context, rest.to_owned()),
             _ => ("", path.clone()),
         };
-        // Boxed: a held poll's future is as large as the largest branch of this function,
-        // and every idle client holds one.
+        // Boxed, like the admin API's: the routing future, allocated for every request, stays
+        // sized for the endpoint's actions rather than for a file's.
         Box::pin(self.statics.serve(&req, mount, if rest.is_empty() { "/" } else { &rest })).await
     }
 
@@ -543,13 +543,12 @@ impl Service {
 
     /// A `sync`: drains the queue, waiting up to `wait` ms for a packet if it is empty.
     async fn hold(&self, poll: &HeldPoll) -> Result<Response<Body>, HttpError> {
-        let HeldPoll { ref id, ack, wait, .. } = *poll;
         let engine = &self.engine;
-        engine.touch(id).await?;
+        engine.touch(&poll.id).await?;
         // A poll never outlives the session timeout it would otherwise keep alive.
         let cap = engine.config.session_timeout() / 2;
-        let drained = engine.sync(id, ack, Duration::from_millis(wait).min(cap)).await?;
-        engine.touch(id).await?;
+        let drained = engine.sync(&poll.id, poll.ack, Duration::from_millis(poll.wait).min(cap)).await?;
+        engine.touch(&poll.id).await?;
         let texts: Vec<&str> = drained.packets.iter().map(|p| &*p.text).collect();
         let mut resp = text_response(StatusCode::OK, serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into()));
         let headers = resp.headers_mut();

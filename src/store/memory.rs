@@ -2,8 +2,8 @@
 //!
 //! All state sits behind one mutex. Every method takes it once, does its whole step and
 //! releases it before returning, so each method is atomic and no lock is ever held across an
-//! `.await`. Wake-ups are `watch` channels, signalled while the lock is held so a poll that
-//! subscribed before draining cannot miss a packet.
+//! `.await`. Wake-ups are a `Notify` per connector, signalled while the lock is held so a poll
+//! that subscribed before draining cannot miss a packet.
 
 use std::collections::VecDeque;
 
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use super::queue::Queue;
 use super::{
@@ -31,8 +31,10 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Inner {
-    connectors: HashMap<String, ConnectorEntry>,
-    sessions: HashMap<String, SessionEntry>,
+    /// Boxed, as the sessions: a map keeps room for more entries than it holds, and an
+    /// empty slot then costs a pointer, not a whole entry.
+    connectors: HashMap<String, Box<ConnectorEntry>>,
+    sessions: HashMap<String, Box<SessionEntry>>,
     /// Records of closed sessions, kept for the record retention.
     closed_sessions: HashMap<String, SessionRecord>,
     /// Event times per counter key (failed logins), oldest first.
@@ -49,8 +51,9 @@ struct ConnectorEntry {
     /// Ticket of the newest sync; older held syncs see a different one and return.
     poll_ticket: u64,
     /// Bumped on every push, poll takeover and close.
-    wake: watch::Sender<u64>,
-    sends: SendLog,
+    wake: Arc<Notify>,
+    /// Made by the first send with a `seq` (most connectors never send one).
+    sends: Option<Box<SendLog>>,
 }
 
 #[derive(Default)]
@@ -101,7 +104,15 @@ impl SessionEntry {
 
 impl ConnectorEntry {
     fn wake(&self) {
-        self.wake.send_modify(|v| *v = v.wrapping_add(1));
+        self.wake.notify_waiters();
+    }
+}
+
+/// An entry removed (reaped, forgotten, replaced) wakes its held polls: their next drain
+/// finds it gone.
+impl Drop for ConnectorEntry {
+    fn drop(&mut self) {
+        self.wake();
     }
 }
 
@@ -179,15 +190,18 @@ impl Store for MemoryStore {
         }
         let now = info.opened_ms;
         inner.closed_sessions.remove(&info.session_id);
-        let session = inner.sessions.entry(info.session_id.clone()).or_insert_with(|| SessionEntry {
-            storage: Token::new(),
-            connectors: Vec::new(),
-            last_request_ms: now,
-            shared: shared_session,
-            empty_since: None,
-            opened_ms: now,
-            address: info.address.clone(),
-            client: info.user_agent.clone(),
+        let session = inner.sessions.entry(info.session_id.clone()).or_insert_with(|| {
+            Box::new(SessionEntry {
+                storage: Token::new(),
+                // Most sessions have one connector; a plain `Vec` would make room for four.
+                connectors: Vec::with_capacity(1),
+                last_request_ms: now,
+                shared: shared_session,
+                empty_since: None,
+                opened_ms: now,
+                address: info.address.clone(),
+                client: info.user_agent.clone(),
+            })
         });
         session.connectors.push(info.id.clone());
         session.last_request_ms = now;
@@ -195,11 +209,10 @@ impl Store for MemoryStore {
         let mut queue = Queue::default();
         queue.push_unbounded(welcome);
         // A held poll on the replaced (closed) entry keeps its channel and is woken.
-        let wake = replaced_wake.unwrap_or_else(|| watch::channel(0).0);
-        let entry =
-            ConnectorEntry { info: info.clone(), queue, closed: None, poll_ticket: 0, wake, sends: SendLog::default() };
+        let wake = replaced_wake.unwrap_or_default();
+        let entry = ConnectorEntry { info: info.clone(), queue, closed: None, poll_ticket: 0, wake, sends: None };
         entry.wake();
-        inner.connectors.insert(info.id, entry);
+        inner.connectors.insert(info.id, Box::new(entry));
         inner.live += 1;
         Ok(OpenOutcome::Opened)
     }
@@ -332,8 +345,14 @@ impl Store for MemoryStore {
 
     fn subscribe(&self, id: &str) -> Wakeup {
         match self.inner.lock().connectors.get(id) {
-            Some(entry) => Wakeup(entry.wake.subscribe()),
-            None => Wakeup::gone(),
+            Some(entry) => Wakeup::notified(&entry.wake),
+            None => Wakeup::Gone,
+        }
+    }
+
+    fn wake_all(&self) {
+        for entry in self.inner.lock().connectors.values() {
+            entry.wake();
         }
     }
 
@@ -439,7 +458,7 @@ impl Store for MemoryStore {
     async fn claim_send(&self, id: &str, seq: u64) -> StoreResult<SendClaim> {
         let mut inner = self.inner.lock();
         let Some(entry) = inner.connectors.get_mut(id) else { return Ok(SendClaim::Fresh) };
-        let log = &mut entry.sends;
+        let log = entry.sends.get_or_insert_default();
         if seq > log.last_seq {
             log.last_seq = seq;
             log.in_progress.push(seq);
@@ -466,7 +485,7 @@ impl Store for MemoryStore {
     async fn complete_send(&self, id: &str, seq: u64, body: Option<String>) -> StoreResult<()> {
         let mut inner = self.inner.lock();
         let Some(entry) = inner.connectors.get_mut(id) else { return Ok(()) };
-        let log = &mut entry.sends;
+        let log = entry.sends.get_or_insert_default();
         log.in_progress.retain(|s| *s != seq);
         log.responses.push_back((seq, body));
         // Drop the lowest seqs (not the oldest completions), as the Redis store does, so
@@ -482,7 +501,7 @@ impl Store for MemoryStore {
 
     async fn release_send(&self, id: &str, seq: u64) -> StoreResult<()> {
         if let Some(entry) = self.inner.lock().connectors.get_mut(id) {
-            let log = &mut entry.sends;
+            let log = entry.sends.get_or_insert_default();
             if let Some(i) = log.in_progress.iter().position(|s| *s == seq) {
                 log.in_progress.swap_remove(i);
                 log.released.push(seq);
@@ -525,6 +544,31 @@ mod tests {
         };
         store.open(info, false, 10, "welcome".into()).await.unwrap();
         store
+    }
+
+    /// Whether `wakeup` has fired (polled once, without waiting).
+    async fn fired(wakeup: &mut Wakeup) -> bool {
+        tokio::time::timeout(std::time::Duration::ZERO, wakeup.changed()).await.is_ok()
+    }
+
+    /// A wake-up counts from when it is made, not from its first poll: a push between the
+    /// subscribe and the wait (the drain in between) is not missed.
+    #[tokio::test]
+    async fn wake_ups_fire_for_what_happens_after_they_are_made() {
+        let store = store_with_c1().await;
+        let mut quiet = store.subscribe("c1");
+        assert!(!fired(&mut quiet).await);
+        let mut pushed = store.subscribe("c1");
+        store.push("c1", "p".into(), QueueLimits { max_packets: 10, max_bytes: 100 }, None).await.unwrap();
+        assert!(fired(&mut pushed).await);
+        let mut all = store.subscribe("c1");
+        store.wake_all();
+        assert!(fired(&mut all).await);
+        // A connector that goes away wakes its polls; an unknown one fires at once.
+        let mut removed = store.subscribe("c1");
+        store.inner.lock().connectors.remove("c1");
+        assert!(fired(&mut removed).await);
+        assert!(fired(&mut store.subscribe("c1")).await);
     }
 
     #[tokio::test]

@@ -249,12 +249,14 @@ async fn subscriber(client: redis::Client, channel: String, waiters: Waiters, st
     stop.run_until_cancelled(subscribe_forever(client, channel, waiters)).await;
 }
 
+/// Fires every wake-up made on this node.
+fn wake_all(waiters: &Waiters) {
+    for tx in waiters.lock().values() {
+        tx.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
+
 async fn subscribe_forever(client: redis::Client, channel: String, waiters: Waiters) {
-    let wake_all = |waiters: &Waiters| {
-        for tx in waiters.lock().values() {
-            tx.send_modify(|v| *v = v.wrapping_add(1));
-        }
-    };
     loop {
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
@@ -560,7 +562,11 @@ impl Store for RedisStore {
     fn subscribe(&self, id: &str) -> Wakeup {
         let mut waiters = self.waiters.lock();
         let tx = waiters.entry(id.to_owned()).or_insert_with(|| watch::channel(0).0);
-        Wakeup(tx.subscribe())
+        Wakeup::Watch(tx.subscribe())
+    }
+
+    fn wake_all(&self) {
+        wake_all(&self.waiters);
     }
 
     async fn session_storage(&self, session_id: &str) -> StoreResult<Token> {

@@ -97,10 +97,13 @@ pub fn has_right(session: &Token, right: &str) -> bool {
 /// took 7,500 instructions per check over the fifty-odd entries of a login (an eighth of an
 /// echo), and a substring search more, since the entries share long prefixes.
 fn holds(authorities: &str, right: &str) -> bool {
+    if right.is_empty() {
+        return false;
+    }
     let (list, right) = (authorities.as_bytes(), right.as_bytes());
     let mut start = 0;
     for end in memchr::memchr_iter(b' ', list).chain([list.len()]) {
-        if end - start == right.len() && !right.is_empty() && &list[start..end] == right {
+        if end - start == right.len() && &list[start..end] == right {
             return true;
         }
         start = end + 1;
@@ -511,19 +514,20 @@ impl SystemPlugin {
     }
 
     /// The storage a session token reads: own, or another client's (public entries only).
-    /// `None` if the store failed (recorded); `Err` is the token error's message.
-    async fn target_storage(ctx: &mut RequestContext<'_>, token: &Token) -> Option<Result<(Token, bool), String>> {
+    /// `None` once answered: the store failed (recorded), or no such client (a token error).
+    async fn target_storage(ctx: &mut RequestContext<'_>, token: &Token) -> Option<(Token, bool)> {
         let client = get_str(token, "clientId").unwrap_or(ctx.connector_id).to_owned();
         let public = get_bool(token, "public") == Some(true) || client != ctx.connector_id;
         let storage = if client == ctx.connector_id {
             ctx.session().await?
         } else {
-            match Self::client_storage(ctx, &client).await? {
-                Some(storage) => storage,
-                None => return Some(Err(format!("Client with id '{client}' does not exists!"))),
-            }
+            let Some(storage) = Self::client_storage(ctx, &client).await? else {
+                Self::fail(ctx, token, &format!("Client with id '{client}' does not exists!")).await;
+                return None;
+            };
+            storage
         };
-        Some(Ok((storage, public)))
+        Some((storage, public))
     }
 
     /// The session storage of the live connector `client`: `Some(None)` if there is none,
@@ -588,11 +592,7 @@ impl SystemPlugin {
             }
             "sessionGet" | "sessionHas" => {
                 let Some(key) = key else { return Self::fail(ctx, token, "Argument 'key' is required!").await };
-                let Some(target) = Self::target_storage(ctx, token).await else { return };
-                let (storage, public) = match target {
-                    Ok(x) => x,
-                    Err(msg) => return Self::fail(ctx, token, &msg).await,
-                };
+                let Some((storage, public)) = Self::target_storage(ctx, token).await else { return };
                 let key = Self::prefixed(key, public);
                 let value = storage.get(&key);
                 let mut reply = ctx.response(token);
@@ -608,11 +608,7 @@ impl SystemPlugin {
                 ctx.reply(reply).await;
             }
             "sessionKeys" | "sessionGetAll" => {
-                let Some(target) = Self::target_storage(ctx, token).await else { return };
-                let (storage, public) = match target {
-                    Ok(x) => x,
-                    Err(msg) => return Self::fail(ctx, token, &msg).await,
-                };
+                let Some((storage, public)) = Self::target_storage(ctx, token).await else { return };
                 let entries = storage.into_iter().filter(|(k, _)| !public || k.starts_with(PUBLIC_PREFIX));
                 let mut reply = ctx.response(token);
                 if kind == "sessionKeys" {

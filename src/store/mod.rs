@@ -193,6 +193,7 @@ pub enum Wakeup {
 }
 
 impl Wakeup {
+    /// A wake-up on `notify`, registered from now (see [`Wakeup::Notify`]).
     pub fn notified(notify: &Arc<Notify>) -> Wakeup {
         Wakeup::Notify(Box::pin(notify.clone().notified_owned()))
     }

@@ -254,6 +254,19 @@ impl Engine {
         Ok(())
     }
 
+    /// Queues one packet for every live connector but `except` (a broadcast).
+    pub async fn deliver_all(
+        self: &Arc<Self>,
+        except: Option<&str>,
+        text: Arc<str>,
+        once: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let fanout = self.store.push_all(except, text, self.limits, once).await?;
+        self.metrics.packets_queued.inc_by(fanout.queued as u64);
+        self.close_overflowed(fanout.overflowed);
+        Ok(())
+    }
+
     fn close_overflowed(self: &Arc<Self>, ids: Vec<String>) {
         if ids.is_empty() {
             return;

@@ -141,6 +141,24 @@ impl<'a> RequestContext<'a> {
         }
     }
 
+    /// Sends a token to every live connector; to the requester only if `requester_included`
+    /// (its copy follows the body rule).
+    pub async fn send_all(&mut self, requester_included: bool, token: &Token) {
+        let text = crate::protocol::to_text(token);
+        let mut except = Some(self.connector_id);
+        if requester_included {
+            if self.captures_body && self.body.is_none() {
+                self.body = Some(text.clone());
+            } else {
+                except = None;
+            }
+        }
+        let once = self.next_once_key();
+        if let Err(e) = self.engine.deliver_all(except, text.into(), once.as_deref()).await {
+            self.store_error.get_or_insert(e);
+        }
+    }
+
     /// Records a store failure met while handling the request (the first one wins): the
     /// request then fails with 503, and an idempotent send gives its claim back so that a
     /// retry runs it again, instead of answering as if the store had said "no".

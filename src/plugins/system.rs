@@ -233,10 +233,7 @@ impl SystemPlugin {
         set_source(&mut out, ctx.connector_id);
         out.shift_remove("senderIncluded");
         out.shift_remove("responseRequested");
-        let Some(connectors) = ctx.checked(ctx.engine.store.connectors().await) else { return };
-        let targets: Vec<String> =
-            connectors.into_iter().map(|c| c.id).filter(|id| sender_included || id != ctx.connector_id).collect();
-        ctx.send_many(&targets, &out).await;
+        ctx.send_all(sender_included, &out).await;
         if get_bool(token, "responseRequested") != Some(false) {
             let reply = ctx.response(token);
             ctx.reply(reply).await;

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 
 use super::queue::Queue;
 use super::{
-    CloseReason, ConnectorInfo, Drained, OpenOutcome, PushOutcome, QueueLimits, SendClaim, SessionRecord, Store,
+    CloseReason, ConnectorInfo, Drained, Fanout, OpenOutcome, PushOutcome, QueueLimits, SendClaim, SessionRecord, Store,
     StoreResult, Wakeup, SEND_RESPONSES_KEPT, SHARED_SESSION_LINGER_MS,
 };
 use crate::protocol::{Token, CLOSE_COMMAND};
@@ -303,6 +303,29 @@ impl Store for MemoryStore {
             }
         }
         Ok(overflowed)
+    }
+
+    async fn push_all(
+        &self,
+        except: Option<&str>,
+        text: Arc<str>,
+        limits: QueueLimits,
+        _once: Option<&str>,
+    ) -> StoreResult<Fanout> {
+        let mut inner = self.inner.lock();
+        let mut fanout = Fanout::default();
+        for (id, entry) in inner.connectors.iter_mut() {
+            if entry.closed.is_some() || Some(id.as_str()) == except {
+                continue;
+            }
+            if entry.queue.push(text.clone(), limits).is_none() {
+                fanout.overflowed.push(id.clone());
+            } else {
+                fanout.queued += 1;
+                entry.wake();
+            }
+        }
+        Ok(fanout)
     }
 
     async fn begin_poll(&self, id: &str) -> StoreResult<u64> {

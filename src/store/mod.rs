@@ -153,6 +153,17 @@ pub enum PushOutcome {
     Gone,
 }
 
+/// What a push to many connectors did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Fanout {
+    /// Connectors the packet was queued for (a shared store may count some that closed
+    /// while it pushed).
+    pub queued: usize,
+    /// Connectors whose queue would have overflowed (nothing was queued for them; the caller
+    /// closes them).
+    pub overflowed: Vec<String>,
+}
+
 /// What a `send` with `seq` may do.
 #[derive(Debug, PartialEq)]
 pub enum SendClaim {
@@ -266,6 +277,15 @@ pub trait Store: Send + Sync + 'static {
         limits: QueueLimits,
         once: Option<&str>,
     ) -> StoreResult<Vec<String>>;
+    /// Pushes one packet to every live connector but `except` (a broadcast): one step, with
+    /// no list of ids built first. Returns the ids that overflowed.
+    async fn push_all(
+        &self,
+        except: Option<&str>,
+        text: Arc<str>,
+        limits: QueueLimits,
+        once: Option<&str>,
+    ) -> StoreResult<Fanout>;
     /// Starts a sync: returns its ticket and makes any older held sync of the connector return.
     async fn begin_poll(&self, id: &str) -> StoreResult<u64>;
     /// Takes what a sync returns. Without `ack`, returned packets are removed; with `ack`,

@@ -41,7 +41,7 @@ use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{
-    CloseReason, ConnectorInfo, Drained, OpenOutcome, PushOutcome, QueueLimits, QueuedPacket, SendClaim, SessionRecord,
+    CloseReason, ConnectorInfo, Drained, Fanout, OpenOutcome, PushOutcome, QueueLimits, QueuedPacket, SendClaim, SessionRecord,
     Store, StoreError, StoreResult, Wakeup, SEND_RESPONSES_KEPT, SHARED_SESSION_LINGER_MS,
 };
 use crate::metrics::StoreMeter;
@@ -159,6 +159,17 @@ impl RedisStore {
     /// A key shared by all connectors (`live`, `active`, `nodes`).
     fn index(&self, name: &str) -> String {
         format!("{}{name}", self.options.prefix)
+    }
+
+    /// The live connectors, least recently active first, up to index `last` (-1: all).
+    async fn live_ids(&self, last: i64) -> StoreResult<Vec<String>> {
+        redis::cmd("ZRANGE")
+            .arg(self.index("live"))
+            .arg(0)
+            .arg(last)
+            .query_async(&mut self.conn()?)
+            .await
+            .map_err(|e| self.failed(e))
     }
 
     /// The connection for one round trip (counted), or at once the store error while Redis is
@@ -397,13 +408,7 @@ impl Store for RedisStore {
     }
 
     async fn connectors(&self) -> StoreResult<Vec<ConnectorInfo>> {
-        let ids: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.index("live"))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut self.conn()?)
-            .await
-            .map_err(|e| self.failed(e))?;
+        let ids = self.live_ids(-1).await?;
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.cmd("HMGET").arg(self.key("c", id)).arg(&["closed", "sid", "addr", "ua", "opened", "active"]);
@@ -426,13 +431,7 @@ impl Store for RedisStore {
     }
 
     async fn least_recent(&self) -> StoreResult<Option<String>> {
-        let ids: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.index("live"))
-            .arg(0)
-            .arg(0)
-            .query_async(&mut self.conn()?)
-            .await
-            .map_err(|e| self.failed(e))?;
+        let ids = self.live_ids(0).await?;
         Ok(ids.into_iter().next())
     }
 
@@ -507,6 +506,20 @@ impl Store for RedisStore {
             overflowed.extend(chunk.iter().zip(status).filter(|(_, s)| s == "overflow").map(|(id, _)| id.clone()));
         }
         Ok(overflowed)
+    }
+
+    async fn push_all(
+        &self,
+        except: Option<&str>,
+        text: Arc<str>,
+        limits: QueueLimits,
+        once: Option<&str>,
+    ) -> StoreResult<Fanout> {
+        let mut ids = self.live_ids(-1).await?;
+        ids.retain(|id| Some(id.as_str()) != except);
+        // The push script skips connectors closed since the listing.
+        let overflowed = self.push_many(&ids, text, limits, once).await?;
+        Ok(Fanout { queued: ids.len() - overflowed.len(), overflowed })
     }
 
     async fn begin_poll(&self, id: &str) -> StoreResult<u64> {

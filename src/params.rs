@@ -3,21 +3,28 @@
 //! escapes kept literally instead of failing the request.
 
 /// The parameters of one request, in the order they came; the first occurrence of a name wins.
+/// The decoded names and values share one buffer, so parsing a request costs two allocations
+/// however many parameters it has.
 #[derive(Debug, Default, Clone)]
 pub struct Params {
-    pairs: Vec<(String, String)>,
+    /// Every decoded name and value, one after another.
+    text: String,
+    /// Per pair: where its name starts, where its value starts (the name's end) and where the
+    /// value ends, as byte offsets into `text`.
+    pairs: Vec<[u32; 3]>,
 }
 
 impl Params {
     /// Parses `a=1&b=2` (a query string without `?`, or a form body).
     pub fn parse(input: &[u8]) -> Params {
-        let mut params = Params::default();
+        let mut params = Params { text: String::with_capacity(input.len()), pairs: Vec::with_capacity(4) };
         params.extend(input);
         params
     }
 
     /// Adds the pairs of another query string or form body after the existing ones.
     pub fn extend(&mut self, input: &[u8]) {
+        let mut bytes = std::mem::take(&mut self.text).into_bytes();
         let mut start = 0;
         for end in memchr::memchr_iter(b'&', input).chain([input.len()]) {
             let part = &input[start..end];
@@ -29,29 +36,49 @@ impl Params {
                 Some(eq) => (&part[..eq], &part[eq + 1..]),
                 None => (part, &b""[..]),
             };
-            self.pairs.push((decode(name), decode(value)));
+            let name_at = bytes.len();
+            decode_into(&mut bytes, name);
+            let value_at = bytes.len();
+            decode_into(&mut bytes, value);
+            self.pairs.push([offset(name_at), offset(value_at), offset(bytes.len())]);
         }
+        // Every piece was made valid as it was decoded, so this never replaces anything.
+        self.text = utf8_lossy(bytes);
     }
 
     /// The first value given for `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        let text = self.text.as_str();
+        self.pairs
+            .iter()
+            .find(|[n, v, _]| &text[*n as usize..*v as usize] == name)
+            .map(|[_, v, end]| &text[*v as usize..*end as usize])
     }
 
     /// The first value for `name`, unless it is empty.
     pub fn non_empty(&self, name: &str) -> Option<&str> {
         self.get(name).filter(|v| !v.is_empty())
     }
+}
 
-    pub fn insert(&mut self, name: &str, value: String) {
-        self.pairs.insert(0, (name.to_owned(), value));
-    }
+/// A byte offset into a request's parameters, which are far below 4 GiB (requests are limited
+/// to `maxframesize`).
+fn offset(at: usize) -> u32 {
+    u32::try_from(at).unwrap_or(u32::MAX)
 }
 
 /// Decodes `+` and `%XX`; a `%` not followed by two hex digits stays as it is. Invalid UTF-8
 /// becomes U+FFFD rather than an error, so a request is never refused for its encoding.
 pub fn decode(input: &[u8]) -> String {
     let mut out = Vec::with_capacity(input.len());
+    decode_into(&mut out, input);
+    utf8_lossy(out)
+}
+
+/// Appends the decoding of `input` to `out`, which stays valid UTF-8 if it was (see
+/// [`decode`]).
+fn decode_into(out: &mut Vec<u8>, input: &[u8]) {
+    let from = out.len();
     let mut rest = input;
     // The runs between `+` and `%` are copied whole (a token's JSON is mostly such runs).
     while let Some(at) = memchr::memchr2(b'+', b'%', rest) {
@@ -68,7 +95,11 @@ pub fn decode(input: &[u8]) -> String {
         rest = &rest[1..];
     }
     out.extend_from_slice(rest);
-    utf8_lossy(out)
+    if std::str::from_utf8(&out[from..]).is_err() {
+        let fixed = String::from_utf8_lossy(&out[from..]).into_owned();
+        out.truncate(from);
+        out.extend_from_slice(fixed.as_bytes());
+    }
 }
 
 /// The bytes as text, without a copy when they are valid UTF-8; invalid sequences become
@@ -107,6 +138,16 @@ mod tests {
         assert_eq!(decode(b"%zz%4"), "%zz%4");
         assert_eq!(decode(b"%FF"), "\u{FFFD}");
         assert_eq!(decode(b"a%26b%3Dc"), "a&b=c");
+    }
+
+    #[test]
+    fn an_invalid_value_does_not_disturb_its_neighbours() {
+        let mut p = Params::parse(b"a=%FF%FE&b=%C3%A9");
+        p.extend(b"c=x%E2%82&d=+");
+        assert_eq!(p.get("a"), Some("\u{FFFD}\u{FFFD}"));
+        assert_eq!(p.get("b"), Some("é"));
+        assert_eq!(p.get("c"), Some("x\u{FFFD}"));
+        assert_eq!(p.get("d"), Some(" "));
     }
 
     #[test]

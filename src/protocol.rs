@@ -88,7 +88,8 @@ pub fn get_str<'a>(token: &'a Token, key: &str) -> Option<&'a str> {
 
 /// The standard response envelope: `type`, `code`, `msg`, `utid`, `ns`, `reqType`.
 pub fn response(request: &Token) -> Token {
-    let mut t = Token::new();
+    // Room for the envelope and the field or two most answers add, so it is made once.
+    let mut t = Token::with_capacity(8);
     t.insert("type".into(), "response".into());
     t.insert("code".into(), 0.into());
     t.insert("msg".into(), "ok".into());
@@ -100,6 +101,29 @@ pub fn response(request: &Token) -> Token {
         t.insert("reqType".into(), kind.clone());
     }
     t
+}
+
+/// `to_text(&response(request))`, written out directly (the answer to most sends).
+pub fn response_text(request: &Token) -> String {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(128);
+    let written = (|| {
+        write!(out, r#"{{"type":"response","code":0,"msg":"ok","utid":{}"#, utid(request))?;
+        if let Some(ns) = get_str(request, "ns") {
+            out.extend_from_slice(br#","ns":"#);
+            serde_json::to_writer(&mut out, ns)?;
+        }
+        if let Some(kind) = request.get("type") {
+            out.extend_from_slice(br#","reqType":"#);
+            serde_json::to_writer(&mut out, kind)?;
+        }
+        out.push(b'}');
+        Ok::<_, std::io::Error>(())
+    })();
+    match (written, String::from_utf8(out)) {
+        (Ok(()), Ok(text)) => text,
+        _ => to_text(&response(request)),
+    }
 }
 
 /// The envelope with `code` -1 and `msg`.
@@ -139,6 +163,32 @@ pub fn to_text(token: &Token) -> String {
     serde_json::to_string(token).unwrap_or_else(|_| "{}".into())
 }
 
+/// `token` as text with `sourceId` set to `source` (in its place if present, else at the
+/// end): what `to_text` gives for a copy with `sourceId` inserted, without the copy.
+pub fn to_text_with_source(token: &Token, source: &str) -> String {
+    struct WithSource<'a>(&'a Token, &'a str);
+    impl serde::Serialize for WithSource<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let WithSource(token, source) = *self;
+            let present = token.contains_key("sourceId");
+            let mut map = serializer.serialize_map(Some(token.len() + usize::from(!present)))?;
+            for (key, value) in token {
+                if key == "sourceId" {
+                    map.serialize_entry(key, source)?;
+                } else {
+                    map.serialize_entry(key, value)?;
+                }
+            }
+            if !present {
+                map.serialize_entry("sourceId", source)?;
+            }
+            map.end()
+        }
+    }
+    serde_json::to_string(&WithSource(token, source)).unwrap_or_else(|_| "{}".into())
+}
+
 /// jWebSocket rewrites `org.jWebSocket…` namespaces to `org.jwebsocket…` before dispatch.
 pub fn normalize_ns(token: &mut Token) {
     if let Some(Value::String(ns)) = token.get_mut("ns") {
@@ -159,6 +209,31 @@ mod tests {
         assert_eq!(session_id("abc"), "900150983cd24fb0d6963f7d28e17f72");
         assert_eq!(random_session_id().len(), 32);
         assert_ne!(random_session_id(), random_session_id());
+    }
+
+    #[test]
+    fn response_text_is_the_text_of_the_response() {
+        for text in [
+            r#"{"ns":"org.jwebsocket.plugins.system","type":"send","utid":7}"#,
+            r#"{"type":{"odd":["x"]},"utid":"7","ns":5}"#,
+            r#"{"ns":"a\"b\u00e9","type":"t\n"}"#,
+            "{}",
+        ] {
+            let request = parse_token(text).unwrap();
+            assert_eq!(response_text(&request), to_text(&response(&request)), "{text}");
+        }
+    }
+
+    #[test]
+    fn text_with_source_is_the_text_of_a_copy_with_source_set() {
+        for text in [r#"{"type":"send","sourceId":"old","data":"x"}"#, r#"{"type":"send","data":"\"q\""}"#, "{}"] {
+            let token = parse_token(text).unwrap();
+            let mut copy = token.clone();
+            copy.insert("sourceId".into(), "new\"id".into());
+            assert_eq!(to_text_with_source(&token, "new\"id"), to_text(&copy));
+        }
+        let token = parse_token(r#"{"a":1,"sourceId":"old","b":2}"#).unwrap();
+        assert_eq!(to_text_with_source(&token, "s"), r#"{"a":1,"sourceId":"s","b":2}"#);
     }
 
     #[test]

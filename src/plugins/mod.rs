@@ -100,6 +100,12 @@ impl<'a> RequestContext<'a> {
         crate::protocol::response(request)
     }
 
+    /// Sends the requester the standard response to `request` (code 0, `ok`).
+    pub async fn reply_ok(&mut self, request: &Token) {
+        let id = self.connector_id;
+        self.send_text(id, crate::protocol::response_text(request)).await;
+    }
+
     /// Sends a token to the requester.
     pub async fn reply(&mut self, token: Token) {
         let id = self.connector_id;
@@ -109,7 +115,11 @@ impl<'a> RequestContext<'a> {
     /// Sends a token to any live connector; false if there is none of that id, or if the
     /// store failed (the request then fails with 503 rather than look delivered).
     pub async fn send(&mut self, target: &str, token: &Token) -> bool {
-        let text = crate::protocol::to_text(token);
+        self.send_text(target, crate::protocol::to_text(token)).await
+    }
+
+    /// [`RequestContext::send`] of a token already serialised.
+    pub async fn send_text(&mut self, target: &str, text: String) -> bool {
         if target == self.connector_id && self.captures_body && self.body.is_none() {
             self.body = Some(text);
             return true;

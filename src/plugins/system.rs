@@ -101,14 +101,18 @@ fn holds(authorities: &str, right: &str) -> bool {
         return false;
     }
     let (list, right) = (authorities.as_bytes(), right.as_bytes());
-    let mut start = 0;
-    for end in memchr::memchr_iter(b' ', list).chain([list.len()]) {
-        if end - start == right.len() && &list[start..end] == right {
-            return true;
-        }
-        start = end + 1;
-    }
-    false
+    // The entries share long prefixes (`org.jwebsocket.plugins.`), so look for the right's
+    // last segment, which few entries share, and check what surrounds each find.
+    let tail_at = memchr::memrchr(b'.', right).map_or(0, |dot| dot + 1);
+    let tail = &right[tail_at..];
+    memchr::memmem::find_iter(list, tail).any(|at| {
+        let end = at + tail.len();
+        let whole_entry_ends = end == list.len() || list[end] == b' ';
+        whole_entry_ends
+            && end >= right.len()
+            && &list[end - right.len()..end] == right
+            && (end == right.len() || list[end - right.len() - 1] == b' ')
+    })
 }
 
 /// Whether a session logged in (the auto-assigned `anonymous` name does not count).
@@ -202,13 +206,10 @@ impl SystemPlugin {
             let inner = get_str(token, "data").and_then(protocol::parse_token).unwrap_or_default();
             ctx.send(&target, &inner).await;
         } else {
-            let mut forwarded = token.clone();
-            set_source(&mut forwarded, ctx.connector_id);
-            ctx.send(&target, &forwarded).await;
+            ctx.send_text(&target, protocol::to_text_with_source(token, ctx.connector_id)).await;
         }
         if get_bool(token, "responseRequested") != Some(false) {
-            let reply = ctx.response(token);
-            ctx.reply(reply).await;
+            ctx.reply_ok(token).await;
         }
     }
 
@@ -235,8 +236,7 @@ impl SystemPlugin {
         out.shift_remove("responseRequested");
         ctx.send_all(sender_included, &out).await;
         if get_bool(token, "responseRequested") != Some(false) {
-            let reply = ctx.response(token);
-            ctx.reply(reply).await;
+            ctx.reply_ok(token).await;
         }
     }
 
@@ -248,8 +248,7 @@ impl SystemPlugin {
         let targets: Vec<String> =
             connectors.into_iter().filter(|id| sender_included || id != ctx.connector_id).collect();
         ctx.send_many(&targets, &out).await;
-        let reply = ctx.response(token);
-        ctx.reply(reply).await;
+        ctx.reply_ok(token).await;
     }
 
     /// The other connectors of the requester's session (who get a copy of a login or logout
@@ -567,8 +566,7 @@ impl SystemPlugin {
                 if ctx.checked(store.session_put(ctx.session_id, &key, value).await).is_none() {
                     return;
                 }
-                let reply = ctx.response(token);
-                ctx.reply(reply).await;
+                ctx.reply_ok(token).await;
             }
             "sessionRemove" => {
                 let Some(key) = key else { return Self::fail(ctx, token, "Argument 'key' is required!").await };
@@ -668,8 +666,7 @@ impl Plugin for SystemPlugin {
             "getClients" => Self::get_clients(ctx, token).await,
             "ping" => {
                 if get_bool(token, "echo") != Some(false) {
-                    let reply = ctx.response(token);
-                    ctx.reply(reply).await;
+                    ctx.reply_ok(token).await;
                 }
             }
             "echo" => Self::echo(ctx, token).await,
@@ -737,5 +734,11 @@ mod tests {
         // A partial match first, the whole entry later.
         assert!(holds("za.send a.sendz a.send ", "a.send"));
         assert!(!holds("za.send a.sendz ", "a.send"));
+        // The last segment alone, or longer than the list, is no match.
+        assert!(!holds("send ", "a.send"));
+        assert!(!holds("x.send", "ax.send"));
+        assert!(holds("a.send", "a.send"));
+        assert!(holds("plain ", "plain"));
+        assert!(!holds("plainer ", "plain"));
     }
 }

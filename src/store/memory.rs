@@ -19,8 +19,8 @@ use tokio::sync::Notify;
 
 use super::queue::Queue;
 use super::{
-    CloseReason, ConnectorInfo, Drained, Fanout, OpenOutcome, PushOutcome, QueueLimits, SendClaim, SessionRecord, Store,
-    StoreResult, Wakeup, SEND_RESPONSES_KEPT, SHARED_SESSION_LINGER_MS,
+    CloseReason, ConnectorInfo, Drained, Fanout, OpenOutcome, PushOutcome, QueueLimits, SendClaim, SessionRecord,
+    Store, StoreResult, Wakeup, SEND_RESPONSES_KEPT, SHARED_SESSION_LINGER_MS,
 };
 use crate::protocol::{Token, CLOSE_COMMAND};
 

@@ -41,8 +41,8 @@ use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{
-    CloseReason, ConnectorInfo, Drained, Fanout, OpenOutcome, PushOutcome, QueueLimits, QueuedPacket, SendClaim, SessionRecord,
-    Store, StoreError, StoreResult, Wakeup, SEND_RESPONSES_KEPT, SHARED_SESSION_LINGER_MS,
+    CloseReason, ConnectorInfo, Drained, Fanout, OpenOutcome, PushOutcome, QueueLimits, QueuedPacket, SendClaim,
+    SessionRecord, Store, StoreError, StoreResult, Wakeup, SEND_RESPONSES_KEPT, SHARED_SESSION_LINGER_MS,
 };
 use crate::metrics::StoreMeter;
 use crate::protocol::{Token, CLOSE_COMMAND};

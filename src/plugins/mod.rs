@@ -83,6 +83,11 @@ impl<'a> RequestContext<'a> {
         }
     }
 
+    /// Whether the next packet for the requester becomes the response body.
+    fn body_is_open(&self) -> bool {
+        self.captures_body && self.body.is_none()
+    }
+
     /// Marks this context as running the idempotent send `seq`.
     pub fn set_send_seq(&mut self, seq: Option<u64>) {
         self.send_seq = seq.map(|s| (s, 0));
@@ -120,7 +125,7 @@ impl<'a> RequestContext<'a> {
 
     /// [`RequestContext::send`] of a token already serialised.
     pub async fn send_text(&mut self, target: &str, text: String) -> bool {
-        if target == self.connector_id && self.captures_body && self.body.is_none() {
+        if target == self.connector_id && self.body_is_open() {
             self.body = Some(text);
             return true;
         }
@@ -139,7 +144,7 @@ impl<'a> RequestContext<'a> {
         let text = crate::protocol::to_text(token);
         let mut others: Vec<String> = Vec::with_capacity(targets.len());
         for target in targets {
-            if target == self.connector_id && self.captures_body && self.body.is_none() {
+            if target == self.connector_id && self.body_is_open() {
                 self.body = Some(text.clone());
             } else {
                 others.push(target.clone());
@@ -157,7 +162,7 @@ impl<'a> RequestContext<'a> {
         let text = crate::protocol::to_text(token);
         let mut except = Some(self.connector_id);
         if requester_included {
-            if self.captures_body && self.body.is_none() {
+            if self.body_is_open() {
                 self.body = Some(text.clone());
             } else {
                 except = None;

@@ -106,6 +106,15 @@ impl ConnectorEntry {
     fn wake(&self) {
         self.wake.notify_waiters();
     }
+
+    /// Queues a packet and wakes the held poll; false (nothing queued) if it would overflow.
+    fn enqueue(&mut self, text: Arc<str>, limits: QueueLimits) -> bool {
+        let queued = self.queue.push(text, limits).is_some();
+        if queued {
+            self.wake();
+        }
+        queued
+    }
 }
 
 /// An entry removed (reaped, forgotten, replaced) wakes its held polls: their next drain
@@ -278,11 +287,7 @@ impl Store for MemoryStore {
         let Some(entry) = inner.connectors.get_mut(id).filter(|c| c.closed.is_none()) else {
             return Ok(PushOutcome::Gone);
         };
-        if entry.queue.push(text, limits).is_none() {
-            return Ok(PushOutcome::Overflow);
-        }
-        entry.wake();
-        Ok(PushOutcome::Queued)
+        Ok(if entry.enqueue(text, limits) { PushOutcome::Queued } else { PushOutcome::Overflow })
     }
 
     async fn push_many(
@@ -296,10 +301,8 @@ impl Store for MemoryStore {
         let mut overflowed = Vec::new();
         for id in ids {
             let Some(entry) = inner.connectors.get_mut(id).filter(|c| c.closed.is_none()) else { continue };
-            if entry.queue.push(text.clone(), limits).is_none() {
+            if !entry.enqueue(text.clone(), limits) {
                 overflowed.push(id.clone());
-            } else {
-                entry.wake();
             }
         }
         Ok(overflowed)
@@ -318,11 +321,10 @@ impl Store for MemoryStore {
             if entry.closed.is_some() || Some(id.as_str()) == except {
                 continue;
             }
-            if entry.queue.push(text.clone(), limits).is_none() {
-                fanout.overflowed.push(id.clone());
-            } else {
+            if entry.enqueue(text.clone(), limits) {
                 fanout.queued += 1;
-                entry.wake();
+            } else {
+                fanout.overflowed.push(id.clone());
             }
         }
         Ok(fanout)

@@ -89,15 +89,33 @@ fn idle_clients_hold_polls() {
 }
 
 /// Abandoned connections are all reaped: the count the tool reads back returns to zero.
+/// The warm-up burst comes first and is reaped too, so the rounds count only their own.
 #[test]
 fn churn_leaves_no_connectors() {
     // 0.05 minutes = 3 s of inactivity.
     let server = Server::start(&[QUIET, &[("TIMEOUT", "0.05")]].concat());
-    let args = ["churn", "-c", "200", "--rounds", "2", "--concurrency", "8", "--reap-wait", "20", "--settle", "0.5"];
+    let args = [
+        "churn",
+        "-c",
+        "200",
+        "--rounds",
+        "2",
+        "--warm-up",
+        "30",
+        "--concurrency",
+        "8",
+        "--reap-wait",
+        "20",
+        "--settle",
+        "0.5",
+    ];
     let r = load(&server, &args);
     assert_eq!(num(&r, "errors"), 0.0, "{r}");
+    assert_eq!(num(&r, "warm_up"), 30.0, "{r}");
     assert_eq!(num(&r, "connectors_at_peak"), 200.0, "{r}");
     assert_eq!(r["connectors_left_per_round"], serde_json::json!([0, 0]), "{r}");
+    assert!(num(&r, "rss_cold_mb") > 0.0, "{r}");
+    assert!(num(&r, "rss_start_mb") > 0.0, "{r}");
     assert!(num(&r, "rss_end_mb") > 0.0, "{r}");
 }
 

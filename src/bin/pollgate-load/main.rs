@@ -139,6 +139,10 @@ enum Mode {
         /// Bursts, each reaped before the next.
         #[arg(long, default_value_t = 1)]
         rounds: usize,
+        /// Clients of a first burst, reaped before the start is sampled (0: none). It
+        /// faults in the code a fresh server runs for the first time.
+        #[arg(long, default_value_t = 100)]
+        warm_up: usize,
         /// Concurrent openers.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
@@ -262,9 +266,9 @@ async fn run(cli: Cli) -> i32 {
         Mode::Targeted { clients, senders } => modes::targeted(&ctx, &mut out, clients, senders, window).await,
         Mode::Broadcast { clients, rounds } => modes::broadcast(&ctx, &mut out, clients, rounds, window).await,
         Mode::Idle { clients, settle, hold } => modes::idle(&ctx, &mut out, clients, settle, hold).await,
-        Mode::Churn { clients, rounds, concurrency, reap_wait, settle, admin, admin_password } => {
+        Mode::Churn { clients, rounds, warm_up, concurrency, reap_wait, settle, admin, admin_password } => {
             let account = (admin.as_str(), admin_password.as_str());
-            modes::churn(&ctx, &mut out, clients, rounds, concurrency, reap_wait, settle, account).await
+            modes::churn(&ctx, &mut out, clients, rounds, warm_up, concurrency, reap_wait, settle, account).await
         }
         Mode::Soak { pollers, churners, churn_pause_ms, broadcast_ms, interval, reap_wait, fd_slack } => {
             let options = soak::SoakOptions {

@@ -405,12 +405,18 @@ pub async fn idle(ctx: &Arc<Ctx>, out: &mut Report, clients: usize, settle: f64,
 /// `rounds` times: opens `clients` connections (open + first sync each), abandons them, and
 /// waits for the reaper. The server's RSS must come back to where it started and no connector
 /// may be left; later rounds show whether memory creeps up from burst to burst.
+///
+/// A burst of `warm_up` clients goes first, reaped like the others, and the start is
+/// sampled after it: a fresh server's first open, reaper pass and sweep fault in pages of
+/// program code once (~0.7 MB), which is not memory the churn left behind. The RSS before
+/// it is reported too (`rss_cold_mb`).
 #[allow(clippy::too_many_arguments)]
 pub async fn churn(
     ctx: &Arc<Ctx>,
     out: &mut Report,
     clients: usize,
     rounds: usize,
+    warm_up: usize,
     concurrency: usize,
     reap_wait: f64,
     settle: f64,
@@ -418,57 +424,97 @@ pub async fn churn(
 ) -> Res<()> {
     out.kv("clients", clients as u64);
     out.kv("rounds", rounds as u64);
+    out.kv("warm_up", warm_up as u64);
     let mut counter = Counter::new(ctx, account).await?;
     let baseline = counter.others().await?;
     out.kv("connectors_before", baseline as u64);
-    let start = ctx.pid.and_then(|p| sample(Some(p)));
-    let (mut peaks, mut ends, mut lefts) = (Vec::new(), Vec::new(), Vec::new());
+    let rss_mb = || ctx.pid.and_then(|p| sample(Some(p))).map(|s| mb(s.rss_kb));
+    let cold = rss_mb();
+    let mut burst = Burst { ctx, counter: &mut counter, baseline, concurrency, reap_wait, settle };
     let mut errors = 0;
+    if warm_up > 0 {
+        errors += burst.run(warm_up).await?.errors;
+    }
+    let start = rss_mb();
+    let (mut peaks, mut ends, mut lefts) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds.max(1) {
-        let t0 = Instant::now();
-        errors += open_and_abandon(ctx, clients, concurrency).await;
-        let open_s = t0.elapsed().as_secs_f64();
-        peaks.push(ctx.pid.and_then(|p| sample(Some(p))).map_or(0.0, |s| mb(s.rss_kb)));
-        let at_peak = counter.others().await?;
+        let b = burst.run(clients).await?;
         if round == 0 {
-            out.kv("opens_per_s", (clients as f64 / open_s).round());
-            out.kv("connectors_at_peak", at_peak as u64);
+            out.kv("opens_per_s", (clients as f64 / b.open_s).round());
+            out.kv("connectors_at_peak", b.at_peak as u64);
+            out.kv("reaped_after_s", (b.reaped_after_s * 10.0).round() / 10.0);
         }
-        // Wait for the reaper, counting every second.
-        let deadline = Instant::now() + Duration::from_secs_f64(reap_wait);
-        let mut left = at_peak;
-        while left > baseline && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            left = counter.others().await?;
-        }
-        if round == 0 {
-            out.kv("reaped_after_s", ((t0.elapsed().as_secs_f64() - open_s) * 10.0).round() / 10.0);
-        }
-        let mut left = left.saturating_sub(baseline);
-        // Closed connectors stay as tombstones for min(timeout, 5 min) until their sweep.
-        // The counter keeps counting meanwhile, so that its own connection is not reaped.
-        let settled = Instant::now() + Duration::from_secs_f64(settle);
-        while Instant::now() < settled {
-            tokio::time::sleep(Duration::from_secs(1).min(settled - Instant::now())).await;
-            left = counter.others().await?.saturating_sub(baseline);
-        }
-        lefts.push(left as u64);
-        ends.push(ctx.pid.and_then(|p| sample(Some(p))).map_or(0.0, |s| mb(s.rss_kb)));
+        errors += b.errors;
+        peaks.push(b.peak_mb.unwrap_or(0.0));
+        lefts.push(b.left as u64);
+        ends.push(b.end_mb.unwrap_or(0.0));
     }
     out.kv("errors", errors as u64);
     out.kv("connectors_left", *lefts.last().unwrap_or(&0));
     out.kv("connectors_left_per_round", lefts);
-    if let Some(s) = start {
-        let start_mb = mb(s.rss_kb);
+    if let (Some(cold_mb), Some(start_mb)) = (cold, start) {
         let end_mb = *ends.last().unwrap_or(&0.0);
+        out.kv("rss_cold_mb", cold_mb);
         out.kv("rss_start_mb", start_mb);
         out.kv("rss_peak_mb", peaks.iter().cloned().fold(0.0, f64::max));
         out.kv("rss_end_mb", end_mb);
         out.kv("rss_end_over_start", (end_mb / start_mb.max(0.1) * 1000.0).round() / 1000.0);
+        out.kv("rss_end_over_cold", (end_mb / cold_mb.max(0.1) * 1000.0).round() / 1000.0);
         out.kv("rss_peak_mb_per_round", peaks);
         out.kv("rss_end_mb_per_round", ends);
     }
     Ok(())
+}
+
+/// One burst of [`churn`]: what it opens, and how to count what the reaper leaves.
+struct Burst<'a> {
+    ctx: &'a Arc<Ctx>,
+    counter: &'a mut Counter,
+    /// Connectors there before the first burst (the counter's own is not counted).
+    baseline: usize,
+    concurrency: usize,
+    reap_wait: f64,
+    settle: f64,
+}
+
+/// What one [`Burst`] saw; RSS figures are `None` without `--pid`.
+struct BurstResult {
+    errors: usize,
+    open_s: f64,
+    at_peak: usize,
+    peak_mb: Option<f64>,
+    reaped_after_s: f64,
+    left: usize,
+    end_mb: Option<f64>,
+}
+
+impl Burst<'_> {
+    /// Opens and abandons `clients` connectors, waits for the reaper (counting every
+    /// second), then lets the closed ones be swept before sampling the end.
+    async fn run(&mut self, clients: usize) -> Res<BurstResult> {
+        let rss_mb = || self.ctx.pid.and_then(|p| sample(Some(p))).map(|s| mb(s.rss_kb));
+        let t0 = Instant::now();
+        let errors = open_and_abandon(self.ctx, clients, self.concurrency).await;
+        let open_s = t0.elapsed().as_secs_f64();
+        let peak_mb = rss_mb();
+        let at_peak = self.counter.others().await?;
+        let deadline = Instant::now() + Duration::from_secs_f64(self.reap_wait);
+        let mut left = at_peak;
+        while left > self.baseline && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            left = self.counter.others().await?;
+        }
+        let reaped_after_s = t0.elapsed().as_secs_f64() - open_s;
+        let mut left = left.saturating_sub(self.baseline);
+        // Closed connectors stay as tombstones for min(timeout, 5 min) until their sweep.
+        // The counter keeps counting meanwhile, so that its own connection is not reaped.
+        let settled = Instant::now() + Duration::from_secs_f64(self.settle);
+        while Instant::now() < settled {
+            tokio::time::sleep(Duration::from_secs(1).min(settled - Instant::now())).await;
+            left = self.counter.others().await?.saturating_sub(self.baseline);
+        }
+        Ok(BurstResult { errors, open_s, at_peak, peak_mb, reaped_after_s, left, end_mb: rss_mb() })
+    }
 }
 
 /// Opens `clients` connections on `concurrency` keep-alive connections and never touches

@@ -132,22 +132,17 @@ fn set_source(token: &mut Token, source: &str) {
 
 impl SystemPlugin {
     /// [`has_right`] for the requester's session, reading only the two keys it needs (a
-    /// session's storage can be large; `send` and `broadcast` check on every call). A store
-    /// that cannot be read fails the request (503), not the check: a Redis restarting must
-    /// not answer "access denied" to a logged-in client.
+    /// session's storage can be large; `send` and `broadcast` check on every call), in one
+    /// store call and without copying them out. A store that cannot be read fails the
+    /// request (503), not the check: a Redis restarting must not answer "access denied" to
+    /// a logged-in client.
     async fn allowed(ctx: &mut RequestContext<'_>, right: &str) -> bool {
-        let store = &ctx.engine.store;
-        // Both at once: a shared store answers them in one round trip.
-        let (authenticated, authorities) = tokio::join!(
-            store.session_get(ctx.session_id, "$is_authenticated"),
-            store.session_get(ctx.session_id, "$authorities")
-        );
-        match (authenticated, authorities) {
-            (Ok(authenticated), Ok(authorities)) => {
-                matches!(authenticated, Some(Value::Bool(true)))
-                    && matches!(authorities, Some(Value::String(a)) if holds(&a, right))
-            }
-            (Err(e), _) | (_, Err(e)) => {
+        let mut holds_right = false;
+        let mut check = |session: &Token| holds_right = has_right(session, right);
+        let keys = ["$is_authenticated", "$authorities"];
+        match ctx.engine.store.session_read(ctx.session_id, &keys, &mut check).await {
+            Ok(()) => holds_right,
+            Err(e) => {
                 ctx.store_failed(e);
                 false
             }

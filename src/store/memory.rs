@@ -389,6 +389,19 @@ impl Store for MemoryStore {
         Ok(self.inner.lock().sessions.get(session_id).and_then(|s| s.storage.get(key).cloned()))
     }
 
+    async fn session_read(
+        &self,
+        session_id: &str,
+        _keys: &[&str],
+        read: &mut (dyn for<'t> FnMut(&'t Token) + Send),
+    ) -> StoreResult<()> {
+        match self.inner.lock().sessions.get(session_id) {
+            Some(s) => read(&s.storage),
+            None => read(&Token::new()),
+        }
+        Ok(())
+    }
+
     async fn session_put(&self, session_id: &str, key: &str, value: Value) -> StoreResult<()> {
         if let Some(s) = self.inner.lock().sessions.get_mut(session_id) {
             s.storage.insert(key.to_owned(), value);
@@ -594,6 +607,17 @@ mod tests {
         store.inner.lock().connectors.remove("c1");
         assert!(fired(&mut removed).await);
         assert!(fired(&mut store.subscribe("c1")).await);
+    }
+
+    #[tokio::test]
+    async fn a_session_read_lends_the_storage_and_an_unknown_session_an_empty_one() {
+        let store = store_with_c1().await;
+        store.session_put("s1", "$authorities", "a b ".into()).await.unwrap();
+        let mut seen = Vec::new();
+        let mut read = |s: &Token| seen.push(s.get("$authorities").cloned());
+        store.session_read("s1", &["$authorities"], &mut read).await.unwrap();
+        store.session_read("unknown", &["$authorities"], &mut read).await.unwrap();
+        assert_eq!(seen, [Some(Value::from("a b ")), None]);
     }
 
     #[tokio::test]

@@ -301,6 +301,15 @@ pub trait Store: Send + Sync + 'static {
     /// The whole session storage (empty for an unknown session).
     async fn session_storage(&self, session_id: &str) -> StoreResult<Token>;
     async fn session_get(&self, session_id: &str, key: &str) -> StoreResult<Option<Value>>;
+    /// Lends `read` a session's storage holding at least the entries of `keys` that are set
+    /// (a shared store reads only those; empty for an unknown session), without copying
+    /// what the store can lend. For checks made on every request: the rights of a `send`.
+    async fn session_read(
+        &self,
+        session_id: &str,
+        keys: &[&str],
+        read: &mut (dyn for<'t> FnMut(&'t Token) + Send),
+    ) -> StoreResult<()>;
     async fn session_put(&self, session_id: &str, key: &str, value: Value) -> StoreResult<()>;
     async fn session_remove(&self, session_id: &str, key: &str) -> StoreResult<Option<Value>>;
     async fn session_clear(&self, session_id: &str) -> StoreResult<()>;

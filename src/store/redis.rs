@@ -601,6 +601,23 @@ impl Store for RedisStore {
         Ok(stored.and_then(|s| split_stored(&s)).map(|(_, v)| v))
     }
 
+    async fn session_read(
+        &self,
+        session_id: &str,
+        keys: &[&str],
+        read: &mut (dyn for<'t> FnMut(&'t Token) + Send),
+    ) -> StoreResult<()> {
+        let stored: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.key("s", session_id))
+            .arg(keys)
+            .query_async(&mut self.conn()?)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let entries = keys.iter().zip(stored).filter_map(|(key, v)| Some((key.to_string(), split_stored(&v?)?.1)));
+        read(&entries.collect());
+        Ok(())
+    }
+
     async fn session_put(&self, session_id: &str, key: &str, value: Value) -> StoreResult<()> {
         self.session_op(session_id, "put", &[key, &value.to_string()]).await?;
         Ok(())

@@ -25,6 +25,9 @@ impl Params {
     /// Adds the pairs of another query string or form body after the existing ones.
     pub fn extend(&mut self, input: &[u8]) {
         let mut bytes = std::mem::take(&mut self.text).into_bytes();
+        // Pieces of valid UTF-8 cut at ASCII bytes are valid: then only a piece with an
+        // escape of a byte above 0x7F needs checking (one pass here, not one per piece).
+        let input_valid = std::str::from_utf8(input).is_ok();
         let mut start = 0;
         for end in memchr::memchr_iter(b'&', input).chain([input.len()]) {
             let part = &input[start..end];
@@ -37,9 +40,9 @@ impl Params {
                 None => (part, &b""[..]),
             };
             let name_at = bytes.len();
-            decode_into(&mut bytes, name);
+            decode_into(&mut bytes, name, input_valid);
             let value_at = bytes.len();
-            decode_into(&mut bytes, value);
+            decode_into(&mut bytes, value, input_valid);
             self.pairs.push([offset(name_at), offset(value_at), offset(bytes.len())]);
         }
         // Every piece was made valid as it was decoded, so this never replaces anything.
@@ -71,14 +74,15 @@ fn offset(at: usize) -> u32 {
 /// becomes U+FFFD rather than an error, so a request is never refused for its encoding.
 pub fn decode(input: &[u8]) -> String {
     let mut out = Vec::with_capacity(input.len());
-    decode_into(&mut out, input);
+    decode_into(&mut out, input, false);
     utf8_lossy(out)
 }
 
 /// Appends the decoding of `input` to `out`, which stays valid UTF-8 if it was (see
-/// [`decode`]).
-fn decode_into(out: &mut Vec<u8>, input: &[u8]) {
+/// [`decode`]). `input_valid` says `input` is known to be valid UTF-8.
+fn decode_into(out: &mut Vec<u8>, input: &[u8], input_valid: bool) {
     let from = out.len();
+    let mut escaped_non_ascii = false;
     let mut rest = input;
     // The runs between `+` and `%` are copied whole (a token's JSON is mostly such runs).
     while let Some(at) = memchr::memchr2(b'+', b'%', rest) {
@@ -87,6 +91,7 @@ fn decode_into(out: &mut Vec<u8>, input: &[u8]) {
         match (rest[0], rest.get(1).copied().and_then(hex), rest.get(2).copied().and_then(hex)) {
             (b'+', ..) => out.push(b' '),
             (_, Some(high), Some(low)) => {
+                escaped_non_ascii |= high >= 8;
                 out.push(high << 4 | low);
                 rest = &rest[2..];
             }
@@ -95,7 +100,8 @@ fn decode_into(out: &mut Vec<u8>, input: &[u8]) {
         rest = &rest[1..];
     }
     out.extend_from_slice(rest);
-    if std::str::from_utf8(&out[from..]).is_err() {
+    let known_valid = input_valid && !escaped_non_ascii;
+    if !known_valid && std::str::from_utf8(&out[from..]).is_err() {
         let fixed = String::from_utf8_lossy(&out[from..]).into_owned();
         out.truncate(from);
         out.extend_from_slice(fixed.as_bytes());
@@ -148,6 +154,11 @@ mod tests {
         assert_eq!(p.get("b"), Some("é"));
         assert_eq!(p.get("c"), Some("x\u{FFFD}"));
         assert_eq!(p.get("d"), Some(" "));
+        // Raw bytes (a form body): an invalid one is replaced in its own value only.
+        p.extend(b"e=\xFF&f=\xC3\xA9&g=%41");
+        assert_eq!(p.get("e"), Some("\u{FFFD}"));
+        assert_eq!(p.get("f"), Some("é"));
+        assert_eq!(p.get("g"), Some("A"));
     }
 
     #[test]

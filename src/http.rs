@@ -550,7 +550,7 @@ impl Service {
         let drained = engine.sync(&poll.id, poll.ack, Duration::from_millis(poll.wait).min(cap)).await?;
         engine.touch(&poll.id).await?;
         let texts: Vec<&str> = drained.packets.iter().map(|p| &*p.text).collect();
-        let mut resp = text_response(StatusCode::OK, serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into()));
+        let mut resp = text_response(StatusCode::OK, protocol::packets_text(&texts));
         let headers = resp.headers_mut();
         headers.insert(HEADER_SEQ, HeaderValue::from(drained.seq));
         if let Some(reason) = drained.close_reason {

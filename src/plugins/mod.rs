@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::config::StoreKind;
 use crate::engine::Engine;
 use crate::params::Params;
 use crate::store::{CloseReason, ConnectorInfo, StoreError, StoreResult};
@@ -93,11 +94,13 @@ impl<'a> RequestContext<'a> {
         self.send_seq = seq.map(|s| (s, 0));
     }
 
-    /// The `once` key of the next packet this context queues.
+    /// The `once` key of the next packet this context queues. Only a shared store needs
+    /// them (another node may re-run a send whose node died); the memory store ignores them.
     fn next_once_key(&mut self) -> Option<String> {
         let (seq, count) = self.send_seq.as_mut()?;
         *count += 1;
-        Some(format!("{}:{seq}:{count}", self.connector_id))
+        let shared = self.engine.config.store != StoreKind::Memory;
+        shared.then(|| format!("{}:{seq}:{count}", self.connector_id))
     }
 
     /// The response envelope for `request` (code 0, `ok`).

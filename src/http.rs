@@ -172,9 +172,8 @@ struct Access {
 /// The action as a static word for the access log; anything else (a client's free text)
 /// is logged as `other`.
 fn known_action(action: Option<&str>) -> Option<&'static str> {
-    const ACTIONS: [&str; 9] = ["open", "login", "send", "sync", "logout", "close", "download", "whoami", "active"];
     let action = action?;
-    Some(ACTIONS.iter().find(|a| **a == action).copied().unwrap_or("other"))
+    Some(crate::metrics::ACTIONS.iter().find(|a| **a == action).copied().unwrap_or("other"))
 }
 
 enum Read {

@@ -52,10 +52,18 @@ pub struct StoreMeter {
 
 type LatencyFamily = Family<ActionLabel, Histogram, fn() -> Histogram>;
 
-/// The `action` labels whose 200 series [`Metrics::request`] keeps at hand: the protocol's
-/// actions, `other`, and `` (the endpoint, action not yet known).
-const ACTIONS: [&str; 11] =
-    ["open", "login", "send", "sync", "logout", "close", "download", "whoami", "active", "other", ""];
+/// The protocol's actions, as the `action` label names them. Any other word is `other`, and
+/// `` is a request to the endpoint whose action is not known yet.
+pub const ACTIONS: [&str; 9] = ["open", "login", "send", "sync", "logout", "close", "download", "whoami", "active"];
+
+/// The slot of an `action` label in [`Metrics::answered_ok`].
+fn action_slot(action: &str) -> Option<usize> {
+    match action {
+        "other" => Some(ACTIONS.len()),
+        "" => Some(ACTIONS.len() + 1),
+        _ => ACTIONS.iter().position(|a| *a == action),
+    }
+}
 
 /// Every metric of a node. Cheap to update: atomics, and a read lock for labelled ones.
 pub struct Metrics {
@@ -76,10 +84,10 @@ pub struct Metrics {
     /// Panics caught in a request or a reaper pass ([`crate::panics`]); the server went on.
     pub panics: Counter,
     pub store: StoreMeter,
-    /// Per action in [`ACTIONS`]: its count of 200 answers and its latency, made on first
-    /// use. Most requests land here; the two labelled lookups cost a read lock and a SipHash
+    /// Per `action` label ([`action_slot`]): its count of 200 answers and its latency, made
+    /// on first use. Most requests land here; the two labelled lookups cost a read lock and a SipHash
     /// of the labels each (2.2k of a long-poll echo round trip's 69k instructions).
-    answered_ok: [OnceLock<(Counter, Histogram)>; ACTIONS.len()],
+    answered_ok: [OnceLock<(Counter, Histogram)>; ACTIONS.len() + 2],
 }
 
 fn latency_histogram() -> Histogram {
@@ -135,7 +143,7 @@ impl Default for Metrics {
 impl Metrics {
     /// One request of `action` answered with `status` after `seconds`.
     pub fn request(&self, action: &'static str, status: u16, seconds: f64) {
-        let kept = ACTIONS.iter().position(|a| *a == action).filter(|_| status == 200);
+        let kept = action_slot(action).filter(|_| status == 200);
         if let Some(i) = kept {
             // Clones of a family's series share its value.
             let (count, latency) = self.answered_ok[i].get_or_init(|| {
@@ -193,7 +201,11 @@ mod tests {
         metrics.request("send", 409, 0.001);
         metrics.request("send", 200, 0.001);
         metrics.request("sync", 503, 0.001);
+        metrics.request("other", 200, 0.001);
+        metrics.request("", 200, 0.001);
         let text = text(&metrics);
+        assert!(text.contains(r#"pollgate_requests_total{action="other",status="200"} 1"#), "{text}");
+        assert!(text.contains(r#"pollgate_requests_total{action="",status="200"} 1"#), "{text}");
         assert!(text.contains(r#"pollgate_requests_total{action="send",status="200"} 4"#), "{text}");
         assert!(text.contains(r#"pollgate_requests_total{action="send",status="409"} 1"#), "{text}");
         assert!(text.contains(r#"pollgate_requests_total{action="sync",status="503"} 1"#), "{text}");

@@ -428,14 +428,13 @@ pub async fn churn(
     let mut counter = Counter::new(ctx, account).await?;
     let baseline = counter.others().await?;
     out.kv("connectors_before", baseline as u64);
-    let rss_mb = || ctx.pid.and_then(|p| sample(Some(p))).map(|s| mb(s.rss_kb));
-    let cold = rss_mb();
+    let cold = server_rss_mb(ctx);
     let mut burst = Burst { ctx, counter: &mut counter, baseline, concurrency, reap_wait, settle };
     let mut errors = 0;
     if warm_up > 0 {
         errors += burst.run(warm_up).await?.errors;
     }
-    let start = rss_mb();
+    let start = server_rss_mb(ctx);
     let (mut peaks, mut ends, mut lefts) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds.max(1) {
         let b = burst.run(clients).await?;
@@ -492,11 +491,10 @@ impl Burst<'_> {
     /// Opens and abandons `clients` connectors, waits for the reaper (counting every
     /// second), then lets the closed ones be swept before sampling the end.
     async fn run(&mut self, clients: usize) -> Res<BurstResult> {
-        let rss_mb = || self.ctx.pid.and_then(|p| sample(Some(p))).map(|s| mb(s.rss_kb));
         let t0 = Instant::now();
         let errors = open_and_abandon(self.ctx, clients, self.concurrency).await;
         let open_s = t0.elapsed().as_secs_f64();
-        let peak_mb = rss_mb();
+        let peak_mb = server_rss_mb(self.ctx);
         let at_peak = self.counter.others().await?;
         let deadline = Instant::now() + Duration::from_secs_f64(self.reap_wait);
         let mut left = at_peak;
@@ -513,8 +511,13 @@ impl Burst<'_> {
             tokio::time::sleep(Duration::from_secs(1).min(settled - Instant::now())).await;
             left = self.counter.others().await?.saturating_sub(self.baseline);
         }
-        Ok(BurstResult { errors, open_s, at_peak, peak_mb, reaped_after_s, left, end_mb: rss_mb() })
+        Ok(BurstResult { errors, open_s, at_peak, peak_mb, reaped_after_s, left, end_mb: server_rss_mb(self.ctx) })
     }
+}
+
+/// The server's RSS in MB, or `None` without `--pid`.
+fn server_rss_mb(ctx: &Ctx) -> Option<f64> {
+    ctx.pid.and_then(|p| sample(Some(p))).map(|s| mb(s.rss_kb))
 }
 
 /// Opens `clients` connections on `concurrency` keep-alive connections and never touches

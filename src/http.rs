@@ -546,8 +546,12 @@ impl Service {
         engine.touch(&poll.id).await?;
         // A poll never outlives the session timeout it would otherwise keep alive.
         let cap = engine.config.session_timeout() / 2;
-        let drained = engine.sync(&poll.id, poll.ack, Duration::from_millis(poll.wait).min(cap)).await?;
-        engine.touch(&poll.id).await?;
+        let (drained, waited) = engine.sync(&poll.id, poll.ack, Duration::from_millis(poll.wait).min(cap)).await?;
+        // A poll that waited records its end too, so the reaper counts from there; one that
+        // answered at once was recorded by the touch above.
+        if waited {
+            engine.touch(&poll.id).await?;
+        }
         let texts: Vec<&str> = drained.packets.iter().map(|p| &*p.text).collect();
         let mut resp = text_response(StatusCode::OK, protocol::packets_text(&texts));
         let headers = resp.headers_mut();

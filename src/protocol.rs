@@ -1,7 +1,10 @@
 //! The wire: identifiers, the token envelope, and the fixed strings of the jWebSocket REST
 //! protocol (`shared/PROTOCOL.md` part A) and its system plugin.
 
+use std::borrow::Cow;
+
 use md5::{Digest, Md5};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// A token: a JSON object whose key order is kept (the client's order for forwarded tokens).
@@ -117,27 +120,72 @@ pub fn packets_text(texts: &[&str]) -> String {
     }
 }
 
-/// `to_text(&response(request))`, written out directly (the answer to most sends).
-pub fn response_text(request: &Token) -> String {
-    use std::io::Write;
-    let mut out = Vec::with_capacity(128);
-    let written = (|| {
-        write!(out, r#"{{"type":"response","code":0,"msg":"ok","utid":{}"#, utid(request))?;
-        if let Some(ns) = get_str(request, "ns") {
-            out.extend_from_slice(br#","ns":"#);
-            serde_json::to_writer(&mut out, ns)?;
-        }
-        if let Some(kind) = request.get("type") {
-            out.extend_from_slice(br#","reqType":"#);
-            serde_json::to_writer(&mut out, kind)?;
-        }
-        out.push(b'}');
-        Ok::<_, std::io::Error>(())
-    })();
-    match (written, String::from_utf8(out)) {
-        (Ok(()), Ok(text)) => text,
-        _ => to_text(&response(request)),
+/// What the envelope helpers and the system plugin's `send` read of a request token, from a
+/// [`Token`] or from a [`TokenView`] (the same code serves both).
+pub trait TokenFields {
+    /// A JSON string field, as [`get_str`].
+    fn str_field(&self, key: &str) -> Option<Cow<'_, str>>;
+    /// A JSON boolean field, as [`get_bool`].
+    fn bool_field(&self, key: &str) -> Option<bool>;
+    /// The request's `utid`, as [`utid`].
+    fn utid(&self) -> i64;
+    /// Appends the JSON text of `key`'s value; false (nothing written) if there is none.
+    fn write_field(&self, key: &str, out: &mut Vec<u8>) -> bool;
+    /// The token's text with `sourceId` set to `source`, as [`to_text_with_source`].
+    fn text_with_source(&self, source: &str) -> String;
+}
+
+impl TokenFields for Token {
+    fn str_field(&self, key: &str) -> Option<Cow<'_, str>> {
+        get_str(self, key).map(Cow::Borrowed)
     }
+
+    fn bool_field(&self, key: &str) -> Option<bool> {
+        get_bool(self, key)
+    }
+
+    fn utid(&self) -> i64 {
+        utid(self)
+    }
+
+    fn write_field(&self, key: &str, out: &mut Vec<u8>) -> bool {
+        self.get(key).is_some_and(|value| serde_json::to_writer(out, value).is_ok())
+    }
+
+    fn text_with_source(&self, source: &str) -> String {
+        to_text_with_source(self, source)
+    }
+}
+
+/// `to_text(&response(request))`, written out directly (the answer to most sends).
+pub fn response_text(request: &impl TokenFields) -> String {
+    envelope_text(request, 0, "ok")
+}
+
+/// `to_text(&error_response(request, msg))`, written out directly.
+pub fn error_text(request: &impl TokenFields, msg: &str) -> String {
+    envelope_text(request, -1, msg)
+}
+
+fn envelope_text(request: &impl TokenFields, code: i32, msg: &str) -> String {
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(br#"{"type":"response","code":"#);
+    write_int(&mut out, code.into());
+    out.extend_from_slice(br#","msg":"#);
+    write_json_str(&mut out, msg);
+    out.extend_from_slice(br#","utid":"#);
+    write_int(&mut out, request.utid());
+    if let Some(ns) = request.str_field("ns") {
+        out.extend_from_slice(br#","ns":"#);
+        write_json_str(&mut out, &ns);
+    }
+    out.extend_from_slice(br#","reqType":"#);
+    if !request.write_field("type", &mut out) {
+        out.truncate(out.len() - br#","reqType":"#.len());
+    }
+    out.push(b'}');
+    // Made of whole UTF-8 texts, so this never replaces anything.
+    crate::params::utf8_lossy(out)
 }
 
 /// The envelope with `code` -1 and `msg`.
@@ -191,6 +239,206 @@ pub fn parse_token(text: &str) -> Option<Token> {
     let token = serde::Deserializer::deserialize_any(&mut parser, TokenVisitor).ok()?;
     parser.end().ok()?;
     Some(token)
+}
+
+/// A token read in place: its fields in the client's order, each value the JSON text it
+/// came as, borrowed from the packet. It reads exactly the texts [`parse_token`] reads, but
+/// allocates only its list of fields (and the names written with escapes), where a
+/// [`Token`] allocates every name and value and hashes each name with SipHash. The system
+/// plugin's `send`, the hot path, runs on it: the forwarded token is the client's values
+/// copied as they came, not serialised again one by one.
+pub struct TokenView<'a> {
+    fields: Vec<(Cow<'a, str>, &'a RawValue)>,
+    /// Whether a name comes more than once (then the last value counts, in the first place).
+    repeats: bool,
+}
+
+impl<'a> TokenView<'a> {
+    /// Reads a packet text; `None` when [`parse_token`] would give `None`.
+    pub fn parse(text: &'a str) -> Option<TokenView<'a>> {
+        /// A field name, borrowed unless it was written with escapes.
+        struct Name<'a>(Cow<'a, str>);
+        impl<'de> serde::Deserialize<'de> for Name<'de> {
+            fn deserialize<D: serde::Deserializer<'de>>(names: D) -> Result<Self, D::Error> {
+                struct NameVisitor;
+                impl<'de> serde::de::Visitor<'de> for NameVisitor {
+                    type Value = Name<'de>;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a field name")
+                    }
+                    fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Name<'de>, E> {
+                        Ok(Name(Cow::Borrowed(name)))
+                    }
+                    fn visit_str<E>(self, name: &str) -> Result<Name<'de>, E> {
+                        Ok(Name(Cow::Owned(name.to_owned())))
+                    }
+                }
+                names.deserialize_str(NameVisitor)
+            }
+        }
+        struct ViewVisitor;
+        impl<'de> serde::de::Visitor<'de> for ViewVisitor {
+            type Value = TokenView<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<TokenView<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(8);
+                while let Some((Name(name), value)) = entries.next_entry::<Name, &RawValue>()? {
+                    fields.push((name, value));
+                }
+                let repeats = (1..fields.len()).any(|at| fields[..at].iter().any(|(name, _)| *name == fields[at].0));
+                Ok(TokenView { fields, repeats })
+            }
+        }
+        let mut parser = serde_json::Deserializer::from_str(text);
+        let view = serde::Deserializer::deserialize_any(&mut parser, ViewVisitor).ok()?;
+        parser.end().ok()?;
+        // A raw value is only skipped over, so check what a `Value` would refuse: numbers
+        // out of range, escapes that make no character (a lone surrogate), nesting deeper
+        // than serde_json's limit. Plain strings and literals, most of a token, need nothing.
+        let plain = |raw: &str| match raw.as_bytes()[0] {
+            b'"' => !raw.contains('\\'),
+            b't' | b'f' | b'n' => true,
+            _ => false,
+        };
+        let valid = view
+            .fields
+            .iter()
+            .all(|(_, value)| plain(value.get()) || serde_json::from_str::<Value>(value.get()).is_ok());
+        valid.then_some(view)
+    }
+
+    /// The value of `key`; the last one if the key is repeated, as in a [`Token`].
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.fields.iter().rev().find(|(name, _)| name == key).map(|(_, value)| *value)
+    }
+
+    /// The [`Token`] this text reads as: names and values copied out, in the same order.
+    pub fn to_token(&self) -> Token {
+        let mut token = Token::with_capacity(self.fields.len());
+        for (name, value) in &self.fields {
+            // Checked by `parse`, so this never gives `Null`.
+            let value = serde_json::from_str(value.get()).unwrap_or(Value::Null);
+            token.insert(name.clone().into_owned(), value);
+        }
+        token
+    }
+}
+
+impl TokenFields for TokenView<'_> {
+    fn str_field(&self, key: &str) -> Option<Cow<'_, str>> {
+        let raw = self.get(key)?.get();
+        let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+        if inner.contains('\\') {
+            serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+        } else {
+            Some(Cow::Borrowed(inner))
+        }
+    }
+
+    fn bool_field(&self, key: &str) -> Option<bool> {
+        match self.get(key)?.get() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        }
+    }
+
+    fn utid(&self) -> i64 {
+        let Some(raw) = self.get("utid").map(RawValue::get) else { return -1 };
+        // Digits alone, the usual utid, read directly (a valid JSON number has no leading
+        // zeros); anything else as serde_json reads it (`-0` is a float there, for one).
+        let number = if raw.len() <= 10 && raw.bytes().all(|b| b.is_ascii_digit()) {
+            raw.parse::<i64>().ok()
+        } else {
+            serde_json::from_str::<Value>(raw).ok().and_then(|n| n.as_i64())
+        };
+        number.filter(|n| i32::try_from(*n).is_ok()).unwrap_or(-1)
+    }
+
+    fn write_field(&self, key: &str, out: &mut Vec<u8>) -> bool {
+        self.get(key).map(|raw| out.extend_from_slice(raw.get().as_bytes())).is_some()
+    }
+
+    /// Each name in its first place with its last value, `sourceId`'s replaced (or added at
+    /// the end), as a [`Token`] keeps them. The values are the client's JSON texts: a client
+    /// that wrote `1e2` or `"\u00e9"` gets them forwarded so, not as `100.0` or `"é"`.
+    fn text_with_source(&self, source: &str) -> String {
+        let room = self.fields.iter().map(|(name, value)| name.len() + value.get().len() + 4).sum::<usize>();
+        let mut out = Vec::with_capacity(room + source.len() + 16);
+        out.push(b'{');
+        let mut source_written = false;
+        for (at, (name, value)) in self.fields.iter().enumerate() {
+            if self.repeats && self.fields[..at].iter().any(|(earlier, _)| earlier == name) {
+                continue;
+            }
+            if at > 0 {
+                out.push(b',');
+            }
+            match name {
+                // Read without escapes, so it needs none.
+                Cow::Borrowed(name) => {
+                    out.push(b'"');
+                    out.extend_from_slice(name.as_bytes());
+                    out.push(b'"');
+                }
+                Cow::Owned(name) => write_json_str(&mut out, name),
+            }
+            out.push(b':');
+            if name == "sourceId" {
+                write_json_str(&mut out, source);
+                source_written = true;
+            } else if self.repeats {
+                self.write_field(name, &mut out);
+            } else {
+                out.extend_from_slice(value.get().as_bytes());
+            }
+        }
+        if !source_written {
+            if !self.fields.is_empty() {
+                out.push(b',');
+            }
+            out.extend_from_slice(br#""sourceId":"#);
+            write_json_str(&mut out, source);
+        }
+        out.push(b'}');
+        // Made of whole UTF-8 texts, so this never replaces anything.
+        crate::params::utf8_lossy(out)
+    }
+}
+
+/// Appends `n` in decimal (`write!` costs a formatting pass per number).
+fn write_int(out: &mut Vec<u8>, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Appends `text` as a JSON string, as serde_json writes it.
+fn write_json_str(out: &mut Vec<u8>, text: &str) {
+    // Most of the strings written here (ids, namespaces, `ok`) need no escapes (serde_json
+    // escapes only quotes, backslashes and control characters): copied whole.
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(out, text);
+    }
 }
 
 /// Serialises a token with no whitespace.
@@ -294,7 +542,96 @@ mod tests {
         ] {
             let request = parse_token(text).unwrap();
             assert_eq!(response_text(&request), to_text(&response(&request)), "{text}");
+            assert_eq!(error_text(&request, "no \"way\""), to_text(&error_response(&request, "no \"way\"")), "{text}");
+            // A view of the same text answers the same, for compact texts byte for byte.
+            let view = TokenView::parse(text).unwrap();
+            assert_eq!(response_text(&view), response_text(&request), "{text}");
         }
+    }
+
+    /// Texts a client might send, each a case of the JSON grammar or of serde_json's limits.
+    const AWKWARD_TEXTS: [&str; 27] = [
+        r#"{"ns":"org.jwebsocket.plugins.system","type":"send","targetId":"t","data":"hi","utid":5}"#,
+        r#" { "b" : 1 , "a" : [ 1, { "x" : null } ] , "b" : 3 } "#,
+        r#"{"sourceId":"spoof","data":"x","sourceId":"again"}"#,
+        r#"{"source\u0049d":"escaped name","d\"q":"\"","é":"\u00e9\n\ud83d\ude00"}"#,
+        r#"{"n":1e2,"m":-0,"f":1.5E-3,"big":123456789012345678901234567890,"t":true,"f2":false,"z":null}"#,
+        r#"{"utid":2147483648,"u2":-2147483648}"#,
+        r#"{"utid":7.0}"#,
+        r#"{"utid":-0,"type":"send"}"#,
+        r#"{"utid":-5}"#,
+        r#"{"utid":0}"#,
+        r#"{"utid":9999999999}"#,
+        r#"{"utid":1e1}"#,
+        r#"{}"#,
+        r#"{"n":1e400}"#,
+        r#"{"s":"\ud800"}"#,
+        r#"{"s":"\udc00x"}"#,
+        "{\"s\":\"a\u{1}b\"}",
+        r#"{"s":"\x"}"#,
+        r#"{"n":01}"#,
+        r#"{"a":1,}"#,
+        r#"{"a":1} x"#,
+        r#"{"a":1}}"#,
+        r#"[1]"#,
+        r#""s""#,
+        "",
+        r#"{"a" 1}"#,
+        r#"{1:2}"#,
+    ];
+
+    #[test]
+    fn a_view_reads_exactly_what_parse_token_reads() {
+        let deep = format!(r#"{{"d":{}{}}}"#, "[".repeat(200), "]".repeat(200));
+        let shallow = format!(r#"{{"d":{}{}}}"#, "[".repeat(100), "]".repeat(100));
+        for text in AWKWARD_TEXTS.iter().copied().chain([deep.as_str(), shallow.as_str()]) {
+            let view = TokenView::parse(text);
+            assert_eq!(view.as_ref().map(TokenView::to_token), parse_token(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_view_gives_the_fields_a_token_gives() {
+        for text in AWKWARD_TEXTS {
+            let (Some(view), Some(token)) = (TokenView::parse(text), parse_token(text)) else { continue };
+            for key in token.keys().map(String::as_str).chain(["missing", "utid"]) {
+                assert_eq!(view.str_field(key), token.str_field(key), "{text} {key}");
+                assert_eq!(view.bool_field(key), token.bool_field(key), "{text} {key}");
+                let (mut from_view, mut from_token) = (Vec::new(), Vec::new());
+                assert_eq!(view.write_field(key, &mut from_view), token.write_field(key, &mut from_token));
+                let read = |json: &[u8]| serde_json::from_slice::<Value>(json).ok();
+                assert_eq!(read(&from_view), read(&from_token), "{text} {key}");
+            }
+            assert_eq!(view.utid(), token.utid(), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_view_forwards_what_the_token_forwards() {
+        for text in AWKWARD_TEXTS {
+            let (Some(view), Some(token)) = (TokenView::parse(text), parse_token(text)) else { continue };
+            let forwarded = view.text_with_source("new\"id");
+            // The same token once read: same names in the same order, same values.
+            assert_eq!(
+                parse_token(&forwarded),
+                Some(token.clone()).map(|t| {
+                    let mut t = t;
+                    t.insert("sourceId".into(), "new\"id".into());
+                    t
+                }),
+                "{text}"
+            );
+            let names = |t: &Token| t.keys().cloned().collect::<Vec<_>>();
+            assert_eq!(
+                names(&parse_token(&forwarded).unwrap()),
+                names(&parse_token(&to_text_with_source(&token, "new\"id")).unwrap())
+            );
+        }
+        // A compact text is forwarded byte for byte as the token would be.
+        let text = AWKWARD_TEXTS[0];
+        let (view, token) = (TokenView::parse(text).unwrap(), parse_token(text).unwrap());
+        assert_eq!(view.text_with_source("s"), to_text_with_source(&token, "s"));
+        assert_eq!(view.text_with_source("s"), format!("{},\"sourceId\":\"s\"}}", &text[..text.len() - 1]));
     }
 
     #[test]

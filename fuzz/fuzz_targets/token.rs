@@ -2,7 +2,8 @@
 //! the envelope helpers of `pollgate::protocol` and through the engine on an in-memory store,
 //! the system and filesystem plugins included, as the server runs it.
 //!
-//! Checks beyond "no panic, no hang": `parse_token` accepts exactly the JSON objects; the
+//! Checks beyond "no panic, no hang": `parse_token` accepts exactly the JSON objects, and
+//! `TokenView` (the in-place reading `send` runs on) reads, answers and forwards the same; the
 //! response envelope keeps its field order and jWebSocket's `utid` rule and survives a
 //! round trip through its text; namespace normalisation is idempotent; every response body
 //! and queued packet is a JSON object, a response echoes the request's `utid`, and an
@@ -17,7 +18,7 @@ use pollgate::auth::Users;
 use pollgate::config::Config;
 use pollgate::engine::{Engine, OpenRequest};
 use pollgate::metrics::Metrics;
-use pollgate::protocol::{self, Token};
+use pollgate::protocol::{self, Token, TokenFields};
 use pollgate::store::memory::MemoryStore;
 use pollgate::store::Store;
 use serde_json::Value;
@@ -63,6 +64,7 @@ fn check_envelope(text: &str) -> Option<Token> {
     let token = protocol::parse_token(text);
     let is_object = matches!(serde_json::from_str::<Value>(text), Ok(Value::Object(_)));
     assert_eq!(token.is_some(), is_object, "parse_token and serde disagree on {text:?}");
+    check_view(text, token.as_ref());
     let mut token = token?;
 
     let utid = protocol::utid(&token);
@@ -83,6 +85,28 @@ fn check_envelope(text: &str) -> Option<Token> {
     protocol::normalize_ns(&mut token);
     assert_eq!(token, once, "normalize_ns is idempotent");
     Some(token)
+}
+
+/// The view `send` runs on reads what `parse_token` reads, gives the same fields and
+/// envelope, and forwards the same token.
+fn check_view(text: &str, token: Option<&Token>) {
+    let view = protocol::TokenView::parse(text);
+    assert_eq!(view.as_ref().map(protocol::TokenView::to_token).as_ref(), token, "view of {text:?}");
+    let (Some(view), Some(token)) = (view, token) else { return };
+    for key in ["ns", "type", "targetId", "unid", "action", "data", "responseRequested"] {
+        assert_eq!(view.str_field(key), token.str_field(key), "{key} of {text:?}");
+        assert_eq!(view.bool_field(key), token.bool_field(key), "{key} of {text:?}");
+    }
+    assert_eq!(view.utid(), token.utid(), "utid of {text:?}");
+    let envelope = |text: String| protocol::parse_token(&text).expect("an envelope is a JSON object");
+    assert_eq!(envelope(protocol::response_text(&view)), envelope(protocol::response_text(token)));
+    assert_eq!(envelope(protocol::error_text(&view, "no")), envelope(protocol::error_text(token, "no")));
+    let mut with_source = token.clone();
+    with_source.insert("sourceId".into(), "s".into());
+    let forwarded = protocol::parse_token(&view.text_with_source("s"));
+    assert_eq!(forwarded.as_ref(), Some(&with_source), "forwarded {text:?}");
+    let names = |t: &Token| t.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(forwarded.as_ref().map(names), Some(names(&with_source)), "forwarded order of {text:?}");
 }
 
 /// A packet or body the engine produced: always one JSON object.
@@ -138,7 +162,7 @@ fuzz_target!(|data: &[u8]| {
 
         // Everything queued for either connector is a token (or the close command).
         for id in ["a", "b"] {
-            let drained = engine.sync(id, None, Duration::ZERO).await.expect("sync on a memory store");
+            let (drained, _waited) = engine.sync(id, None, Duration::ZERO).await.expect("sync on a memory store");
             for packet in &drained.packets {
                 if &*packet.text != protocol::CLOSE_COMMAND {
                     assert_token_text("a queued packet", &packet.text);

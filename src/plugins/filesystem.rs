@@ -5,18 +5,20 @@
 //! files are streamed, never read whole.
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
+use super::system::Right;
 use super::{ActionResponse, Plugin, RequestContext};
 use crate::http::{text_response, HttpError};
 use crate::params::Params;
 use crate::protocol::{self, get_str, Token, NS_FILESYSTEM};
 
-const RIGHT_LOAD: &str = "org.jwebsocket.plugins.filesystem.load";
+static RIGHT_LOAD: LazyLock<Right> = LazyLock::new(|| Right::new("org.jwebsocket.plugins.filesystem.load"));
 
 pub struct FilesystemPlugin {
     root: PathBuf,
@@ -75,7 +77,7 @@ impl FilesystemPlugin {
         let alias = params.non_empty("alias").unwrap_or("privateDir");
         // A store failure answers 503, never `access denied` for an empty session read.
         let session = ctx.engine.store.session_storage(ctx.session_id).await?;
-        if !super::system::has_right(&session, RIGHT_LOAD) {
+        if !super::system::has_right(&session, &RIGHT_LOAD) {
             return Ok(Self::error("access denied"));
         }
         let user = get_str(&session, "$username").unwrap_or_default();

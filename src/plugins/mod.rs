@@ -13,7 +13,7 @@ use crate::engine::Engine;
 use crate::params::Params;
 use crate::store::{CloseReason, ConnectorInfo, StoreError, StoreResult};
 
-pub use crate::protocol::Token;
+pub use crate::protocol::{Token, TokenFields};
 
 /// A response to an HTTP action a plugin serves itself (such as `download`).
 pub type ActionResponse = hyper::Response<crate::http::Body>;
@@ -109,7 +109,7 @@ impl<'a> RequestContext<'a> {
     }
 
     /// Sends the requester the standard response to `request` (code 0, `ok`).
-    pub async fn reply_ok(&mut self, request: &Token) {
+    pub async fn reply_ok(&mut self, request: &(impl TokenFields + Sync)) {
         let id = self.connector_id;
         self.send_text(id, crate::protocol::response_text(request)).await;
     }

@@ -2,7 +2,8 @@
 //! broadcast, session storage, events. Field order and message texts follow
 //! `shared/SYSTEM_PLUGIN.md`, with the fixes listed at its top.
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,14 +12,16 @@ use serde_json::{json, Value};
 use super::{Plugin, RequestContext};
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::protocol::{self, error_response, get_bool, get_int, get_str, Token, ANONYMOUS, NS_SYSTEM, VENDOR, VERSION};
+use crate::protocol::{
+    self, error_response, get_bool, get_int, get_str, Token, TokenFields, ANONYMOUS, NS_SYSTEM, VENDOR, VERSION,
+};
 use crate::store::{CloseReason, ConnectorInfo};
 
 /// Session key with the events a client does not want, e.g. `,connect,disconnect`.
 pub const EVENTS_EXCLUDE: &str = "org.jwebsocket.plugins.system.events.exclude";
-const RIGHT_SEND: &str = "org.jwebsocket.plugins.system.send";
-const RIGHT_BROADCAST: &str = "org.jwebsocket.plugins.system.broadcast";
-const RIGHT_JVMINFO: &str = "org.jwebsocket.plugins.system.getjvminfo";
+static RIGHT_SEND: LazyLock<Right> = LazyLock::new(|| Right::new("org.jwebsocket.plugins.system.send"));
+static RIGHT_BROADCAST: LazyLock<Right> = LazyLock::new(|| Right::new("org.jwebsocket.plugins.system.broadcast"));
+static RIGHT_JVMINFO: LazyLock<Right> = LazyLock::new(|| Right::new("org.jwebsocket.plugins.system.getjvminfo"));
 const PUBLIC_PREFIX: &str = "public::";
 const ECHO_TEST_DATA: &str = "jWebSocket Echo Simulation Data - ";
 
@@ -87,31 +90,45 @@ pub fn welcome(config: &Config, connector_id: &str, session: &Token) -> Token {
     t
 }
 
+/// A right as [`has_right`] checks it: its name, and the search for its last segment, made
+/// once (making it cost a third of the check it serves).
+pub struct Right {
+    name: &'static str,
+    tail: memchr::memmem::Finder<'static>,
+}
+
+impl Right {
+    pub fn new(name: &'static str) -> Right {
+        // The entries share long prefixes (`org.jwebsocket.plugins.`), so the check looks
+        // for the right's last segment, which few entries share, and then at what surrounds
+        // each find.
+        let tail_at = name.rfind('.').map_or(0, |dot| dot + 1);
+        Right { name, tail: memchr::memmem::Finder::new(&name[tail_at..]) }
+    }
+}
+
 /// Whether a session is authenticated and holds `right` (jWebSocket's `hasAuthority`).
-pub fn has_right(session: &Token, right: &str) -> bool {
+pub fn has_right(session: &Token, right: &Right) -> bool {
     is_authenticated(session) && holds(get_str(session, "$authorities").unwrap_or_default(), right)
 }
 
 /// Whether space-terminated `authorities` contain `right` as a whole entry. One vectorised
-/// pass finds the spaces, and only entries of the right length are compared: `split(' ')`
-/// took 7,500 instructions per check over the fifty-odd entries of a login (an eighth of an
-/// echo), and a substring search more, since the entries share long prefixes.
-fn holds(authorities: &str, right: &str) -> bool {
-    if right.is_empty() {
+/// search finds the right's last segment, and only what surrounds each find is compared:
+/// `split(' ')` took 7,500 instructions per check over the fifty-odd entries of a login (an
+/// eighth of an echo), and a search for the whole name more, since the entries share long
+/// prefixes.
+fn holds(authorities: &str, right: &Right) -> bool {
+    if right.name.is_empty() {
         return false;
     }
-    let (list, right) = (authorities.as_bytes(), right.as_bytes());
-    // The entries share long prefixes (`org.jwebsocket.plugins.`), so look for the right's
-    // last segment, which few entries share, and check what surrounds each find.
-    let tail_at = memchr::memrchr(b'.', right).map_or(0, |dot| dot + 1);
-    let tail = &right[tail_at..];
-    memchr::memmem::find_iter(list, tail).any(|at| {
-        let end = at + tail.len();
+    let (list, name, tail_len) = (authorities.as_bytes(), right.name.as_bytes(), right.tail.needle().len());
+    right.tail.find_iter(list).any(|at| {
+        let end = at + tail_len;
         let whole_entry_ends = end == list.len() || list[end] == b' ';
         whole_entry_ends
-            && end >= right.len()
-            && &list[end - right.len()..end] == right
-            && (end == right.len() || list[end - right.len() - 1] == b' ')
+            && end >= name.len()
+            && &list[end - name.len()..end] == name
+            && (end == name.len() || list[end - name.len() - 1] == b' ')
     })
 }
 
@@ -136,7 +153,7 @@ impl SystemPlugin {
     /// store call and without copying them out. A store that cannot be read fails the
     /// request (503), not the check: a Redis restarting must not answer "access denied" to
     /// a logged-in client.
-    async fn allowed(ctx: &mut RequestContext<'_>, right: &str) -> bool {
+    async fn allowed(ctx: &mut RequestContext<'_>, right: &Right) -> bool {
         let mut holds_right = false;
         let mut check = |session: &Token| holds_right = has_right(session, right);
         let keys = ["$is_authenticated", "$authorities"];
@@ -163,17 +180,18 @@ impl SystemPlugin {
     }
 
     /// Replies with `code` -1 and `msg`.
-    async fn fail(ctx: &mut RequestContext<'_>, token: &Token, msg: &str) {
-        ctx.reply(error_response(token, msg)).await;
+    async fn fail(ctx: &mut RequestContext<'_>, token: &(impl TokenFields + Sync), msg: &str) {
+        let id = ctx.connector_id;
+        ctx.send_text(id, protocol::error_text(token, msg)).await;
     }
 
     /// The connector named by `targetId` (or `unid`, which pollgate does not assign).
-    async fn target(ctx: &mut RequestContext<'_>, token: &Token) -> Result<String, String> {
-        if let Some(unid) = get_str(token, "unid") {
+    async fn target(ctx: &mut RequestContext<'_>, token: &(impl TokenFields + Sync)) -> Result<String, String> {
+        if let Some(unid) = token.str_field("unid") {
             return Err(format!("No target connector with node-id '{unid}' found."));
         }
-        let target = get_str(token, "targetId");
-        if let Some(t) = target {
+        let target = token.str_field("targetId");
+        if let Some(t) = &target {
             // A store that cannot be read fails the request (503), not the lookup.
             match ctx.engine.store.connector(t).await {
                 Ok(Some(c)) => return Ok(c.id),
@@ -181,29 +199,31 @@ impl SystemPlugin {
                 Err(e) => ctx.store_failed(e),
             }
         }
-        Err(format!("No target connector with endpoint-id '{}' found.", target.unwrap_or("null")))
+        Err(format!("No target connector with endpoint-id '{}' found.", target.as_deref().unwrap_or("null")))
     }
 
-    async fn send(ctx: &mut RequestContext<'_>, token: &Token) {
-        if !Self::allowed(ctx, RIGHT_SEND).await {
+    /// `send`, for a [`Token`] or, on the hot path, a [`TokenView`] (see
+    /// [`Engine::process_text`]).
+    pub(crate) async fn send(ctx: &mut RequestContext<'_>, token: &(impl TokenFields + Sync)) {
+        if !Self::allowed(ctx, &RIGHT_SEND).await {
             return Self::fail(ctx, token, "access denied").await;
         }
-        let forward = get_str(token, "action") == Some("forward.json");
+        let forward = token.str_field("action").as_deref() == Some("forward.json");
         let target = match Self::target(ctx, token).await {
             Ok(t) => t,
             Err(_) if forward => {
-                let id = get_str(token, "targetId").unwrap_or("null");
+                let id = token.str_field("targetId").unwrap_or(Cow::Borrowed("null"));
                 return Self::fail(ctx, token, &format!("No target connector with endpoint-id'{id}' found.")).await;
             }
             Err(msg) => return Self::fail(ctx, token, &msg).await,
         };
         if forward {
-            let inner = get_str(token, "data").and_then(protocol::parse_token).unwrap_or_default();
+            let inner = token.str_field("data").and_then(|data| protocol::parse_token(&data)).unwrap_or_default();
             ctx.send(&target, &inner).await;
         } else {
-            ctx.send_text(&target, protocol::to_text_with_source(token, ctx.connector_id)).await;
+            ctx.send_text(&target, token.text_with_source(ctx.connector_id)).await;
         }
-        if get_bool(token, "responseRequested") != Some(false) {
+        if token.bool_field("responseRequested") != Some(false) {
             ctx.reply_ok(token).await;
         }
     }
@@ -221,7 +241,7 @@ impl SystemPlugin {
     }
 
     async fn broadcast(ctx: &mut RequestContext<'_>, token: &Token) {
-        if !Self::allowed(ctx, RIGHT_BROADCAST).await {
+        if !Self::allowed(ctx, &RIGHT_BROADCAST).await {
             return Self::fail(ctx, token, "access denied").await;
         }
         let sender_included = get_bool(token, "senderIncluded") == Some(true);
@@ -673,7 +693,7 @@ impl Plugin for SystemPlugin {
             | "sessionGetMany" => Self::session_token(ctx, kind, token).await,
             "getjvminfo" => {
                 let Some(session) = ctx.session().await else { return };
-                let msg = if has_right(&session, RIGHT_JVMINFO) {
+                let msg = if has_right(&session, &RIGHT_JVMINFO) {
                     "getjvminfo is not available: pollgate does not run on a JVM"
                 } else {
                     "access denied"
@@ -714,26 +734,26 @@ impl Plugin for SystemPlugin {
 
 #[cfg(test)]
 mod tests {
-    use super::holds;
+    use super::{holds, Right};
 
     #[test]
     fn rights_match_whole_entries_only() {
         let authorities = "a.send a.broadcast.all b.send ";
-        assert!(holds(authorities, "a.send"));
-        assert!(holds(authorities, "b.send"));
-        assert!(holds(authorities, "a.broadcast.all"));
-        assert!(!holds(authorities, "a.broadcast"));
-        assert!(!holds(authorities, "send"));
-        assert!(!holds(authorities, ""));
-        assert!(holds("x y", "y"));
+        assert!(holds(authorities, &Right::new("a.send")));
+        assert!(holds(authorities, &Right::new("b.send")));
+        assert!(holds(authorities, &Right::new("a.broadcast.all")));
+        assert!(!holds(authorities, &Right::new("a.broadcast")));
+        assert!(!holds(authorities, &Right::new("send")));
+        assert!(!holds(authorities, &Right::new("")));
+        assert!(holds("x y", &Right::new("y")));
         // A partial match first, the whole entry later.
-        assert!(holds("za.send a.sendz a.send ", "a.send"));
-        assert!(!holds("za.send a.sendz ", "a.send"));
+        assert!(holds("za.send a.sendz a.send ", &Right::new("a.send")));
+        assert!(!holds("za.send a.sendz ", &Right::new("a.send")));
         // The last segment alone, or longer than the list, is no match.
-        assert!(!holds("send ", "a.send"));
-        assert!(!holds("x.send", "ax.send"));
-        assert!(holds("a.send", "a.send"));
-        assert!(holds("plain ", "plain"));
-        assert!(!holds("plainer ", "plain"));
+        assert!(!holds("send ", &Right::new("a.send")));
+        assert!(!holds("x.send", &Right::new("ax.send")));
+        assert!(holds("a.send", &Right::new("a.send")));
+        assert!(holds("plain ", &Right::new("plain")));
+        assert!(!holds("plainer ", &Right::new("plain")));
     }
 }

@@ -1,11 +1,12 @@
 //! Criterion benchmarks of the hot paths: parameter parsing, connector id, token envelope,
-//! queue push/drain/ack, and the long-poll wake-up through the memory store.
+//! a send's token work and its sync body, queue push/drain/ack, and the long-poll wake-up
+//! through the memory store.
 
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use pollgate::params::Params;
-use pollgate::protocol;
+use pollgate::protocol::{self, TokenFields};
 use pollgate::store::memory::MemoryStore;
 use pollgate::store::queue::Queue;
 use pollgate::store::{ConnectorInfo, QueueLimits, Store};
@@ -26,6 +27,19 @@ fn parsing(c: &mut Criterion) {
             r.insert("data".into(), "x".into());
             protocol::to_text(&r)
         })
+    });
+    // A send as the system plugin runs it: the token read in place, the forwarded text, the
+    // response; then the sync body that carries the forwarded text.
+    let send = r#"{"ns":"org.jwebsocket.plugins.system","type":"send","utid":7,"targetId":"0a113ef6b61820da0a113ef6b61820da","data":"hello world"}"#;
+    c.bench_function("protocol/send_view", |b| {
+        b.iter(|| {
+            let view = protocol::TokenView::parse(std::hint::black_box(send)).unwrap();
+            (view.text_with_source("0a113ef6b61820da0a113ef6b61820da"), protocol::response_text(&view))
+        })
+    });
+    let forwarded = protocol::TokenView::parse(send).unwrap().text_with_source("0a113ef6b61820da0a113ef6b61820da");
+    c.bench_function("protocol/sync_body", |b| {
+        b.iter(|| protocol::packets_text(std::hint::black_box(&[forwarded.as_str()])))
     });
 }
 

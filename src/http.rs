@@ -434,10 +434,11 @@ impl Service {
         if post {
             let timeout = Duration::from_secs(config.body_read_timeout);
             let body = read_body(&headers, body, config.maxframesize, timeout).await?;
+            const FORM: &[u8] = b"application/x-www-form-urlencoded";
             let form = headers
                 .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+                .and_then(|v| v.as_bytes().get(..FORM.len()))
+                .is_some_and(|kind| kind.eq_ignore_ascii_case(FORM));
             if form {
                 params.extend(&body);
             } else if !body.is_empty() {

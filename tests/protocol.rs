@@ -85,13 +85,17 @@ fn send_accepts_raw_json_in_the_query() {
     assert_eq!(r.json()["data"], "a b  c");
 }
 
-/// POST with a form body, POST with the raw token as body, and the connection id header.
+/// POST with a form body (its content type in any case, with parameters), POST with the
+/// raw token as body, and the connection id header.
 #[test]
 fn post_forms_raw_bodies_and_the_connection_header() {
     let server = Server::start(&[]);
     let c = server.client();
     c.open();
     let r = c.post(&[("action", "send"), ("data", ECHO)]);
+    assert_eq!(r.json()["data"], "REST");
+    let form = format!("connectionId={}&action=send&data={}", c.connection_id, enc(ECHO));
+    let r = post(server.addr, ENDPOINT, "Application/X-WWW-Form-URLencoded; charset=UTF-8", form.as_bytes());
     assert_eq!(r.json()["data"], "REST");
     let target = format!("{ENDPOINT}?connectionId={}&action=send", c.connection_id);
     let r = post(server.addr, &target, "application/json", ECHO.as_bytes());

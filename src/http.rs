@@ -548,11 +548,9 @@ impl Service {
         // A poll never outlives the session timeout it would otherwise keep alive.
         let cap = engine.config.session_timeout() / 2;
         let (drained, waited) = engine.sync(&poll.id, poll.ack, Duration::from_millis(poll.wait).min(cap)).await?;
-        // A poll that waited long records its end too, so that the reaper counts from there.
-        // For one that answered at once or soon, the touch above is recent enough: the
-        // connector's deadline falls at most a 64th of the timeout early (a store call less
-        // per delivery to a held poll).
-        if waited >= engine.config.session_timeout() / 64 {
+        // A poll that waited records its end too, so that the reaper counts from there; for
+        // one that answered at once, the touch above is its end.
+        if waited {
             engine.touch(&poll.id).await?;
         }
         let texts: Vec<&str> = drained.packets.iter().map(|p| &*p.text).collect();

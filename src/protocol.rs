@@ -287,8 +287,7 @@ impl<'a> TokenView<'a> {
                 while let Some((Name(name), value)) = entries.next_entry::<Name, &RawValue>()? {
                     fields.push((name, value));
                 }
-                let repeats = (1..fields.len()).any(|at| fields[..at].iter().any(|(name, _)| *name == fields[at].0));
-                Ok(TokenView { fields, repeats })
+                Ok(TokenView { repeats: any_repeated(&fields), fields })
             }
         }
         let mut parser = serde_json::Deserializer::from_str(text);
@@ -361,18 +360,20 @@ impl TokenFields for TokenView<'_> {
         self.get(key).map(|raw| out.extend_from_slice(raw.get().as_bytes())).is_some()
     }
 
-    /// Each name in its first place with its last value, `sourceId`'s replaced (or added at
-    /// the end), as a [`Token`] keeps them. The values are the client's JSON texts: a client
-    /// that wrote `1e2` or `"\u00e9"` gets them forwarded so, not as `100.0` or `"é"`.
+    /// `sourceId` replaced in its place, or added at the end. The values are the client's
+    /// JSON texts: a client that wrote `1e2` or `"\u00e9"` gets them forwarded so, not as
+    /// `100.0` or `"é"`. A token with a repeated name is forwarded as a [`Token`] keeps it:
+    /// each name in its first place, with its last value.
     fn text_with_source(&self, source: &str) -> String {
+        if self.repeats {
+            // Rare, and as a `Token` it stays linear in the number of fields.
+            return to_text_with_source(&self.to_token(), source);
+        }
         let room = self.fields.iter().map(|(name, value)| name.len() + value.get().len() + 4).sum::<usize>();
         let mut out = Vec::with_capacity(room + source.len() + 16);
         out.push(b'{');
         let mut source_written = false;
         for (at, (name, value)) in self.fields.iter().enumerate() {
-            if self.repeats && self.fields[..at].iter().any(|(earlier, _)| earlier == name) {
-                continue;
-            }
             if at > 0 {
                 out.push(b',');
             }
@@ -389,8 +390,6 @@ impl TokenFields for TokenView<'_> {
             if name == "sourceId" {
                 write_json_str(&mut out, source);
                 source_written = true;
-            } else if self.repeats {
-                self.write_field(name, &mut out);
             } else {
                 out.extend_from_slice(value.get().as_bytes());
             }
@@ -406,6 +405,18 @@ impl TokenFields for TokenView<'_> {
         // Made of whole UTF-8 texts, so this never replaces anything.
         crate::params::utf8_lossy(out)
     }
+}
+
+/// Whether a name comes more than once. A token has a few fields, compared pairwise; a
+/// hostile one may have a hundred thousand, counted in a set (pairwise, that would be
+/// seconds of work per request).
+fn any_repeated(fields: &[(Cow<'_, str>, &RawValue)]) -> bool {
+    if fields.len() <= 16 {
+        return (1..fields.len()).any(|at| fields[..at].iter().any(|(name, _)| *name == fields[at].0));
+    }
+    let mut seen = foldhash::HashSet::<&str>::default();
+    seen.reserve(fields.len());
+    !fields.iter().all(|(name, _)| seen.insert(name.as_ref()))
 }
 
 /// Appends `n` in decimal (`write!` costs a formatting pass per number).
@@ -580,20 +591,30 @@ mod tests {
         r#"{1:2}"#,
     ];
 
+    /// [`AWKWARD_TEXTS`], nesting at and beyond serde_json's limit, and tokens with more
+    /// fields than are compared pairwise, with and without a repeated name.
+    fn awkward_texts() -> Vec<String> {
+        let fields = |n: usize| (0..n).map(|i| format!(r#""k{i}":{i}"#)).collect::<Vec<_>>().join(",");
+        let mut texts: Vec<String> = AWKWARD_TEXTS.iter().map(|t| t.to_string()).collect();
+        texts.push(format!(r#"{{"d":{}{}}}"#, "[".repeat(200), "]".repeat(200)));
+        texts.push(format!(r#"{{"d":{}{}}}"#, "[".repeat(100), "]".repeat(100)));
+        texts.push(format!("{{{}}}", fields(40)));
+        texts.push(format!(r#"{{{},"k7":"again","sourceId":"s"}}"#, fields(40)));
+        texts
+    }
+
     #[test]
     fn a_view_reads_exactly_what_parse_token_reads() {
-        let deep = format!(r#"{{"d":{}{}}}"#, "[".repeat(200), "]".repeat(200));
-        let shallow = format!(r#"{{"d":{}{}}}"#, "[".repeat(100), "]".repeat(100));
-        for text in AWKWARD_TEXTS.iter().copied().chain([deep.as_str(), shallow.as_str()]) {
-            let view = TokenView::parse(text);
-            assert_eq!(view.as_ref().map(TokenView::to_token), parse_token(text), "{text}");
+        for text in awkward_texts() {
+            let view = TokenView::parse(&text);
+            assert_eq!(view.as_ref().map(TokenView::to_token), parse_token(&text), "{text}");
         }
     }
 
     #[test]
     fn a_view_gives_the_fields_a_token_gives() {
-        for text in AWKWARD_TEXTS {
-            let (Some(view), Some(token)) = (TokenView::parse(text), parse_token(text)) else { continue };
+        for text in awkward_texts() {
+            let (Some(view), Some(token)) = (TokenView::parse(&text), parse_token(&text)) else { continue };
             for key in token.keys().map(String::as_str).chain(["missing", "utid"]) {
                 assert_eq!(view.str_field(key), token.str_field(key), "{text} {key}");
                 assert_eq!(view.bool_field(key), token.bool_field(key), "{text} {key}");
@@ -608,19 +629,13 @@ mod tests {
 
     #[test]
     fn a_view_forwards_what_the_token_forwards() {
-        for text in AWKWARD_TEXTS {
-            let (Some(view), Some(token)) = (TokenView::parse(text), parse_token(text)) else { continue };
+        for text in awkward_texts() {
+            let (Some(view), Some(token)) = (TokenView::parse(&text), parse_token(&text)) else { continue };
             let forwarded = view.text_with_source("new\"id");
             // The same token once read: same names in the same order, same values.
-            assert_eq!(
-                parse_token(&forwarded),
-                Some(token.clone()).map(|t| {
-                    let mut t = t;
-                    t.insert("sourceId".into(), "new\"id".into());
-                    t
-                }),
-                "{text}"
-            );
+            let mut expected = token.clone();
+            expected.insert("sourceId".into(), "new\"id".into());
+            assert_eq!(parse_token(&forwarded), Some(expected), "{text}");
             let names = |t: &Token| t.keys().cloned().collect::<Vec<_>>();
             assert_eq!(
                 names(&parse_token(&forwarded).unwrap()),
@@ -632,6 +647,21 @@ mod tests {
         let (view, token) = (TokenView::parse(text).unwrap(), parse_token(text).unwrap());
         assert_eq!(view.text_with_source("s"), to_text_with_source(&token, "s"));
         assert_eq!(view.text_with_source("s"), format!("{},\"sourceId\":\"s\"}}", &text[..text.len() - 1]));
+    }
+
+    #[test]
+    fn repeated_names_are_found_in_short_and_long_tokens() {
+        let repeats = |text: &str| TokenView::parse(text).unwrap().repeats;
+        assert!(!repeats(r#"{"a":1,"b":2}"#));
+        assert!(repeats(r#"{"a":1,"b":2,"a":3}"#));
+        let texts = awkward_texts();
+        let (long, long_repeated) = (&texts[texts.len() - 2], &texts[texts.len() - 1]);
+        assert!(!repeats(long));
+        assert!(repeats(long_repeated));
+        // Forwarded with each name once.
+        let forwarded = TokenView::parse(long_repeated).unwrap().text_with_source("s");
+        assert_eq!(forwarded.matches(r#""k7":"#).count(), 1, "{forwarded}");
+        assert_eq!(forwarded.matches(r#""sourceId":"#).count(), 1, "{forwarded}");
     }
 
     #[test]

@@ -204,7 +204,7 @@ impl SystemPlugin {
         Err(format!("No target connector with endpoint-id '{}' found.", target.as_deref().unwrap_or("null")))
     }
 
-    /// `send`, for a [`Token`] or, on the hot path, a [`TokenView`] (see
+    /// `send`, for a [`Token`] or, on the hot path, a [`protocol::TokenView`] (see
     /// [`Engine::process_text`]).
     pub(crate) async fn send(ctx: &mut RequestContext<'_>, token: &(impl TokenFields + Sync)) {
         if !Self::allowed(ctx, &RIGHT_SEND).await {

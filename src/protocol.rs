@@ -169,12 +169,14 @@ pub fn error_text(request: &impl TokenFields, msg: &str) -> String {
 
 fn envelope_text(request: &impl TokenFields, code: i32, msg: &str) -> String {
     let mut out = Vec::with_capacity(128);
+    // serde_json writes integers without a formatting pass (`write!` costs one each); into
+    // a Vec it cannot fail.
     out.extend_from_slice(br#"{"type":"response","code":"#);
-    write_int(&mut out, code.into());
+    let _ = serde_json::to_writer(&mut out, &code);
     out.extend_from_slice(br#","msg":"#);
     write_json_str(&mut out, msg);
     out.extend_from_slice(br#","utid":"#);
-    write_int(&mut out, request.utid());
+    let _ = serde_json::to_writer(&mut out, &request.utid());
     if let Some(ns) = request.str_field("ns") {
         out.extend_from_slice(br#","ns":"#);
         write_json_str(&mut out, &ns);
@@ -417,25 +419,6 @@ fn any_repeated(fields: &[(Cow<'_, str>, &RawValue)]) -> bool {
     let mut seen = foldhash::HashSet::<&str>::default();
     seen.reserve(fields.len());
     !fields.iter().all(|(name, _)| seen.insert(name.as_ref()))
-}
-
-/// Appends `n` in decimal (`write!` costs a formatting pass per number).
-fn write_int(out: &mut Vec<u8>, n: i64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = n.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 /// Appends `text` as a JSON string, as serde_json writes it.

@@ -144,6 +144,10 @@ await run(60000, async (context) => {
   );
   check(r.restored, "uninstall() restores window.WebSocket");
 
+  // The last socket's close request left the page before evaluate() returned, but the
+  // browser may report it a moment later: wait (a bounded while) until it has been seen.
+  const idCount = () => new Set(requests.map((q) => q.headers["x-pollgate-connection"])).size;
+  for (let i = 0; i < 100 && idCount() < 3; i++) await new Promise((r) => setTimeout(r, 100));
   step(`${requests.length} endpoint requests`);
   check(requests.length >= 8, "requests were seen");
   const ids = new Set();

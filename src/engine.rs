@@ -216,25 +216,22 @@ impl Engine {
     }
 
     /// Queues a packet for a connector. A connector whose queue overflows is closed (in the
-    /// background, so the sender never waits for it). False if nothing was queued. `once`:
-    /// see [`Store::push`].
+    /// background, so the sender never waits for it). `once`: see [`Store::push`].
     pub async fn deliver(
         self: &Arc<Self>,
         target: &str,
         text: Arc<str>,
         once: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        Ok(match self.store.push(target, text, self.limits, once).await? {
+    ) -> Result<PushOutcome, StoreError> {
+        let outcome = self.store.push(target, text, self.limits, once).await?;
+        match outcome {
             PushOutcome::Queued => {
                 self.metrics.packets_queued.inc();
-                true
             }
-            PushOutcome::Gone => false,
-            PushOutcome::Overflow => {
-                self.close_overflowed(vec![target.to_owned()]);
-                false
-            }
-        })
+            PushOutcome::Gone => {}
+            PushOutcome::Overflow => self.close_overflowed(vec![target.to_owned()]),
+        }
+        Ok(outcome)
     }
 
     /// Queues one packet for many connectors.

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use crate::config::StoreKind;
 use crate::engine::Engine;
 use crate::params::Params;
-use crate::store::{CloseReason, ConnectorInfo, StoreError, StoreResult};
+use crate::store::{CloseReason, ConnectorInfo, PushOutcome, StoreError, StoreResult};
 
 pub use crate::protocol::{Token, TokenFields};
 
@@ -51,6 +51,18 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// A connector was closed, for any reason. Runs once per connector.
     async fn connector_stopped(&self, _engine: &Arc<Engine>, _connector: &ConnectorInfo, _reason: CloseReason) {}
+}
+
+/// What became of a packet sent to one connector ([`RequestContext::deliver_text`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued for the target, or made the response's body.
+    Delivered,
+    /// There is no live connector of that id.
+    NoTarget,
+    /// Not queued: the target's queue was full (it is being closed), or the store failed
+    /// (recorded: the request then fails with 503).
+    Dropped,
 }
 
 /// What a plugin sees of one request: who sent it, and the ways to answer and reach others.
@@ -128,16 +140,25 @@ impl<'a> RequestContext<'a> {
 
     /// [`RequestContext::send`] of a token already serialised.
     pub async fn send_text(&mut self, target: &str, text: String) -> bool {
+        self.deliver_text(target, text).await == Delivery::Delivered
+    }
+
+    /// [`RequestContext::send_text`], telling a target that does not exist (or is closed)
+    /// from a packet that was not queued, in one store step: a handler that needs the target
+    /// to exist need not look it up first. The requester exists while its request runs.
+    pub async fn deliver_text(&mut self, target: &str, text: String) -> Delivery {
         if target == self.connector_id && self.body_is_open() {
             self.body = Some(text);
-            return true;
+            return Delivery::Delivered;
         }
         let once = self.next_once_key();
         match self.engine.deliver(target, text.into(), once.as_deref()).await {
-            Ok(queued) => queued,
+            Ok(PushOutcome::Queued) => Delivery::Delivered,
+            Ok(PushOutcome::Gone) => Delivery::NoTarget,
+            Ok(PushOutcome::Overflow) => Delivery::Dropped,
             Err(e) => {
                 self.store_error.get_or_insert(e);
-                false
+                Delivery::Dropped
             }
         }
     }

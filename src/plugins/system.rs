@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{Plugin, RequestContext};
+use super::{Delivery, Plugin, RequestContext};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::protocol::{
@@ -145,6 +145,11 @@ pub fn authorities(session: &Token) -> Vec<&str> {
 }
 
 /// Sets `sourceId`, in place if present, else at the end.
+/// The answer to a `send` or `respond` whose target does not exist.
+fn no_target(id: &str) -> String {
+    format!("No target connector with endpoint-id '{id}' found.")
+}
+
 fn set_source(token: &mut Token, source: &str) {
     token.insert("sourceId".into(), source.into());
 }
@@ -187,21 +192,14 @@ impl SystemPlugin {
         ctx.send_text(id, protocol::error_text(token, msg)).await;
     }
 
-    /// The connector named by `targetId` (or `unid`, which pollgate does not assign).
-    async fn target(ctx: &mut RequestContext<'_>, token: &(impl TokenFields + Sync)) -> Result<String, String> {
+    /// The `targetId` of a token, or the answer to a token without one (`unid` names a
+    /// node, which pollgate does not assign). Whether that connector exists is told by the
+    /// delivery ([`RequestContext::deliver_text`]), not by a lookup before it.
+    fn target_id<T: TokenFields>(token: &T) -> Result<Cow<'_, str>, String> {
         if let Some(unid) = token.str_field("unid") {
             return Err(format!("No target connector with node-id '{unid}' found."));
         }
-        let target = token.str_field("targetId");
-        if let Some(t) = &target {
-            // A store that cannot be read fails the request (503), not the lookup.
-            match ctx.engine.store.connector(t).await {
-                Ok(Some(c)) => return Ok(c.id),
-                Ok(None) => {}
-                Err(e) => ctx.store_failed(e),
-            }
-        }
-        Err(format!("No target connector with endpoint-id '{}' found.", target.as_deref().unwrap_or("null")))
+        token.str_field("targetId").ok_or_else(|| no_target("null"))
     }
 
     /// `send`, for a [`Token`] or, on the hot path, a [`protocol::TokenView`] (see
@@ -211,19 +209,25 @@ impl SystemPlugin {
             return Self::fail(ctx, token, "access denied").await;
         }
         let forward = token.str_field("action").as_deref() == Some("forward.json");
-        let target = match Self::target(ctx, token).await {
+        // jWebSocket words a `forward.json` without a target differently (no space).
+        let forward_failure = || {
+            let id = token.str_field("targetId").unwrap_or(Cow::Borrowed("null"));
+            format!("No target connector with endpoint-id'{id}' found.")
+        };
+        let target = match Self::target_id(token) {
             Ok(t) => t,
-            Err(_) if forward => {
-                let id = token.str_field("targetId").unwrap_or(Cow::Borrowed("null"));
-                return Self::fail(ctx, token, &format!("No target connector with endpoint-id'{id}' found.")).await;
-            }
+            Err(_) if forward => return Self::fail(ctx, token, &forward_failure()).await,
             Err(msg) => return Self::fail(ctx, token, &msg).await,
         };
-        if forward {
+        let text = if forward {
             let inner = token.str_field("data").and_then(|data| protocol::parse_token(&data)).unwrap_or_default();
-            ctx.send(&target, &inner).await;
+            protocol::to_text(&inner)
         } else {
-            ctx.send_text(&target, token.text_with_source(ctx.connector_id)).await;
+            token.text_with_source(ctx.connector_id)
+        };
+        if ctx.deliver_text(&target, text).await == Delivery::NoTarget {
+            let msg = if forward { forward_failure() } else { no_target(&target) };
+            return Self::fail(ctx, token, &msg).await;
         }
         if token.bool_field("responseRequested") != Some(false) {
             ctx.reply_ok(token).await;
@@ -231,14 +235,15 @@ impl SystemPlugin {
     }
 
     async fn respond(ctx: &mut RequestContext<'_>, token: &Token) {
-        match Self::target(ctx, token).await {
-            Ok(target) => {
-                let mut forwarded = token.clone();
-                forwarded.insert("type".into(), "response".into());
-                set_source(&mut forwarded, ctx.connector_id);
-                ctx.send(&target, &forwarded).await;
-            }
-            Err(msg) => Self::fail(ctx, token, &msg).await,
+        let target = match Self::target_id(token) {
+            Ok(t) => t.into_owned(),
+            Err(msg) => return Self::fail(ctx, token, &msg).await,
+        };
+        let mut forwarded = token.clone();
+        forwarded.insert("type".into(), "response".into());
+        set_source(&mut forwarded, ctx.connector_id);
+        if ctx.deliver_text(&target, protocol::to_text(&forwarded)).await == Delivery::NoTarget {
+            Self::fail(ctx, token, &no_target(&target)).await;
         }
     }
 

@@ -82,7 +82,7 @@ fn wake_up(c: &mut Criterion) {
     c.bench_function("store/push_wakes_held_poll", |b| {
         b.iter(|| {
             rt.block_on(async {
-                let ticket = store.begin_poll("c").await.unwrap();
+                let ticket = store.begin_poll("c", 0).await.unwrap();
                 let mut wakeup = store.subscribe("c");
                 let pusher = store.clone();
                 let task = tokio::spawn(async move { pusher.push("c", "p".into(), LIMITS, None).await });

@@ -278,11 +278,13 @@ impl Engine {
         });
     }
 
-    /// A `sync`: drains the queue, waiting up to `wait` (capped by `max_sync_wait`) for a
-    /// packet. A newer sync on the same connector makes this one answer `[]` at once.
+    /// A `sync`: records it as a request of the connector (as [`Engine::touch`], in the same
+    /// store step that starts the poll), then drains the queue, waiting up to `wait` (capped
+    /// by `max_sync_wait`) for a packet. A newer sync on the same connector makes this one
+    /// answer `[]` at once.
     /// Returns what it drained, and whether it waited for it.
     pub async fn sync(&self, id: &str, ack: Option<u64>, wait: Duration) -> EngineResult<(Drained, bool)> {
-        let ticket = self.store.begin_poll(id).await?;
+        let ticket = self.store.begin_poll(id, protocol::now_ms()).await?;
         let wait = wait.min(Duration::from_millis(self.config.max_sync_wait));
         let deadline = Instant::now() + wait;
         let mut last_round = wait.is_zero();

@@ -140,12 +140,13 @@ pub fn full(body: impl Into<Bytes>) -> Body {
 
 /// What [`Service::read_request`] takes from an endpoint request.
 struct EndpointRequest {
-    /// The connector id (`sourceId`), derived from the connection id and the address.
-    id: String,
+    /// The connector id (`sourceId`), derived from the connection id and the address
+    /// (shared with the connection's [`Identity`], as is the address: no copy per request).
+    id: Arc<str>,
     params: Params,
     /// A POST body that is not a form (a raw token for `send`).
     raw_body: Option<String>,
-    address: String,
+    address: Arc<str>,
     /// The `User-Agent` of an `open` (empty for other actions).
     user_agent: String,
     post: bool,
@@ -153,7 +154,7 @@ struct EndpointRequest {
 
 impl EndpointRequest {
     /// The connector id; everything else is dropped here.
-    fn into_id(self) -> String {
+    fn into_id(self) -> Arc<str> {
         self.id
     }
 }
@@ -190,7 +191,7 @@ enum Routed {
 
 /// A `sync` to hold: all it keeps while it waits (every idle client holds one).
 struct HeldPoll {
-    id: String,
+    id: Arc<str>,
     ack: Option<u64>,
     wait: u64,
     /// The request's `Origin`, when allowed: the answer carries the CORS headers.
@@ -208,8 +209,8 @@ pub struct Peer {
 /// A request's identity: its connection id, client address and connector id.
 struct Identity {
     connection_id: String,
-    address: String,
-    id: String,
+    address: Arc<str>,
+    id: Arc<str>,
 }
 
 impl Peer {
@@ -395,8 +396,8 @@ impl Service {
         };
         access.action = known_action(request.params.get("action"));
         if access.log {
-            access.address = Some(request.address.clone());
-            access.source_id = Some(request.id.clone());
+            access.address = Some(request.address.to_string());
+            access.source_id = Some(request.id.to_string());
         }
         if request.params.get("action") == Some("sync") {
             let ack = parse_param(&request.params, "ack")?;
@@ -519,7 +520,7 @@ impl Service {
                 let authenticated = system::is_authenticated(&storage);
                 let authorities = if authenticated { system::authorities(&storage) } else { Vec::new() };
                 let body = serde_json::json!({
-                    "sourceId": id,
+                    "sourceId": &*id,
                     "username": if authenticated { protocol::get_str(&storage, "$username") } else { None },
                     "authorities": authorities,
                     "timeout": config.timeout_minutes(),
@@ -544,12 +545,11 @@ impl Service {
     /// A `sync`: drains the queue, waiting up to `wait` ms for a packet if it is empty.
     async fn hold(&self, poll: &HeldPoll) -> Result<Response<Body>, HttpError> {
         let engine = &self.engine;
-        engine.touch(&poll.id).await?;
         // A poll never outlives the session timeout it would otherwise keep alive.
         let cap = engine.config.session_timeout() / 2;
         let (drained, waited) = engine.sync(&poll.id, poll.ack, Duration::from_millis(poll.wait).min(cap)).await?;
-        // A poll that waited records its end too, so that the reaper counts from there; for
-        // one that answered at once, the touch above is its end.
+        // The sync recorded the poll's start. One that waited records its end too, so that
+        // the reaper counts from there; for one that answered at once, the start is its end.
         if waited {
             engine.touch(&poll.id).await?;
         }
@@ -567,7 +567,7 @@ impl Service {
 
     /// The client address and connector id of a request with this connection id: those of
     /// the connection's last request when they must be the same, else derived and kept.
-    fn identify(&self, peer: &Peer, connection_id: &str, headers: &HeaderMap) -> (String, String) {
+    fn identify(&self, peer: &Peer, connection_id: &str, headers: &HeaderMap) -> (Arc<str>, Arc<str>) {
         let mut last = peer.last.lock();
         // Behind a trusted proxy the address comes from a header, which may differ each time.
         let address = match self.trusted_proxies.contains(&peer.addr.ip().to_canonical()) {
@@ -575,13 +575,14 @@ impl Service {
             false => None,
         };
         if let Some(known) = last.as_ref() {
-            if known.connection_id == connection_id && address.as_ref().is_none_or(|a| *a == known.address) {
+            if known.connection_id == connection_id && address.as_ref().is_none_or(|a| **a == *known.address) {
                 return (known.address.clone(), known.id.clone());
             }
         }
         let address = address.unwrap_or_else(|| self.client_address(peer.addr, headers));
         let ip_part = if self.engine.config.bind_connection_to_ip { address.as_str() } else { "" };
-        let id = protocol::connector_id(connection_id, ip_part);
+        let id: Arc<str> = protocol::connector_id(connection_id, ip_part).into();
+        let address: Arc<str> = address.into();
         let connection_id = connection_id.to_owned();
         *last = Some(Identity { connection_id, address: address.clone(), id: id.clone() });
         (address, id)

@@ -107,6 +107,14 @@ impl ConnectorEntry {
         self.wake.notify_waiters();
     }
 
+    /// Records a request of this (live) connector: its last activity and its session's.
+    fn record_request(&mut self, sessions: &mut HashMap<String, Box<SessionEntry>>, now_ms: i64) {
+        self.info.last_active_ms = now_ms;
+        if let Some(session) = sessions.get_mut(&self.info.session_id) {
+            session.last_request_ms = session.last_request_ms.max(now_ms);
+        }
+    }
+
     /// Queues a packet and wakes the held poll; false (nothing queued) if it would overflow.
     fn enqueue(&mut self, text: Arc<str>, limits: QueueLimits) -> bool {
         let queued = self.queue.push(text, limits).is_some();
@@ -258,10 +266,7 @@ impl Store for MemoryStore {
         let mut inner = self.inner.lock();
         let Inner { connectors, sessions, .. } = &mut *inner;
         let Some(entry) = connectors.get_mut(id).filter(|c| c.closed.is_none()) else { return Ok(None) };
-        entry.info.last_active_ms = now_ms;
-        if let Some(session) = sessions.get_mut(&entry.info.session_id) {
-            session.last_request_ms = session.last_request_ms.max(now_ms);
-        }
+        entry.record_request(sessions, now_ms);
         Ok(Some(entry.info.session_id.clone()))
     }
 
@@ -330,9 +335,14 @@ impl Store for MemoryStore {
         Ok(fanout)
     }
 
-    async fn begin_poll(&self, id: &str) -> StoreResult<u64> {
+    async fn begin_poll(&self, id: &str, now_ms: i64) -> StoreResult<u64> {
         let mut inner = self.inner.lock();
-        let Some(entry) = inner.connectors.get_mut(id) else { return Ok(0) };
+        let Inner { connectors, sessions, .. } = &mut *inner;
+        let Some(entry) = connectors.get_mut(id) else { return Ok(0) };
+        // A closed connector's sync is no activity, but it still collects the close command.
+        if entry.closed.is_none() {
+            entry.record_request(sessions, now_ms);
+        }
         entry.poll_ticket += 1;
         entry.wake();
         Ok(entry.poll_ticket)

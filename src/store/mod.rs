@@ -286,8 +286,10 @@ pub trait Store: Send + Sync + 'static {
         limits: QueueLimits,
         once: Option<&str>,
     ) -> StoreResult<Fanout>;
-    /// Starts a sync: returns its ticket and makes any older held sync of the connector return.
-    async fn begin_poll(&self, id: &str) -> StoreResult<u64>;
+    /// Starts a sync: records it as a request of the connector, as [`Store::touch`] does (if
+    /// the connector is live), returns the sync's ticket and makes any older held sync of the
+    /// connector return. One step, so a sync costs one round trip less.
+    async fn begin_poll(&self, id: &str, now_ms: i64) -> StoreResult<u64>;
     /// Takes what a sync returns. Without `ack`, returned packets are removed; with `ack`,
     /// packets up to it are removed and all later ones returned. `Err(last)` when `ack` is
     /// beyond the last sequence number issued.

@@ -70,10 +70,10 @@ impl Scripts {
     fn new() -> Scripts {
         Scripts {
             open: Script::new(include_str!("lua/open.lua")),
-            touch: Script::new(include_str!("lua/touch.lua")),
+            touch: Script::new(concat!(include_str!("lua/touch_fn.lua"), include_str!("lua/touch.lua"))),
             close: Script::new(include_str!("lua/close.lua")),
             push: Script::new(include_str!("lua/push.lua")),
-            begin_poll: Script::new(include_str!("lua/begin_poll.lua")),
+            begin_poll: Script::new(concat!(include_str!("lua/touch_fn.lua"), include_str!("lua/begin_poll.lua"))),
             drain: Script::new(include_str!("lua/drain.lua")),
             sends: Script::new(include_str!("lua/sends.lua")),
             session: Script::new(include_str!("lua/session.lua")),
@@ -522,13 +522,16 @@ impl Store for RedisStore {
         Ok(Fanout { queued: ids.len() - overflowed.len(), overflowed })
     }
 
-    async fn begin_poll(&self, id: &str) -> StoreResult<u64> {
+    async fn begin_poll(&self, id: &str, now_ms: i64) -> StoreResult<u64> {
         self.scripts
             .begin_poll
             .prepare_invoke()
             .arg(&self.options.prefix)
             .arg(id)
             .arg(&self.node)
+            .arg(now_ms)
+            .arg(self.options.key_ttl_ms)
+            .arg(self.options.touch_granularity_ms)
             .invoke_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))

@@ -1,8 +1,11 @@
--- Store::begin_poll. ARGV: prefix, connector id, this node. Returns the new ticket (0 for an
--- unknown connector); the node of an older held sync is woken so that sync returns.
+-- Store::begin_poll. ARGV: prefix, connector id, this node, now ms, key ttl ms, granularity
+-- ms. Records the sync as a request of a live connector (touch_fn.lua); returns the new
+-- ticket (0 for an unknown connector); the node of an older held sync is woken so that sync
+-- returns.
 local P, id = ARGV[1], ARGV[2]
 local c = P .. 'c:' .. id
 if redis.call('EXISTS', c) == 0 then return 0 end
+touch(P, id, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
 local ticket = redis.call('HINCRBY', c, 'ticket', 1)
 local old = redis.call('HGET', c, 'holder')
 redis.call('HSET', c, 'holder', ARGV[3])

@@ -9,9 +9,9 @@
 pub struct Params {
     /// Every decoded name and value, one after another.
     text: String,
-    /// Per pair: where its name starts, where its value starts (the name's end) and where the
-    /// value ends, as byte offsets into `text`.
-    pairs: Vec<[u32; 3]>,
+    /// Per pair: where its name starts and ends and where its value starts and ends, as byte
+    /// offsets into `text`.
+    pairs: Vec<[u32; 4]>,
 }
 
 impl Params {
@@ -28,9 +28,17 @@ impl Params {
         // Pieces of valid UTF-8 cut at ASCII bytes are valid: then only a piece with an
         // escape of a byte above 0x7F needs checking (one pass here, not one per piece).
         let input_valid = std::str::from_utf8(input).is_ok();
+        // Input without `+` or `%` (most queries) decodes to itself: it is copied whole, and
+        // each name and value is where it was, the `&` and `=` between them left in place.
+        let verbatim = input_valid && memchr::memchr2(b'+', b'%', input).is_none();
+        let base = bytes.len();
+        if verbatim {
+            bytes.extend_from_slice(input);
+        }
         let mut start = 0;
         for end in memchr::memchr_iter(b'&', input).chain([input.len()]) {
             let part = &input[start..end];
+            let part_at = start;
             start = end + 1;
             if part.is_empty() {
                 continue;
@@ -39,11 +47,18 @@ impl Params {
                 Some(eq) => (&part[..eq], &part[eq + 1..]),
                 None => (part, &b""[..]),
             };
-            let name_at = bytes.len();
-            decode_into(&mut bytes, name, input_valid);
-            let value_at = bytes.len();
-            decode_into(&mut bytes, value, input_valid);
-            self.pairs.push([offset(name_at), offset(value_at), offset(bytes.len())]);
+            let [name_at, name_end, value_at, value_end] = if verbatim {
+                let at = base + part_at;
+                let end = at + part.len();
+                [at, at + name.len(), end - value.len(), end]
+            } else {
+                let name_at = bytes.len();
+                decode_into(&mut bytes, name, input_valid);
+                let value_at = bytes.len();
+                decode_into(&mut bytes, value, input_valid);
+                [name_at, value_at, value_at, bytes.len()]
+            };
+            self.pairs.push([offset(name_at), offset(name_end), offset(value_at), offset(value_end)]);
         }
         // Every piece was made valid as it was decoded, so this never replaces anything.
         self.text = utf8_lossy(bytes);
@@ -54,8 +69,8 @@ impl Params {
         let text = self.text.as_str();
         self.pairs
             .iter()
-            .find(|[n, v, _]| &text[*n as usize..*v as usize] == name)
-            .map(|[_, v, end]| &text[*v as usize..*end as usize])
+            .find(|[n, n_end, ..]| &text[*n as usize..*n_end as usize] == name)
+            .map(|[.., v, v_end]| &text[*v as usize..*v_end as usize])
     }
 
     /// The first value for `name`, unless it is empty.
@@ -159,6 +174,24 @@ mod tests {
         assert_eq!(p.get("e"), Some("\u{FFFD}"));
         assert_eq!(p.get("f"), Some("é"));
         assert_eq!(p.get("g"), Some("A"));
+    }
+
+    #[test]
+    fn input_without_escapes_is_read_in_place_and_mixes_with_decoded_input() {
+        let mut p = Params::parse(b"connectionId=c1&action=sync&&flag&wait=&=v");
+        assert_eq!(p.get("connectionId"), Some("c1"));
+        assert_eq!(p.get("action"), Some("sync"));
+        assert_eq!(p.get("flag"), Some(""));
+        assert_eq!(p.get("wait"), Some(""));
+        assert_eq!(p.get(""), Some("v"));
+        assert_eq!(p.get("sync"), None);
+        // A form body with escapes after a verbatim query, and a verbatim one after that.
+        p.extend(b"data=a+b%21&action=send");
+        p.extend("user=\u{e9}t\u{e9}&x=1=2".as_bytes());
+        assert_eq!(p.get("data"), Some("a b!"));
+        assert_eq!(p.get("action"), Some("sync"));
+        assert_eq!(p.get("user"), Some("\u{e9}t\u{e9}"));
+        assert_eq!(p.get("x"), Some("1=2"));
     }
 
     #[test]

@@ -250,7 +250,8 @@ pub fn parse_token(text: &str) -> Option<Token> {
 /// plugin's `send`, the hot path, runs on it: the forwarded token is the client's values
 /// copied as they came, not serialised again one by one.
 pub struct TokenView<'a> {
-    fields: Vec<(Cow<'a, str>, &'a RawValue)>,
+    /// Each name, and its value's JSON text.
+    fields: Vec<(Cow<'a, str>, &'a str)>,
     /// Whether a name comes more than once (then the last value counts, in the first place).
     repeats: bool,
 }
@@ -258,6 +259,15 @@ pub struct TokenView<'a> {
 impl<'a> TokenView<'a> {
     /// Reads a packet text; `None` when [`parse_token`] would give `None`.
     pub fn parse(text: &'a str) -> Option<TokenView<'a>> {
+        let fields = match read_flat(text) {
+            Some(fields) => fields,
+            None => Self::read_fields(text)?,
+        };
+        Some(TokenView { repeats: any_repeated(&fields), fields })
+    }
+
+    /// The fields of any token, read by serde_json.
+    fn read_fields(text: &'a str) -> Option<Vec<(Cow<'a, str>, &'a str)>> {
         /// A field name, borrowed unless it was written with escapes.
         struct Name<'a>(Cow<'a, str>);
         impl<'de> serde::Deserialize<'de> for Name<'de> {
@@ -280,20 +290,20 @@ impl<'a> TokenView<'a> {
         }
         struct ViewVisitor;
         impl<'de> serde::de::Visitor<'de> for ViewVisitor {
-            type Value = TokenView<'de>;
+            type Value = Vec<(Cow<'de, str>, &'de str)>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<TokenView<'de>, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
                 let mut fields = Vec::with_capacity(8);
                 while let Some((Name(name), value)) = entries.next_entry::<Name, &RawValue>()? {
-                    fields.push((name, value));
+                    fields.push((name, value.get()));
                 }
-                Ok(TokenView { repeats: any_repeated(&fields), fields })
+                Ok(fields)
             }
         }
         let mut parser = serde_json::Deserializer::from_str(text);
-        let view = serde::Deserializer::deserialize_any(&mut parser, ViewVisitor).ok()?;
+        let fields = serde::Deserializer::deserialize_any(&mut parser, ViewVisitor).ok()?;
         parser.end().ok()?;
         // A raw value is only skipped over, so check what a `Value` would refuse: numbers
         // out of range, escapes that make no character (a lone surrogate), nesting deeper
@@ -303,15 +313,12 @@ impl<'a> TokenView<'a> {
             b't' | b'f' | b'n' => true,
             _ => false,
         };
-        let valid = view
-            .fields
-            .iter()
-            .all(|(_, value)| plain(value.get()) || serde_json::from_str::<Value>(value.get()).is_ok());
-        valid.then_some(view)
+        let valid = fields.iter().all(|(_, value)| plain(value) || serde_json::from_str::<Value>(value).is_ok());
+        valid.then_some(fields)
     }
 
     /// The value of `key`; the last one if the key is repeated, as in a [`Token`].
-    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+    pub fn get(&self, key: &str) -> Option<&'a str> {
         self.fields.iter().rev().find(|(name, _)| name == key).map(|(_, value)| *value)
     }
 
@@ -320,7 +327,7 @@ impl<'a> TokenView<'a> {
         let mut token = Token::with_capacity(self.fields.len());
         for (name, value) in &self.fields {
             // Checked by `parse`, so this never gives `Null`.
-            let value = serde_json::from_str(value.get()).unwrap_or(Value::Null);
+            let value = serde_json::from_str(value).unwrap_or(Value::Null);
             token.insert(name.clone().into_owned(), value);
         }
         token
@@ -329,7 +336,7 @@ impl<'a> TokenView<'a> {
 
 impl TokenFields for TokenView<'_> {
     fn str_field(&self, key: &str) -> Option<Cow<'_, str>> {
-        let raw = self.get(key)?.get();
+        let raw = self.get(key)?;
         let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
         if inner.contains('\\') {
             serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
@@ -339,7 +346,7 @@ impl TokenFields for TokenView<'_> {
     }
 
     fn bool_field(&self, key: &str) -> Option<bool> {
-        match self.get(key)?.get() {
+        match self.get(key)? {
             "true" => Some(true),
             "false" => Some(false),
             _ => None,
@@ -347,7 +354,7 @@ impl TokenFields for TokenView<'_> {
     }
 
     fn utid(&self) -> i64 {
-        let Some(raw) = self.get("utid").map(RawValue::get) else { return -1 };
+        let Some(raw) = self.get("utid") else { return -1 };
         // Digits alone, the usual utid, read directly (a valid JSON number has no leading
         // zeros); anything else as serde_json reads it (`-0` is a float there, for one).
         let number = if raw.len() <= 10 && raw.bytes().all(|b| b.is_ascii_digit()) {
@@ -359,7 +366,7 @@ impl TokenFields for TokenView<'_> {
     }
 
     fn write_field(&self, key: &str, out: &mut Vec<u8>) -> bool {
-        self.get(key).map(|raw| out.extend_from_slice(raw.get().as_bytes())).is_some()
+        self.get(key).map(|raw| out.extend_from_slice(raw.as_bytes())).is_some()
     }
 
     /// `sourceId` replaced in its place, or added at the end. The values are the client's
@@ -371,7 +378,7 @@ impl TokenFields for TokenView<'_> {
             // Rare, and as a `Token` it stays linear in the number of fields.
             return to_text_with_source(&self.to_token(), source);
         }
-        let room = self.fields.iter().map(|(name, value)| name.len() + value.get().len() + 4).sum::<usize>();
+        let room = self.fields.iter().map(|(name, value)| name.len() + value.len() + 4).sum::<usize>();
         let mut out = Vec::with_capacity(room + source.len() + 16);
         out.push(b'{');
         let mut source_written = false;
@@ -393,7 +400,7 @@ impl TokenFields for TokenView<'_> {
                 write_json_str(&mut out, source);
                 source_written = true;
             } else {
-                out.extend_from_slice(value.get().as_bytes());
+                out.extend_from_slice(value.as_bytes());
             }
         }
         if !source_written {
@@ -409,10 +416,78 @@ impl TokenFields for TokenView<'_> {
     }
 }
 
+/// The fields of a flat token read without serde_json, or `None` for any text that is not
+/// one: an object whose names are written without escapes and whose values are strings
+/// without escapes, integers of at most 15 digits, `true`, `false` or `null` (most tokens).
+/// The others are read by serde_json; for a flat token both read the same fields.
+fn read_flat(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
+    let bytes = text.as_bytes();
+    let skip_space = |mut at: usize| {
+        while matches!(bytes.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            at += 1;
+        }
+        at
+    };
+    // A string without escapes or control characters at `at` (its opening quote): the index
+    // of its closing quote. Any other string is left to serde_json.
+    let string_end = |at: usize| {
+        let len = memchr::memchr2(b'"', b'\\', &bytes[at + 1..])?;
+        let end = at + 1 + len;
+        // The smallest byte, not `all`: a reduction without early exit is vectorised.
+        let lowest = bytes[at + 1..end].iter().fold(u8::MAX, |low, b| low.min(*b));
+        (bytes[end] == b'"' && lowest >= 0x20).then_some(end)
+    };
+    let mut fields = Vec::with_capacity(8);
+    let mut at = skip_space(0);
+    if bytes.get(at) != Some(&b'{') {
+        return None;
+    }
+    at = skip_space(at + 1);
+    if bytes.get(at) == Some(&b'}') {
+        return (skip_space(at + 1) == bytes.len()).then_some(fields);
+    }
+    loop {
+        if bytes.get(at) != Some(&b'"') {
+            return None;
+        }
+        let name_end = string_end(at)?;
+        let name = &text[at + 1..name_end];
+        at = skip_space(name_end + 1);
+        if bytes.get(at) != Some(&b':') {
+            return None;
+        }
+        let start = skip_space(at + 1);
+        let end = match *bytes.get(start)? {
+            b'"' => string_end(start)? + 1,
+            b't' if bytes[start..].starts_with(b"true") => start + 4,
+            b'f' if bytes[start..].starts_with(b"false") => start + 5,
+            b'n' if bytes[start..].starts_with(b"null") => start + 4,
+            b'-' | b'0'..=b'9' => {
+                let digits_at = start + usize::from(bytes[start] == b'-');
+                let digits = bytes[digits_at..].iter().take_while(|b| b.is_ascii_digit()).count();
+                // No leading zero (JSON's rule); fractions and exponents go to serde_json.
+                let leading_zero = digits > 1 && bytes[digits_at] == b'0';
+                if digits == 0 || digits > 15 || leading_zero {
+                    return None;
+                }
+                digits_at + digits
+            }
+            _ => return None,
+        };
+        fields.push((Cow::Borrowed(name), &text[start..end]));
+        at = skip_space(end);
+        match bytes.get(at) {
+            Some(b',') => at = skip_space(at + 1),
+            Some(b'}') => return (skip_space(at + 1) == bytes.len()).then_some(fields),
+            _ => return None,
+        }
+    }
+}
+
 /// Whether a name comes more than once. A token has a few fields, compared pairwise; a
 /// hostile one may have a hundred thousand, counted in a set (pairwise, that would be
 /// seconds of work per request).
-fn any_repeated(fields: &[(Cow<'_, str>, &RawValue)]) -> bool {
+fn any_repeated(fields: &[(Cow<'_, str>, &str)]) -> bool {
     if fields.len() <= 16 {
         return (1..fields.len()).any(|at| fields[..at].iter().any(|(name, _)| *name == fields[at].0));
     }
@@ -574,16 +649,57 @@ mod tests {
         r#"{1:2}"#,
     ];
 
-    /// [`AWKWARD_TEXTS`], nesting at and beyond serde_json's limit, and tokens with more
-    /// fields than are compared pairwise, with and without a repeated name.
+    /// Texts at the edges of what `read_flat` reads itself (the rest go to serde_json).
+    const FLAT_EDGES: [&str; 24] = [
+        " \t\r\n{ \"a\" :\t1 ,\n\"b\":\"x\" } \n",
+        "{ }",
+        r#"{"a":1x}"#,
+        r#"{"a":-}"#,
+        r#"{"a":-01}"#,
+        r#"{"a":-0,"b":0,"c":-123456789012345}"#,
+        r#"{"a":1234567890123456}"#,
+        r#"{"a":tru}"#,
+        r#"{"a":nul,"b":1}"#,
+        r#"{"a":truex}"#,
+        r#"{"a":true,"b":false,"c":null}"#,
+        r#"{"a":"x""#,
+        r#"{"a":"x"#,
+        r#"{"a""#,
+        r#"{"a"}"#,
+        r#"{"a":}"#,
+        "{\"a\":\"tab\there\"}",
+        "{\"a\":\"del\u{7f} \u{e9}\u{1F600}\"}",
+        r#"{"é":"ü","a":1,"é":2}"#,
+        r#"{"a":"x",}"#,
+        r#"{"a":"x"} {"#,
+        r#"{"a":"x\""}"#,
+        r#"{"a\"b":1}"#,
+        r#"{"a":1.}"#,
+    ];
+
+    /// [`AWKWARD_TEXTS`], [`FLAT_EDGES`], nesting at and beyond serde_json's limit, and
+    /// tokens with more fields than are compared pairwise, with and without a repeated name.
     fn awkward_texts() -> Vec<String> {
         let fields = |n: usize| (0..n).map(|i| format!(r#""k{i}":{i}"#)).collect::<Vec<_>>().join(",");
-        let mut texts: Vec<String> = AWKWARD_TEXTS.iter().map(|t| t.to_string()).collect();
+        let mut texts: Vec<String> = AWKWARD_TEXTS.iter().chain(&FLAT_EDGES).map(|t| t.to_string()).collect();
         texts.push(format!(r#"{{"d":{}{}}}"#, "[".repeat(200), "]".repeat(200)));
         texts.push(format!(r#"{{"d":{}{}}}"#, "[".repeat(100), "]".repeat(100)));
         texts.push(format!("{{{}}}", fields(40)));
         texts.push(format!(r#"{{{},"k7":"again","sourceId":"s"}}"#, fields(40)));
         texts
+    }
+
+    #[test]
+    fn a_flat_token_is_read_as_serde_json_reads_it() {
+        let mut flat = 0;
+        for text in awkward_texts() {
+            let Some(fields) = read_flat(&text) else { continue };
+            assert_eq!(Some(fields), TokenView::read_fields(&text), "{text}");
+            flat += 1;
+        }
+        // The usual token, the whitespace, the literals, the integers, the non-ASCII ones.
+        assert!(flat >= 14, "only {flat} texts were read as flat tokens");
+        assert!(read_flat(r#"{"ns":"n","type":"send","utid":12,"targetId":"t","data":"d"}"#).is_some());
     }
 
     #[test]

@@ -370,18 +370,28 @@ impl Engine {
         data: &str,
         seq: Option<u64>,
     ) -> EngineResult<Option<String>> {
-        // The hot path: a system `send` runs on its token read in place. A text that could
-        // be one (it has `"send"`) is read so first; what turns out to be another token is
-        // made a `Token` from that reading, and the others are parsed straight into one.
-        let mut token = if memchr::memmem::find(data.as_bytes(), br#""send""#).is_some() {
+        // The hot paths: a system `send` or `echo` runs on its token read in place. A text
+        // that could be one (it has `"send"` or `"echo"`) is read so first; what turns out to
+        // be another token is made a `Token` from that reading, and the others are parsed
+        // straight into one.
+        let bytes = data.as_bytes();
+        let hot =
+            memchr::memmem::find(bytes, br#""send""#).is_some() || memchr::memmem::find(bytes, br#""echo""#).is_some();
+        let mut token = if hot {
             let Some(view) = protocol::TokenView::parse(data) else { return Ok(None) };
-            let system_send = view.str_field("ns").as_deref() == Some(protocol::NS_SYSTEM)
-                && view.str_field("type").as_deref() == Some("send");
-            if system_send {
+            let kind = match view.str_field("ns").as_deref() == Some(protocol::NS_SYSTEM) {
+                true => view.str_field("type"),
+                false => None,
+            };
+            if let Some(kind @ ("send" | "echo")) = kind.as_deref() {
                 // The system plugin is always the first plugin, so it would get this token.
                 let mut ctx = RequestContext::new(self, id, session_id, true);
                 ctx.set_send_seq(seq);
-                system::SystemPlugin::send(&mut ctx, &view).await;
+                if kind == "send" {
+                    system::SystemPlugin::send(&mut ctx, &view).await;
+                } else {
+                    system::SystemPlugin::echo(&mut ctx, &view).await;
+                }
                 return Ok(ctx.take_body()?);
             }
             view.to_token()

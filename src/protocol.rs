@@ -127,8 +127,12 @@ pub trait TokenFields {
     fn str_field(&self, key: &str) -> Option<Cow<'_, str>>;
     /// A JSON boolean field, as [`get_bool`].
     fn bool_field(&self, key: &str) -> Option<bool>;
+    /// A JSON integer in the 32-bit range, as [`get_int`].
+    fn int_field(&self, key: &str) -> Option<i64>;
     /// The request's `utid`, as [`utid`].
-    fn utid(&self) -> i64;
+    fn utid(&self) -> i64 {
+        self.int_field("utid").unwrap_or(-1)
+    }
     /// Appends the JSON text of `key`'s value; false (nothing written) if there is none.
     fn write_field(&self, key: &str, out: &mut Vec<u8>) -> bool;
     /// The token's text with `sourceId` set to `source`, as [`to_text_with_source`].
@@ -144,8 +148,8 @@ impl TokenFields for Token {
         get_bool(self, key)
     }
 
-    fn utid(&self) -> i64 {
-        utid(self)
+    fn int_field(&self, key: &str) -> Option<i64> {
+        get_int(self, key)
     }
 
     fn write_field(&self, key: &str, out: &mut Vec<u8>) -> bool {
@@ -168,6 +172,12 @@ pub fn error_text(request: &impl TokenFields, msg: &str) -> String {
 }
 
 fn envelope_text(request: &impl TokenFields, code: i32, msg: &str) -> String {
+    envelope_end(envelope_start(request, code, msg))
+}
+
+/// The text of the envelope for `request` up to its closing brace, so that an answer can
+/// add fields of its own ([`push_str_field`], [`push_int_field`]) before [`envelope_end`].
+pub fn envelope_start(request: &impl TokenFields, code: i32, msg: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     // serde_json writes integers without a formatting pass (`write!` costs one each); into
     // a Vec it cannot fail.
@@ -185,6 +195,32 @@ fn envelope_text(request: &impl TokenFields, code: i32, msg: &str) -> String {
     if !request.write_field("type", &mut out) {
         out.truncate(out.len() - br#","reqType":"#.len());
     }
+    out
+}
+
+/// Appends a string field to an envelope begun by [`envelope_start`]. `name` is written
+/// as it is (the server's own names need no escapes), `value` as serde_json writes it.
+pub fn push_str_field(out: &mut Vec<u8>, name: &str, value: &str) {
+    push_name(out, name);
+    write_json_str(out, value);
+}
+
+/// Appends an integer field to an envelope begun by [`envelope_start`] (see
+/// [`push_str_field`]).
+pub fn push_int_field(out: &mut Vec<u8>, name: &str, value: i64) {
+    push_name(out, name);
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, &value);
+}
+
+fn push_name(out: &mut Vec<u8>, name: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// Closes an envelope begun by [`envelope_start`].
+pub fn envelope_end(mut out: Vec<u8>) -> String {
     out.push(b'}');
     // Made of whole UTF-8 texts, so this never replaces anything.
     crate::params::utf8_lossy(out)
@@ -353,8 +389,8 @@ impl TokenFields for TokenView<'_> {
         }
     }
 
-    fn utid(&self) -> i64 {
-        let Some(raw) = self.get("utid") else { return -1 };
+    fn int_field(&self, key: &str) -> Option<i64> {
+        let raw = self.get(key)?;
         // Digits alone, the usual utid, read directly (a valid JSON number has no leading
         // zeros); anything else as serde_json reads it (`-0` is a float there, for one).
         let number = if raw.len() <= 10 && raw.bytes().all(|b| b.is_ascii_digit()) {
@@ -362,7 +398,7 @@ impl TokenFields for TokenView<'_> {
         } else {
             serde_json::from_str::<Value>(raw).ok().and_then(|n| n.as_i64())
         };
-        number.filter(|n| i32::try_from(*n).is_ok()).unwrap_or(-1)
+        number.filter(|n| i32::try_from(*n).is_ok())
     }
 
     fn write_field(&self, key: &str, out: &mut Vec<u8>) -> bool {

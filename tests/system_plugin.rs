@@ -100,7 +100,8 @@ fn ping_replies_with_std_envelope_and_utid() {
     assert_eq!(queued(&c), Vec::<String>::new(), "echo:false queues nothing either");
 }
 
-/// echo returns data, the generated echoTestSize/echoTestData, delayed, and the missing-data error.
+/// echo returns data (as serde_json writes it, however the client escaped it), the generated
+/// echoTestSize/echoTestData, delayed, and the missing-data error.
 #[test]
 fn echo_returns_data_test_data_and_errors() {
     let server = quiet_server();
@@ -122,6 +123,10 @@ fn echo_returns_data_test_data_and_errors() {
         ok_with(5, "echo", r#","data":"x","delayed":60"#)
     );
     assert!(start.elapsed() >= std::time::Duration::from_millis(60));
+    // Data written with escapes comes back as serde_json writes the decoded text, and a
+    // token that is not flat (a nested value) is answered alike.
+    assert_eq!(sys(&c, "echo", r#","data":"a\"b\u00e9\/c\n","utid":8"#), ok_with(8, "echo", r#","data":"a\"bé/c\n""#));
+    assert_eq!(sys(&c, "echo", r#","data":"x","extra":{"n":[1.5]},"utid":9"#), ok_with(9, "echo", r#","data":"x""#));
     let missing = "missing 'data' argument for 'echo' command";
     assert_eq!(sys(&c, "echo", r#","utid":6"#), err_reply(6, "echo", missing));
     assert_eq!(sys(&c, "echo", r#","data":5,"utid":7"#), err_reply(7, "echo", missing));

@@ -469,29 +469,31 @@ impl SystemPlugin {
         ctx.reply(reply).await;
     }
 
-    async fn echo(ctx: &mut RequestContext<'_>, token: &Token) {
-        let Some(data) = get_str(token, "data") else {
+    /// `echo`, for a [`Token`] or, on the hot path, a [`protocol::TokenView`] (see
+    /// [`Engine::process_text`]): the envelope with the request's `data`, written directly.
+    pub(crate) async fn echo(ctx: &mut RequestContext<'_>, token: &(impl TokenFields + Sync)) {
+        let Some(data) = token.str_field("data") else {
             return Self::fail(ctx, token, "missing 'data' argument for 'echo' command").await;
         };
-        let mut reply = ctx.response(token);
-        reply.insert("data".into(), data.into());
-        let size = get_int(token, "echoTestSize").unwrap_or(-1);
+        let mut reply = protocol::envelope_start(token, 0, "ok");
+        protocol::push_str_field(&mut reply, "data", &data);
+        let size = token.int_field("echoTestSize").unwrap_or(-1);
         if size > 0 {
             // Bounded by the frame size: the reply must fit what the client accepts.
             let size = (size as usize).min(ctx.engine.config.maxframesize);
             let text: String = ECHO_TEST_DATA.chars().cycle().take(size).collect();
-            reply.insert("echoTestSize".into(), size.into());
-            reply.insert("echoTestData".into(), text.into());
+            protocol::push_int_field(&mut reply, "echoTestSize", size as i64);
+            protocol::push_str_field(&mut reply, "echoTestData", &text);
         }
-        let delay = get_int(token, "delay").unwrap_or(-1);
+        let delay = token.int_field("delay").unwrap_or(-1);
         if delay > 0 {
             Self::sleep(ctx.engine, delay).await;
-            reply.insert("delayed".into(), delay.into());
+            protocol::push_int_field(&mut reply, "delayed", delay);
         }
-        ctx.reply(reply).await;
+        let id = ctx.connector_id;
+        ctx.send_text(id, protocol::envelope_end(reply)).await;
     }
 
-    /// Sleeps for a client-requested time, bounded by `max_sync_wait` and shutdown.
     async fn sleep(engine: &Engine, ms: i64) {
         let ms = (ms.max(0) as u64).min(engine.config.max_sync_wait);
         tokio::select! {

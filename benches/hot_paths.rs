@@ -88,7 +88,7 @@ fn wake_up(c: &mut Criterion) {
                 let task = tokio::spawn(async move { pusher.push("c", "p".into(), LIMITS, None).await });
                 wakeup.changed().await;
                 task.await.unwrap().unwrap();
-                store.drain("c", None, ticket).await.unwrap().unwrap()
+                store.drain("c", None, ticket, None).await.unwrap().unwrap()
             })
         })
     });

@@ -278,12 +278,12 @@ impl Engine {
         });
     }
 
-    /// A `sync`: records it as a request of the connector (as [`Engine::touch`], in the same
-    /// store step that starts the poll), then drains the queue, waiting up to `wait` (capped
-    /// by `max_sync_wait`) for a packet. A newer sync on the same connector makes this one
-    /// answer `[]` at once.
-    /// Returns what it drained, and whether it waited for it.
-    pub async fn sync(&self, id: &str, ack: Option<u64>, wait: Duration) -> EngineResult<(Drained, bool)> {
+    /// A `sync`: drains the queue, waiting up to `wait` (capped by `max_sync_wait`) for a
+    /// packet. A newer sync on the same connector makes this one answer `[]` at once. The
+    /// sync is recorded as a request of the connector (as [`Engine::touch`]) in the store
+    /// step that starts it and, if it waited, in the drain that ends it, so that the reaper
+    /// counts from its end; for a sync that answered at once, its start is its end.
+    pub async fn sync(&self, id: &str, ack: Option<u64>, wait: Duration) -> EngineResult<Drained> {
         let ticket = self.store.begin_poll(id, protocol::now_ms()).await?;
         let wait = wait.min(Duration::from_millis(self.config.max_sync_wait));
         let deadline = Instant::now() + wait;
@@ -296,7 +296,8 @@ impl Engine {
             let mut wakeup = self.store.subscribe(id);
             // In a block of its own, so an empty drain does not stay in the held poll's state.
             {
-                let drained = self.store.drain(id, ack, ticket).await?.map_err(EngineError::AckAhead)?;
+                let touch_at = waited.then(protocol::now_ms);
+                let drained = self.store.drain(id, ack, ticket, touch_at).await?.map_err(EngineError::AckAhead)?;
                 if last_round
                     || !drained.packets.is_empty()
                     || drained.superseded
@@ -305,7 +306,7 @@ impl Engine {
                 {
                     self.metrics.queue_depth.observe(drained.packets.len() as f64);
                     self.metrics.packets_delivered.inc_by(drained.packets.len() as u64);
-                    return Ok((drained, waited));
+                    return Ok(drained);
                 }
             }
             // Shutdown wakes every held poll through the store (`Store::wake_all`, after the

@@ -547,12 +547,7 @@ impl Service {
         let engine = &self.engine;
         // A poll never outlives the session timeout it would otherwise keep alive.
         let cap = engine.config.session_timeout() / 2;
-        let (drained, waited) = engine.sync(&poll.id, poll.ack, Duration::from_millis(poll.wait).min(cap)).await?;
-        // The sync recorded the poll's start. One that waited records its end too, so that
-        // the reaper counts from there; for one that answered at once, the start is its end.
-        if waited {
-            engine.touch(&poll.id).await?;
-        }
+        let drained = engine.sync(&poll.id, poll.ack, Duration::from_millis(poll.wait).min(cap)).await?;
         let texts: Vec<&str> = drained.packets.iter().map(|p| &*p.text).collect();
         let mut resp = text_response(StatusCode::OK, protocol::packets_text(&texts));
         let headers = resp.headers_mut();

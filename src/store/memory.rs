@@ -348,11 +348,21 @@ impl Store for MemoryStore {
         Ok(entry.poll_ticket)
     }
 
-    async fn drain(&self, id: &str, ack: Option<u64>, ticket: u64) -> StoreResult<Result<Drained, u64>> {
+    async fn drain(
+        &self,
+        id: &str,
+        ack: Option<u64>,
+        ticket: u64,
+        touch_at: Option<i64>,
+    ) -> StoreResult<Result<Drained, u64>> {
         let mut inner = self.inner.lock();
-        let Some(entry) = inner.connectors.get_mut(id) else {
+        let Inner { connectors, sessions, .. } = &mut *inner;
+        let Some(entry) = connectors.get_mut(id) else {
             return Ok(Ok(Drained { unknown: true, seq: ack.unwrap_or(0), ..Drained::default() }));
         };
+        if let Some(now_ms) = touch_at.filter(|_| entry.closed.is_none()) {
+            entry.record_request(sessions, now_ms);
+        }
         let close_reason = entry.closed.map(|(r, _)| r);
         if entry.poll_ticket != ticket {
             return Ok(Ok(Drained { superseded: true, seq: entry.queue.acked(), close_reason, ..Drained::default() }));

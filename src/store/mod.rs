@@ -292,8 +292,16 @@ pub trait Store: Send + Sync + 'static {
     async fn begin_poll(&self, id: &str, now_ms: i64) -> StoreResult<u64>;
     /// Takes what a sync returns. Without `ack`, returned packets are removed; with `ack`,
     /// packets up to it are removed and all later ones returned. `Err(last)` when `ack` is
-    /// beyond the last sequence number issued.
-    async fn drain(&self, id: &str, ack: Option<u64>, ticket: u64) -> StoreResult<Result<Drained, u64>>;
+    /// beyond the last sequence number issued. With `touch_at`, the drain first records a
+    /// request of the connector then, as [`Store::touch`] does (if it is live): the end of a
+    /// sync that waited, in the same step.
+    async fn drain(
+        &self,
+        id: &str,
+        ack: Option<u64>,
+        ticket: u64,
+        touch_at: Option<i64>,
+    ) -> StoreResult<Result<Drained, u64>>;
     /// A wake-up for the connector's next change; make it before draining.
     fn subscribe(&self, id: &str) -> Wakeup;
     /// Fires every wake-up made on this node (shutdown: held polls answer at once).

@@ -74,7 +74,7 @@ impl Scripts {
             close: Script::new(include_str!("lua/close.lua")),
             push: Script::new(include_str!("lua/push.lua")),
             begin_poll: Script::new(concat!(include_str!("lua/touch_fn.lua"), include_str!("lua/begin_poll.lua"))),
-            drain: Script::new(include_str!("lua/drain.lua")),
+            drain: Script::new(concat!(include_str!("lua/touch_fn.lua"), include_str!("lua/drain.lua"))),
             sends: Script::new(include_str!("lua/sends.lua")),
             session: Script::new(include_str!("lua/session.lua")),
         }
@@ -537,7 +537,13 @@ impl Store for RedisStore {
             .map_err(|e| self.failed(e))
     }
 
-    async fn drain(&self, id: &str, ack: Option<u64>, ticket: u64) -> StoreResult<Result<Drained, u64>> {
+    async fn drain(
+        &self,
+        id: &str,
+        ack: Option<u64>,
+        ticket: u64,
+        touch_at: Option<i64>,
+    ) -> StoreResult<Result<Drained, u64>> {
         let reply: Vec<String> = self
             .scripts
             .drain
@@ -546,6 +552,9 @@ impl Store for RedisStore {
             .arg(id)
             .arg(ticket)
             .arg(ack.map(|a| a.to_string()).unwrap_or_default())
+            .arg(touch_at.map(|t| t.to_string()).unwrap_or_default())
+            .arg(self.options.key_ttl_ms)
+            .arg(self.options.touch_granularity_ms)
             .invoke_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))?;

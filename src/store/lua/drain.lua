@@ -1,8 +1,10 @@
--- Store::drain. ARGV: prefix, connector id, ticket, ack ('' for none).
+-- Store::drain. ARGV: prefix, connector id, ticket, ack ('' for none), the time to record
+-- a request at first ('' for none; touch_fn.lua), key ttl ms, granularity ms.
 -- Returns {'unknown'}, {'superseded', acked, closed}, {'ahead', last seq} or
 -- {'ok', first seq, acked, closed, packets...}; closed is '' or the reason.
 local P, id = ARGV[1], ARGV[2]
 local c, q = P .. 'c:' .. id, P .. 'q:' .. id
+if ARGV[5] ~= '' then touch(P, id, tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])) end
 local f = redis.call('HMGET', c, 'ticket', 'closed', 'last', 'acked')
 if not f[1] then return { 'unknown' } end
 local closed, last, acked = f[2], tonumber(f[3]), tonumber(f[4])

@@ -4,9 +4,10 @@
 //! Every close goes through [`Engine::close`], which the store lets succeed once per
 //! connector, so `disconnect` events and plugin hooks run exactly once.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use memchr::memmem::Finder;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -375,9 +376,11 @@ impl Engine {
         // that could be one (it has `"send"` or `"echo"`) is read so first; what turns out to
         // be another token is made a `Token` from that reading, and the others are parsed
         // straight into one.
+        // Searches built once: building one costs more than a search through a token.
+        static SEND: LazyLock<Finder> = LazyLock::new(|| Finder::new(br#""send""#));
+        static ECHO: LazyLock<Finder> = LazyLock::new(|| Finder::new(br#""echo""#));
         let bytes = data.as_bytes();
-        let hot =
-            memchr::memmem::find(bytes, br#""send""#).is_some() || memchr::memmem::find(bytes, br#""echo""#).is_some();
+        let hot = SEND.find(bytes).is_some() || ECHO.find(bytes).is_some();
         let mut token = if hot {
             let Some(view) = protocol::TokenView::parse(data) else { return Ok(None) };
             let kind = match view.str_field("ns").as_deref() == Some(protocol::NS_SYSTEM) {

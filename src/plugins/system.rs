@@ -144,12 +144,12 @@ pub fn authorities(session: &Token) -> Vec<&str> {
     get_str(session, "$authorities").unwrap_or_default().split(' ').filter(|a| !a.is_empty()).collect()
 }
 
-/// Sets `sourceId`, in place if present, else at the end.
 /// The answer to a `send` or `respond` whose target does not exist.
 fn no_target(id: &str) -> String {
     format!("No target connector with endpoint-id '{id}' found.")
 }
 
+/// Sets `sourceId`, in place if present, else at the end.
 fn set_source(token: &mut Token, source: &str) {
     token.insert("sourceId".into(), source.into());
 }
@@ -494,6 +494,7 @@ impl SystemPlugin {
         ctx.send_text(id, protocol::envelope_end(reply)).await;
     }
 
+    /// Sleeps for a client-requested time, bounded by `max_sync_wait` and shutdown.
     async fn sleep(engine: &Engine, ms: i64) {
         let ms = (ms.max(0) as u64).min(engine.config.max_sync_wait);
         tokio::select! {

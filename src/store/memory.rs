@@ -107,12 +107,18 @@ impl ConnectorEntry {
         self.wake.notify_waiters();
     }
 
-    /// Records a request of this (live) connector: its last activity and its session's.
-    fn record_request(&mut self, sessions: &mut HashMap<String, Box<SessionEntry>>, now_ms: i64) {
+    /// Records a request of this connector, its last activity and its session's, if it is
+    /// live; false if it is closed (a closed connector's sync is no activity, but it still
+    /// collects the close command).
+    fn record_request(&mut self, sessions: &mut HashMap<String, Box<SessionEntry>>, now_ms: i64) -> bool {
+        if self.closed.is_some() {
+            return false;
+        }
         self.info.last_active_ms = now_ms;
         if let Some(session) = sessions.get_mut(&self.info.session_id) {
             session.last_request_ms = session.last_request_ms.max(now_ms);
         }
+        true
     }
 
     /// Queues a packet and wakes the held poll; false (nothing queued) if it would overflow.
@@ -265,9 +271,8 @@ impl Store for MemoryStore {
     async fn touch(&self, id: &str, now_ms: i64) -> StoreResult<Option<String>> {
         let mut inner = self.inner.lock();
         let Inner { connectors, sessions, .. } = &mut *inner;
-        let Some(entry) = connectors.get_mut(id).filter(|c| c.closed.is_none()) else { return Ok(None) };
-        entry.record_request(sessions, now_ms);
-        Ok(Some(entry.info.session_id.clone()))
+        let Some(entry) = connectors.get_mut(id) else { return Ok(None) };
+        Ok(entry.record_request(sessions, now_ms).then(|| entry.info.session_id.clone()))
     }
 
     async fn close(
@@ -339,10 +344,7 @@ impl Store for MemoryStore {
         let mut inner = self.inner.lock();
         let Inner { connectors, sessions, .. } = &mut *inner;
         let Some(entry) = connectors.get_mut(id) else { return Ok(0) };
-        // A closed connector's sync is no activity, but it still collects the close command.
-        if entry.closed.is_none() {
-            entry.record_request(sessions, now_ms);
-        }
+        entry.record_request(sessions, now_ms);
         entry.poll_ticket += 1;
         entry.wake();
         Ok(entry.poll_ticket)
@@ -360,7 +362,7 @@ impl Store for MemoryStore {
         let Some(entry) = connectors.get_mut(id) else {
             return Ok(Ok(Drained { unknown: true, seq: ack.unwrap_or(0), ..Drained::default() }));
         };
-        if let Some(now_ms) = touch_at.filter(|_| entry.closed.is_none()) {
+        if let Some(now_ms) = touch_at {
             entry.record_request(sessions, now_ms);
         }
         let close_reason = entry.closed.map(|(r, _)| r);

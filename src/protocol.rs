@@ -179,21 +179,17 @@ fn envelope_text(request: &impl TokenFields, code: i32, msg: &str) -> String {
 /// add fields of its own ([`push_str_field`], [`push_int_field`]) before [`envelope_end`].
 pub fn envelope_start(request: &impl TokenFields, code: i32, msg: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
-    // serde_json writes integers without a formatting pass (`write!` costs one each); into
-    // a Vec it cannot fail.
-    out.extend_from_slice(br#"{"type":"response","code":"#);
-    let _ = serde_json::to_writer(&mut out, &code);
-    out.extend_from_slice(br#","msg":"#);
-    write_json_str(&mut out, msg);
-    out.extend_from_slice(br#","utid":"#);
-    let _ = serde_json::to_writer(&mut out, &request.utid());
+    out.extend_from_slice(br#"{"type":"response""#);
+    push_int_field(&mut out, "code", code.into());
+    push_str_field(&mut out, "msg", msg);
+    push_int_field(&mut out, "utid", request.utid());
     if let Some(ns) = request.str_field("ns") {
-        out.extend_from_slice(br#","ns":"#);
-        write_json_str(&mut out, &ns);
+        push_str_field(&mut out, "ns", &ns);
     }
-    out.extend_from_slice(br#","reqType":"#);
+    let before = out.len();
+    push_name(&mut out, "reqType");
     if !request.write_field("type", &mut out) {
-        out.truncate(out.len() - br#","reqType":"#.len());
+        out.truncate(before);
     }
     out
 }
@@ -209,7 +205,8 @@ pub fn push_str_field(out: &mut Vec<u8>, name: &str, value: &str) {
 /// [`push_str_field`]).
 pub fn push_int_field(out: &mut Vec<u8>, name: &str, value: i64) {
     push_name(out, name);
-    // Writing into a Vec cannot fail.
+    // serde_json writes integers without a formatting pass (`write!` costs one each); into
+    // a Vec it cannot fail.
     let _ = serde_json::to_writer(out, &value);
 }
 

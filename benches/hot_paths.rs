@@ -9,7 +9,7 @@ use pollgate::params::Params;
 use pollgate::protocol::{self, TokenFields};
 use pollgate::store::memory::MemoryStore;
 use pollgate::store::queue::Queue;
-use pollgate::store::{ConnectorInfo, QueueLimits, Store};
+use pollgate::store::{self, ConnectorInfo, QueueLimits, QueuedPacket, SharedQuote, Store};
 
 const QUERY: &[u8] = br#"connectionId=0a113ef6b61820da0a113ef6b61820da&action=send&seq=42&data={"ns":"org.jwebsocket.plugins.system","type":"echo","data":"hello+world%21","utid":7}"#;
 const LIMITS: QueueLimits = QueueLimits { max_packets: 1000, max_bytes: 1 << 22 };
@@ -38,8 +38,13 @@ fn parsing(c: &mut Criterion) {
         })
     });
     let forwarded = protocol::TokenView::parse(send).unwrap().text_with_source("0a113ef6b61820da0a113ef6b61820da");
-    c.bench_function("protocol/sync_body", |b| {
-        b.iter(|| protocol::packets_text(std::hint::black_box(&[forwarded.as_str()])))
+    let own = [QueuedPacket { seq: 1, text: forwarded.as_str().into(), quoted: None }];
+    c.bench_function("protocol/sync_body", |b| b.iter(|| store::packets_text(std::hint::black_box(&own))));
+    // The same packet as a broadcast delivers it after its first receiver: the quote is made.
+    let broadcast = [QueuedPacket { quoted: Some(SharedQuote::default()), ..own[0].clone() }];
+    store::packets_text(&broadcast);
+    c.bench_function("protocol/sync_body_broadcast", |b| {
+        b.iter(|| store::packets_text(std::hint::black_box(&broadcast)))
     });
 }
 
@@ -49,7 +54,7 @@ fn queue(c: &mut Criterion) {
         let mut q = Queue::default();
         b.iter(|| {
             for _ in 0..16 {
-                q.push(packet.clone(), LIMITS);
+                q.push(packet.clone(), None, LIMITS);
             }
             q.take_all()
         })
@@ -58,7 +63,7 @@ fn queue(c: &mut Criterion) {
         let mut q = Queue::default();
         b.iter(|| {
             for _ in 0..16 {
-                q.push(packet.clone(), LIMITS);
+                q.push(packet.clone(), None, LIMITS);
             }
             let pending = q.pending();
             q.ack(q.last_seq()).unwrap();

@@ -18,7 +18,7 @@ use crate::params::Params;
 use crate::plugins::{system, RequestContext};
 use crate::protocol::{self, text, Token, NS_SYSTEM};
 use crate::static_files::StaticFiles;
-use crate::store::StoreError;
+use crate::store::{self, StoreError};
 
 /// The body type of every response.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
@@ -548,12 +548,11 @@ impl Service {
         // A poll never outlives the session timeout it would otherwise keep alive.
         let cap = engine.config.session_timeout() / 2;
         let drained = engine.sync(&poll.id, poll.ack, Duration::from_millis(poll.wait).min(cap)).await?;
-        let texts: Vec<&str> = drained.packets.iter().map(|p| &*p.text).collect();
-        let mut resp = text_response(StatusCode::OK, protocol::packets_text(&texts));
+        let mut resp = text_response(StatusCode::OK, store::packets_text(&drained.packets));
         let headers = resp.headers_mut();
         headers.insert(HEADER_SEQ, HeaderValue::from(drained.seq));
         if let Some(reason) = drained.close_reason {
-            if texts.contains(&protocol::CLOSE_COMMAND) {
+            if drained.packets.iter().any(|p| &*p.text == protocol::CLOSE_COMMAND) {
                 headers.insert(HEADER_CLOSE_REASON, HeaderValue::from_static(reason.as_str()));
             }
         }

@@ -106,20 +106,6 @@ pub fn response(request: &Token) -> Token {
     t
 }
 
-/// The body of a sync: the packets' texts as a JSON array of strings. Written into a buffer
-/// sized for them, so that it is not grown and copied on the way (as `to_string` does from
-/// its first 128 bytes).
-pub fn packets_text(texts: &[&str]) -> String {
-    // Quotes are the most of what a packet's JSON needs escaped: room for one in four bytes.
-    let room = 2 + texts.iter().map(|t| t.len() + t.len() / 4 + 3).sum::<usize>();
-    let mut out = Vec::with_capacity(room);
-    match serde_json::to_writer(&mut out, texts) {
-        // serde_json writes valid UTF-8, so this never replaces anything.
-        Ok(()) => crate::params::utf8_lossy(out),
-        Err(_) => "[]".into(),
-    }
-}
-
 /// What the envelope helpers and the system plugin's `send` read of a request token, from a
 /// [`Token`] or from a [`TokenView`] (the same code serves both).
 pub trait TokenFields {
@@ -530,7 +516,7 @@ fn any_repeated(fields: &[(Cow<'_, str>, &str)]) -> bool {
 }
 
 /// Appends `text` as a JSON string, as serde_json writes it.
-fn write_json_str(out: &mut Vec<u8>, text: &str) {
+pub fn write_json_str(out: &mut Vec<u8>, text: &str) {
     // Most of the strings written here (ids, namespaces, `ok`) need no escapes (serde_json
     // escapes only quotes, backslashes and control characters): copied whole.
     if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
@@ -613,15 +599,6 @@ mod tests {
         }
         for text in ["[1]", "\"s\"", "1", "null", "{\"a\":1} x", "{\"a\":1", "", "{\"a\":1}}"] {
             assert_eq!(parse_token(text), None, "{text}");
-        }
-    }
-
-    #[test]
-    fn packets_text_is_the_json_array_of_the_texts() {
-        let quoted = r#"{"ns":"x","data":"a \"b\" \\ c\n","é":"\u0001"}"#;
-        let cases: [&[&str]; 4] = [&[], &["http.command.close"], &[quoted, "", "plain"], &["\u{2028}\t<>"]];
-        for texts in cases {
-            assert_eq!(packets_text(texts), serde_json::to_string(texts).unwrap());
         }
     }
 

@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use super::queue::Queue;
 use super::{
     CloseReason, ConnectorInfo, Drained, Fanout, OpenOutcome, PushOutcome, QueueLimits, SendClaim, SessionRecord,
-    Store, StoreResult, Wakeup, SEND_RESPONSES_KEPT, SHARED_SESSION_LINGER_MS,
+    SharedQuote, Store, StoreResult, Wakeup, SEND_RESPONSES_KEPT, SHARED_SESSION_LINGER_MS,
 };
 use crate::protocol::{Token, CLOSE_COMMAND};
 
@@ -122,8 +122,8 @@ impl ConnectorEntry {
     }
 
     /// Queues a packet and wakes the held poll; false (nothing queued) if it would overflow.
-    fn enqueue(&mut self, text: Arc<str>, limits: QueueLimits) -> bool {
-        let queued = self.queue.push(text, limits).is_some();
+    fn enqueue(&mut self, text: Arc<str>, quoted: Option<SharedQuote>, limits: QueueLimits) -> bool {
+        let queued = self.queue.push(text, quoted, limits).is_some();
         if queued {
             self.wake();
         }
@@ -297,7 +297,7 @@ impl Store for MemoryStore {
         let Some(entry) = inner.connectors.get_mut(id).filter(|c| c.closed.is_none()) else {
             return Ok(PushOutcome::Gone);
         };
-        Ok(if entry.enqueue(text, limits) { PushOutcome::Queued } else { PushOutcome::Overflow })
+        Ok(if entry.enqueue(text, None, limits) { PushOutcome::Queued } else { PushOutcome::Overflow })
     }
 
     async fn push_many(
@@ -307,11 +307,12 @@ impl Store for MemoryStore {
         limits: QueueLimits,
         _once: Option<&str>,
     ) -> StoreResult<Vec<String>> {
+        let quoted = (ids.len() > 1).then(SharedQuote::default);
         let mut inner = self.inner.lock();
         let mut overflowed = Vec::new();
         for id in ids {
             let Some(entry) = inner.connectors.get_mut(id).filter(|c| c.closed.is_none()) else { continue };
-            if !entry.enqueue(text.clone(), limits) {
+            if !entry.enqueue(text.clone(), quoted.clone(), limits) {
                 overflowed.push(id.clone());
             }
         }
@@ -325,13 +326,14 @@ impl Store for MemoryStore {
         limits: QueueLimits,
         _once: Option<&str>,
     ) -> StoreResult<Fanout> {
+        let quoted = SharedQuote::default();
         let mut inner = self.inner.lock();
         let mut fanout = Fanout::default();
         for (id, entry) in inner.connectors.iter_mut() {
             if entry.closed.is_some() || Some(id.as_str()) == except {
                 continue;
             }
-            if entry.enqueue(text.clone(), limits) {
+            if entry.enqueue(text.clone(), Some(quoted.clone()), limits) {
                 fanout.queued += 1;
             } else {
                 fanout.overflowed.push(id.clone());
@@ -594,8 +596,14 @@ mod tests {
 
     async fn store_with_c1() -> MemoryStore {
         let store = MemoryStore::default();
+        open_in_s1(&store, "c1").await;
+        store
+    }
+
+    /// Opens connector `id` in session `s1`.
+    async fn open_in_s1(store: &MemoryStore, id: &str) {
         let info = ConnectorInfo {
-            id: "c1".into(),
+            id: id.into(),
             session_id: "s1".into(),
             address: "127.0.0.1".into(),
             user_agent: String::new(),
@@ -603,7 +611,6 @@ mod tests {
             last_active_ms: 0,
         };
         store.open(info, false, 10, "welcome".into()).await.unwrap();
-        store
     }
 
     /// Whether `wakeup` has fired (polled once, without waiting).
@@ -679,5 +686,34 @@ mod tests {
         }
         let kept = n + 10;
         assert_eq!(store.claim_send("c1", kept).await.unwrap(), SendClaim::Replay(Some(kept.to_string())));
+    }
+
+    /// A broadcast escapes its packet once: every queue it reached shares the quote, which
+    /// the first sync body makes and the others copy; a packet for one queue has none.
+    #[tokio::test]
+    async fn a_packet_pushed_to_many_queues_shares_one_quote() {
+        let store = store_with_c1().await;
+        open_in_s1(&store, "c2").await;
+        open_in_s1(&store, "c3").await;
+        let limits = QueueLimits { max_packets: 10, max_bytes: 1000 };
+        let text = r#"{"type":"broadcast","data":"a \"b\""}"#;
+        let drain = |id: &'static str| {
+            let store = &store;
+            async move { store.drain(id, None, 0, None).await.unwrap().unwrap().packets }
+        };
+        for id in ["c1", "c2", "c3"] {
+            drain(id).await; // the welcomes
+        }
+        store.push_all(Some("c3"), text.into(), limits, None).await.unwrap();
+        store.push_many(&["c3".to_owned()], "one".into(), limits, None).await.unwrap();
+        let (first, second, third) = (drain("c1").await, drain("c2").await, drain("c3").await);
+        let expected = serde_json::to_string(&[text]).unwrap();
+        assert_eq!(crate::store::packets_text(&first), expected);
+        let (a, b) = (first[0].quoted.as_ref().unwrap(), second[0].quoted.as_ref().unwrap());
+        assert!(Arc::ptr_eq(a, b));
+        assert_eq!(b.get().map(String::as_str), Some(&expected[1..expected.len() - 1]));
+        assert_eq!(crate::store::packets_text(&second), expected);
+        assert_eq!(third.len(), 1);
+        assert!(third[0].quoted.is_none(), "a packet for one queue");
     }
 }

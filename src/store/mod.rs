@@ -12,7 +12,7 @@ pub mod queue;
 pub mod redis;
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -112,6 +112,40 @@ pub struct SessionRecord {
 pub struct QueuedPacket {
     pub seq: u64,
     pub text: Arc<str>,
+    /// Set for a packet one push queued for many connectors (a broadcast): see [`SharedQuote`].
+    pub quoted: Option<SharedQuote>,
+}
+
+/// A packet's text as a JSON string (quoted and escaped), shared by every queue one push
+/// reached: the first sync body that carries the packet makes it, the others copy it instead
+/// of escaping the text again (a broadcast to N connectors escapes once, not N times).
+pub type SharedQuote = Arc<OnceLock<String>>;
+
+/// The body of a sync: the packets' texts as a JSON array of strings. Written into a buffer
+/// sized for them, so that it is not grown and copied on the way.
+pub fn packets_text(packets: &[QueuedPacket]) -> String {
+    // Quotes are the most of what a packet's JSON needs escaped: room for one in four bytes.
+    let room = 2 + packets.iter().map(|p| p.text.len() + p.text.len() / 4 + 3).sum::<usize>();
+    let mut out = Vec::with_capacity(room);
+    out.push(b'[');
+    for (i, packet) in packets.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match &packet.quoted {
+            Some(quoted) => out.extend_from_slice(quoted.get_or_init(|| quote(&packet.text)).as_bytes()),
+            None => crate::protocol::write_json_str(&mut out, &packet.text),
+        }
+    }
+    out.push(b']');
+    // Made of valid UTF-8 pieces, so this never replaces anything.
+    crate::params::utf8_lossy(out)
+}
+
+fn quote(text: &str) -> String {
+    let mut out = Vec::with_capacity(text.len() + text.len() / 4 + 2);
+    crate::protocol::write_json_str(&mut out, text);
+    crate::params::utf8_lossy(out)
 }
 
 /// Limits of one connector's queue.
@@ -376,5 +410,33 @@ pub trait Store: Send + Sync + 'static {
     /// This node leaves the cluster (a clean shutdown); its connectors stay for the others.
     async fn leave(&self) -> StoreResult<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The body is what serde_json writes for the texts, whether a packet's quote is shared
+    /// (made by this body or by an earlier one) or not.
+    #[test]
+    fn packets_text_is_the_json_array_of_the_texts() {
+        let quoted = r#"{"ns":"x","data":"a \"b\" \\ c\n","é":"\u0001"}"#;
+        let cases: [&[&str]; 4] = [&[], &["http.command.close"], &[quoted, "", "plain"], &["\u{2028}\t<>"]];
+        for texts in cases {
+            let expected = serde_json::to_string(texts).unwrap();
+            let packets = |shared: bool| -> Vec<QueuedPacket> {
+                let packet = |(i, t): (usize, &&str)| QueuedPacket {
+                    seq: i as u64 + 1,
+                    text: (*t).into(),
+                    quoted: shared.then(SharedQuote::default),
+                };
+                texts.iter().enumerate().map(packet).collect()
+            };
+            assert_eq!(packets_text(&packets(false)), expected);
+            let shared = packets(true);
+            assert_eq!(packets_text(&shared), expected, "making the quotes");
+            assert_eq!(packets_text(&shared), expected, "copying them");
+        }
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::{QueueLimits, QueuedPacket};
+use super::{QueueLimits, QueuedPacket, SharedQuote};
 
 #[derive(Debug, Default)]
 pub struct Queue {
@@ -19,18 +19,24 @@ pub struct Queue {
 
 impl Queue {
     /// Queues a packet unless that would exceed `limits`; returns its sequence number.
-    pub fn push(&mut self, text: Arc<str>, limits: QueueLimits) -> Option<u64> {
+    /// `quoted`: the packet's shared quote when the same push reaches other queues too.
+    pub fn push(&mut self, text: Arc<str>, quoted: Option<SharedQuote>, limits: QueueLimits) -> Option<u64> {
         if self.packets.len() >= limits.max_packets || self.bytes + text.len() > limits.max_bytes {
             return None;
         }
-        Some(self.push_unbounded(text))
+        Some(self.push_packet(text, quoted))
     }
 
-    /// Queues a packet whatever the limits (the close command must always fit).
+    /// Queues a packet for this queue alone whatever the limits (the close command must
+    /// always fit).
     pub fn push_unbounded(&mut self, text: Arc<str>) -> u64 {
+        self.push_packet(text, None)
+    }
+
+    fn push_packet(&mut self, text: Arc<str>, quoted: Option<SharedQuote>) -> u64 {
         self.last_seq += 1;
         self.bytes += text.len();
-        self.packets.push_back(QueuedPacket { seq: self.last_seq, text });
+        self.packets.push_back(QueuedPacket { seq: self.last_seq, text, quoted });
         self.last_seq
     }
 
@@ -91,10 +97,10 @@ mod tests {
     #[test]
     fn sequence_numbers_are_contiguous_from_one() {
         let mut q = Queue::default();
-        assert_eq!(q.push("a".into(), ROOMY), Some(1));
-        assert_eq!(q.push("b".into(), ROOMY), Some(2));
+        assert_eq!(q.push("a".into(), None, ROOMY), Some(1));
+        assert_eq!(q.push("b".into(), None, ROOMY), Some(2));
         assert_eq!(texts(&q.take_all()), vec![(1, "a"), (2, "b")]);
-        assert_eq!(q.push("c".into(), ROOMY), Some(3));
+        assert_eq!(q.push("c".into(), None, ROOMY), Some(3));
         assert_eq!(q.acked(), 2);
     }
 
@@ -102,7 +108,7 @@ mod tests {
     fn ack_removes_up_to_n_and_keeps_the_rest() {
         let mut q = Queue::default();
         for t in ["a", "b", "c"] {
-            q.push(t.into(), ROOMY);
+            q.push(t.into(), None, ROOMY);
         }
         q.ack(0).unwrap();
         assert_eq!(q.pending().len(), 3);
@@ -117,12 +123,12 @@ mod tests {
     fn limits_refuse_without_queuing_and_close_always_fits() {
         let mut q = Queue::default();
         let tight = QueueLimits { max_packets: 2, max_bytes: 5 };
-        assert_eq!(q.push("abc".into(), tight), Some(1));
-        assert_eq!(q.push("abc".into(), tight), None, "bytes");
-        assert_eq!(q.push("ab".into(), tight), Some(2));
-        assert_eq!(q.push("a".into(), tight), None, "packets");
+        assert_eq!(q.push("abc".into(), None, tight), Some(1));
+        assert_eq!(q.push("abc".into(), None, tight), None, "bytes");
+        assert_eq!(q.push("ab".into(), None, tight), Some(2));
+        assert_eq!(q.push("a".into(), None, tight), None, "packets");
         assert_eq!(q.push_unbounded("close".into()), 3);
         q.ack(3).unwrap();
-        assert_eq!(q.push("abcde".into(), tight), Some(4), "bytes are released by ack");
+        assert_eq!(q.push("abcde".into(), None, tight), Some(4), "bytes are released by ack");
     }
 }

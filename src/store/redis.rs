@@ -576,7 +576,7 @@ impl Store for RedisStore {
                     .iter()
                     .skip(4)
                     .zip(first..)
-                    .map(|(text, seq)| QueuedPacket { seq, text: text.as_str().into() })
+                    .map(|(text, seq)| QueuedPacket { seq, text: text.as_str().into(), quoted: None })
                     .collect();
                 let seq = packets.last().map_or(acked, |p| p.seq);
                 Ok(Drained { packets, seq, close_reason: close_reason(field(3)), superseded: false, unknown: false })

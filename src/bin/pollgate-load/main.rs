@@ -236,7 +236,10 @@ fn main() {
         runtime.worker_threads(t);
     }
     let runtime = runtime.build().expect("tokio runtime");
-    let code = runtime.block_on(run(cli));
+    // On a worker, not on this thread: a mode's own loop (broadcast's rounds, say) then shares
+    // the worker with the clients' tasks instead of being woken across threads for each
+    // message they pass it (a futex wake and a context switch per delivery).
+    let code = runtime.block_on(async { tokio::spawn(run(cli)).await.unwrap_or(1) });
     // Exit without waiting for held polls to end.
     std::process::exit(code);
 }

@@ -285,20 +285,21 @@ impl Engine {
     /// step that starts it and, if it waited, in the drain that ends it, so that the reaper
     /// counts from its end; for a sync that answered at once, its start is its end.
     pub async fn sync(&self, id: &str, ack: Option<u64>, wait: Duration) -> EngineResult<Drained> {
-        let ticket = self.store.begin_poll(id, protocol::now_ms()).await?;
         let wait = wait.min(Duration::from_millis(self.config.max_sync_wait));
         let deadline = Instant::now() + wait;
         let mut last_round = wait.is_zero();
+        let mut ticket = None;
         // A flag, not the time the wait began: a held poll's state fits a 512-byte block, and
         // 16 bytes more took it to the next size (640), 128 bytes per held poll.
         let mut waited = false;
         loop {
-            // Subscribe before draining so a packet queued in between still wakes us.
-            let mut wakeup = self.store.subscribe(id);
+            // The first round begins the poll; every round makes its wake-up before draining,
+            // so a packet queued in between still wakes us.
             // In a block of its own, so an empty drain does not stay in the held poll's state.
-            {
-                let touch_at = waited.then(protocol::now_ms);
-                let drained = self.store.drain(id, ack, ticket, touch_at).await?.map_err(EngineError::AckAhead)?;
+            let mut wakeup = {
+                let round = self.store.poll_round(id, ack, ticket, protocol::now_ms(), waited).await?;
+                ticket = Some(round.ticket);
+                let drained = round.drained.map_err(EngineError::AckAhead)?;
                 if last_round
                     || !drained.packets.is_empty()
                     || drained.superseded
@@ -309,7 +310,8 @@ impl Engine {
                     self.metrics.packets_delivered.inc_by(drained.packets.len() as u64);
                     return Ok(drained);
                 }
-            }
+                round.wakeup
+            };
             // Shutdown wakes every held poll through the store (`Store::wake_all`, after the
             // token is cancelled), so a poll does not carry a wait on the token as well.
             if self.shutdown.is_cancelled() {

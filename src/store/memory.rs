@@ -19,8 +19,8 @@ use tokio::sync::Notify;
 
 use super::queue::Queue;
 use super::{
-    CloseReason, ConnectorInfo, Drained, Fanout, OpenOutcome, PushOutcome, QueueLimits, SendClaim, SessionRecord,
-    SharedQuote, Store, StoreResult, Wakeup, SEND_RESPONSES_KEPT, SHARED_SESSION_LINGER_MS,
+    CloseReason, ConnectorInfo, Drained, Fanout, OpenOutcome, PollRound, PushOutcome, QueueLimits, SendClaim,
+    SessionRecord, SharedQuote, Store, StoreResult, Wakeup, SEND_RESPONSES_KEPT, SHARED_SESSION_LINGER_MS,
 };
 use crate::protocol::{Token, CLOSE_COMMAND};
 
@@ -140,6 +140,63 @@ impl Drop for ConnectorEntry {
 }
 
 impl Inner {
+    /// As [`Store::begin_poll`]: 0 for an unknown connector.
+    fn begin_poll(&mut self, id: &str, now_ms: i64) -> u64 {
+        let Inner { connectors, sessions, .. } = self;
+        let Some(entry) = connectors.get_mut(id) else { return 0 };
+        entry.record_request(sessions, now_ms);
+        entry.poll_ticket += 1;
+        entry.wake();
+        entry.poll_ticket
+    }
+
+    /// As [`Store::drain`], with a wake-up for the connector's next change when `subscribe`
+    /// and the drain found nothing to return ([`Wakeup::Gone`] otherwise).
+    fn drain(
+        &mut self,
+        id: &str,
+        ack: Option<u64>,
+        ticket: u64,
+        touch_at: Option<i64>,
+        subscribe: bool,
+    ) -> (Result<Drained, u64>, Wakeup) {
+        let Inner { connectors, sessions, .. } = self;
+        let Some(entry) = connectors.get_mut(id) else {
+            return (Ok(Drained { unknown: true, seq: ack.unwrap_or(0), ..Drained::default() }), Wakeup::Gone);
+        };
+        if let Some(now_ms) = touch_at {
+            entry.record_request(sessions, now_ms);
+        }
+        let close_reason = entry.closed.map(|(r, _)| r);
+        if entry.poll_ticket != ticket {
+            let superseded = Drained { superseded: true, seq: entry.queue.acked(), close_reason, ..Drained::default() };
+            return (Ok(superseded), Wakeup::Gone);
+        }
+        let (packets, close_delivered) = match ack {
+            Some(n) => {
+                if let Err(last) = entry.queue.ack(n) {
+                    return (Err(last), Wakeup::Gone);
+                }
+                // Closed and everything (the close command included) acknowledged.
+                (entry.queue.pending(), close_reason.is_some() && entry.queue.is_empty())
+            }
+            None => {
+                let packets = entry.queue.take_all();
+                let delivered = close_reason.is_some();
+                (packets, delivered)
+            }
+        };
+        let seq = packets.last().map_or(entry.queue.acked(), |p| p.seq);
+        let wakeup = match subscribe && packets.is_empty() && close_reason.is_none() {
+            true => Wakeup::notified(&entry.wake),
+            false => Wakeup::Gone,
+        };
+        if close_delivered {
+            connectors.remove(id);
+        }
+        (Ok(Drained { packets, seq, close_reason, superseded: false, unknown: false }), wakeup)
+    }
+
     /// Marks a connector closed (or removes it) and unlinks it from its session.
     fn close(
         &mut self,
@@ -343,13 +400,7 @@ impl Store for MemoryStore {
     }
 
     async fn begin_poll(&self, id: &str, now_ms: i64) -> StoreResult<u64> {
-        let mut inner = self.inner.lock();
-        let Inner { connectors, sessions, .. } = &mut *inner;
-        let Some(entry) = connectors.get_mut(id) else { return Ok(0) };
-        entry.record_request(sessions, now_ms);
-        entry.poll_ticket += 1;
-        entry.wake();
-        Ok(entry.poll_ticket)
+        Ok(self.inner.lock().begin_poll(id, now_ms))
     }
 
     async fn drain(
@@ -359,37 +410,23 @@ impl Store for MemoryStore {
         ticket: u64,
         touch_at: Option<i64>,
     ) -> StoreResult<Result<Drained, u64>> {
+        Ok(self.inner.lock().drain(id, ack, ticket, touch_at, false).0)
+    }
+
+    /// All under one lock: the wake-up is made before any push that follows the drain (a
+    /// push takes the lock), and only for a round that found nothing to return.
+    async fn poll_round(
+        &self,
+        id: &str,
+        ack: Option<u64>,
+        ticket: Option<u64>,
+        now_ms: i64,
+        waited: bool,
+    ) -> StoreResult<PollRound> {
         let mut inner = self.inner.lock();
-        let Inner { connectors, sessions, .. } = &mut *inner;
-        let Some(entry) = connectors.get_mut(id) else {
-            return Ok(Ok(Drained { unknown: true, seq: ack.unwrap_or(0), ..Drained::default() }));
-        };
-        if let Some(now_ms) = touch_at {
-            entry.record_request(sessions, now_ms);
-        }
-        let close_reason = entry.closed.map(|(r, _)| r);
-        if entry.poll_ticket != ticket {
-            return Ok(Ok(Drained { superseded: true, seq: entry.queue.acked(), close_reason, ..Drained::default() }));
-        }
-        let (packets, close_delivered) = match ack {
-            Some(n) => {
-                if let Err(last) = entry.queue.ack(n) {
-                    return Ok(Err(last));
-                }
-                // Closed and everything (the close command included) acknowledged.
-                (entry.queue.pending(), close_reason.is_some() && entry.queue.is_empty())
-            }
-            None => {
-                let packets = entry.queue.take_all();
-                let delivered = close_reason.is_some();
-                (packets, delivered)
-            }
-        };
-        let seq = packets.last().map_or(entry.queue.acked(), |p| p.seq);
-        if close_delivered {
-            inner.connectors.remove(id);
-        }
-        Ok(Ok(Drained { packets, seq, close_reason, superseded: false, unknown: false }))
+        let ticket = ticket.unwrap_or_else(|| inner.begin_poll(id, now_ms));
+        let (drained, wakeup) = inner.drain(id, ack, ticket, waited.then_some(now_ms), true);
+        Ok(PollRound { ticket, drained, wakeup })
     }
 
     fn subscribe(&self, id: &str) -> Wakeup {
@@ -715,5 +752,29 @@ mod tests {
         assert_eq!(crate::store::packets_text(&second), expected);
         assert_eq!(third.len(), 1);
         assert!(third[0].quoted.is_none(), "a packet for one queue");
+    }
+
+    /// A sync's rounds in one step each: the first begins the poll (a later sync's first
+    /// round supersedes it); a round that finds nothing gets a wake-up made before any push
+    /// that follows; a round that finds something gets none to wait on.
+    #[tokio::test]
+    async fn a_poll_round_begins_drains_and_subscribes_in_one_step() {
+        let store = store_with_c1().await;
+        let limits = QueueLimits { max_packets: 10, max_bytes: 100 };
+        let welcome = store.poll_round("c1", None, None, 5, false).await.unwrap();
+        assert_eq!(welcome.drained.unwrap().packets.len(), 1);
+        assert!(matches!(welcome.wakeup, Wakeup::Gone), "nothing to wait for");
+        let mut empty = store.poll_round("c1", None, Some(welcome.ticket), 6, true).await.unwrap();
+        assert!(empty.drained.unwrap().packets.is_empty());
+        assert!(!fired(&mut empty.wakeup).await);
+        store.push("c1", "p".into(), limits, None).await.unwrap();
+        assert!(fired(&mut empty.wakeup).await);
+        let next = store.poll_round("c1", None, None, 7, false).await.unwrap();
+        assert_eq!(next.ticket, welcome.ticket + 1, "a new sync begins a new poll");
+        assert_eq!(next.drained.unwrap().packets.len(), 1);
+        let old = store.poll_round("c1", None, Some(welcome.ticket), 8, true).await.unwrap();
+        assert!(old.drained.unwrap().superseded);
+        let unknown = store.poll_round("nobody", None, None, 9, false).await.unwrap();
+        assert!(unknown.drained.unwrap().unknown);
     }
 }

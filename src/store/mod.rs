@@ -225,6 +225,17 @@ impl std::error::Error for StoreError {}
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// What one round of a sync found ([`Store::poll_round`]).
+pub struct PollRound {
+    /// The sync's ticket, for its next round.
+    pub ticket: u64,
+    /// As [`Store::drain`] returns it.
+    pub drained: Result<Drained, u64>,
+    /// Fires on the connector's next change after the drain. A round that found something to
+    /// return may get [`Wakeup::Gone`] instead: it is not waited on.
+    pub wakeup: Wakeup,
+}
+
 /// Fires when a packet is queued for a connector, a newer poll takes over, or it closes.
 pub enum Wakeup {
     /// A version channel (the Redis store's local registry).
@@ -338,6 +349,26 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Result<Drained, u64>>;
     /// A wake-up for the connector's next change; make it before draining.
     fn subscribe(&self, id: &str) -> Wakeup;
+    /// One round of a sync: with no `ticket` yet, [`Store::begin_poll`] at `now_ms` first;
+    /// then a wake-up made before the drain ([`Store::subscribe`]), and the drain, recording
+    /// the request at `now_ms` if the sync `waited`. A store that holds its queues can do the
+    /// three in one step (the memory store does), saving two lookups of the connector.
+    async fn poll_round(
+        &self,
+        id: &str,
+        ack: Option<u64>,
+        ticket: Option<u64>,
+        now_ms: i64,
+        waited: bool,
+    ) -> StoreResult<PollRound> {
+        let ticket = match ticket {
+            Some(ticket) => ticket,
+            None => self.begin_poll(id, now_ms).await?,
+        };
+        let wakeup = self.subscribe(id);
+        let drained = self.drain(id, ack, ticket, waited.then_some(now_ms)).await?;
+        Ok(PollRound { ticket, drained, wakeup })
+    }
     /// Fires every wake-up made on this node (shutdown: held polls answer at once).
     fn wake_all(&self);
 

@@ -84,6 +84,32 @@ fn a_poll_held_on_one_node_wakes_for_a_packet_queued_on_another() {
     assert!(took < Duration::from_secs(20), "the poll was not woken: {took:?}");
 }
 
+/// A newer sync makes the held one answer `[]` at once, whether it lands on the held one's
+/// node (which wakes its own poll itself) or on another (woken through Redis); the newer one
+/// then holds until its packet comes.
+#[test]
+fn a_newer_sync_supersedes_a_held_one_on_its_node_or_another() {
+    let c = Cluster::start(&[]);
+    let (receiver, receiver_id, sender, _) = receiver_and_guest_sender(&c);
+    for (first, second) in [(0, 0), (0, 1)] {
+        let held = via(&receiver, c.nodes[first].addr);
+        let poll = std::thread::spawn(move || {
+            let start = Instant::now();
+            (held.get("action=sync&wait=25000"), start.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let newer = via(&receiver, c.nodes[second].addr);
+        let newer_poll = std::thread::spawn(move || newer.get("action=sync&wait=25000"));
+        let (r, took) = poll.join().unwrap();
+        assert_eq!(r.text(), "[]", "node {first} then {second}");
+        assert!(took < Duration::from_secs(20), "node {first} then {second}: not superseded: {took:?}");
+        std::thread::sleep(Duration::from_millis(300));
+        let data = format!("after {first}, {second}");
+        sender.send(&send_to(&receiver_id, &data));
+        assert_eq!(parse(&newer_poll.join().unwrap().packets())[0]["data"], data.as_str());
+    }
+}
+
 /// getClients lists and broadcast reaches connectors whatever node they use.
 #[test]
 fn broadcast_and_get_clients_see_every_connector_of_the_cluster() {

@@ -523,7 +523,8 @@ impl Store for RedisStore {
     }
 
     async fn begin_poll(&self, id: &str, now_ms: i64) -> StoreResult<u64> {
-        self.scripts
+        let ticket = self
+            .scripts
             .begin_poll
             .prepare_invoke()
             .arg(&self.options.prefix)
@@ -534,7 +535,12 @@ impl Store for RedisStore {
             .arg(self.options.touch_granularity_ms)
             .invoke_async(&mut self.conn()?)
             .await
-            .map_err(|e| self.failed(e))
+            .map_err(|e| self.failed(e))?;
+        // An older sync held here returns now; the script woke only other nodes' (see it).
+        if let Some(tx) = self.waiters.lock().get(id) {
+            tx.send_modify(|v| *v = v.wrapping_add(1));
+        }
+        Ok(ticket)
     }
 
     async fn drain(

@@ -84,9 +84,9 @@ fn wake_up(c: &mut Criterion) {
         last_active_ms: 0,
     };
     rt.block_on(store.open(info, false, 10, "welcome".into())).unwrap();
-    rt.block_on(store.poll_round("c", None, None, 0, false)).unwrap(); // takes the welcome
-                                                                       // A sync's rounds as the engine makes them: the first finds nothing and waits; a push
-                                                                       // wakes it; the second takes the packet.
+    // Takes the welcome. Then a sync's rounds as the engine makes them: the first finds
+    // nothing and waits; a push wakes it; the second takes the packet.
+    rt.block_on(store.poll_round("c", None, None, 0, false)).unwrap();
     c.bench_function("store/push_wakes_held_poll", |b| {
         b.iter(|| {
             rt.block_on(async {

@@ -263,8 +263,13 @@ async fn subscriber(client: redis::Client, channel: String, waiters: Waiters, st
 /// Fires every wake-up made on this node.
 fn wake_all(waiters: &Waiters) {
     for tx in waiters.lock().values() {
-        tx.send_modify(|v| *v = v.wrapping_add(1));
+        wake(tx);
     }
+}
+
+/// Fires the wake-ups made from `tx` (one connector's polls held on this node).
+fn wake(tx: &watch::Sender<u64>) {
+    tx.send_modify(|v| *v = v.wrapping_add(1));
 }
 
 async fn subscribe_forever(client: redis::Client, channel: String, waiters: Waiters) {
@@ -280,7 +285,7 @@ async fn subscribe_forever(client: redis::Client, channel: String, waiters: Wait
                         let mut waiters = waiters.lock();
                         for id in payload.split(' ') {
                             if let Some(tx) = waiters.get(id) {
-                                tx.send_modify(|v| *v = v.wrapping_add(1));
+                                wake(tx);
                                 if tx.receiver_count() == 0 {
                                     waiters.remove(id);
                                 }
@@ -538,7 +543,7 @@ impl Store for RedisStore {
             .map_err(|e| self.failed(e))?;
         // An older sync held here returns now; the script woke only other nodes' (see it).
         if let Some(tx) = self.waiters.lock().get(id) {
-            tx.send_modify(|v| *v = v.wrapping_add(1));
+            wake(tx);
         }
         Ok(ticket)
     }

@@ -140,7 +140,7 @@ impl Drop for ConnectorEntry {
 }
 
 impl Inner {
-    /// As [`Store::begin_poll`]: 0 for an unknown connector.
+    /// Begins a sync ([`Store::poll_round`]): returns its ticket, 0 for an unknown connector.
     fn begin_poll(&mut self, id: &str, now_ms: i64) -> u64 {
         let Inner { connectors, sessions, .. } = self;
         let Some(entry) = connectors.get_mut(id) else { return 0 };
@@ -150,15 +150,15 @@ impl Inner {
         entry.poll_ticket
     }
 
-    /// As [`Store::drain`], with a wake-up for the connector's next change when `subscribe`
-    /// and the drain found nothing to return ([`Wakeup::Gone`] otherwise).
+    /// The drain of [`Store::poll_round`], recording a request at `touch_at` first, with a
+    /// wake-up for the connector's next change when the drain found nothing to return
+    /// ([`Wakeup::Gone`] otherwise).
     fn drain(
         &mut self,
         id: &str,
         ack: Option<u64>,
         ticket: u64,
         touch_at: Option<i64>,
-        subscribe: bool,
     ) -> (Result<Drained, u64>, Wakeup) {
         let Inner { connectors, sessions, .. } = self;
         let Some(entry) = connectors.get_mut(id) else {
@@ -187,7 +187,7 @@ impl Inner {
             }
         };
         let seq = packets.last().map_or(entry.queue.acked(), |p| p.seq);
-        let wakeup = match subscribe && packets.is_empty() && close_reason.is_none() {
+        let wakeup = match packets.is_empty() && close_reason.is_none() {
             true => Wakeup::notified(&entry.wake),
             false => Wakeup::Gone,
         };
@@ -399,20 +399,6 @@ impl Store for MemoryStore {
         Ok(fanout)
     }
 
-    async fn begin_poll(&self, id: &str, now_ms: i64) -> StoreResult<u64> {
-        Ok(self.inner.lock().begin_poll(id, now_ms))
-    }
-
-    async fn drain(
-        &self,
-        id: &str,
-        ack: Option<u64>,
-        ticket: u64,
-        touch_at: Option<i64>,
-    ) -> StoreResult<Result<Drained, u64>> {
-        Ok(self.inner.lock().drain(id, ack, ticket, touch_at, false).0)
-    }
-
     /// All under one lock: the wake-up is made before any push that follows the drain (a
     /// push takes the lock), and only for a round that found nothing to return.
     async fn poll_round(
@@ -425,15 +411,8 @@ impl Store for MemoryStore {
     ) -> StoreResult<PollRound> {
         let mut inner = self.inner.lock();
         let ticket = ticket.unwrap_or_else(|| inner.begin_poll(id, now_ms));
-        let (drained, wakeup) = inner.drain(id, ack, ticket, waited.then_some(now_ms), true);
+        let (drained, wakeup) = inner.drain(id, ack, ticket, waited.then_some(now_ms));
         Ok(PollRound { ticket, drained, wakeup })
-    }
-
-    fn subscribe(&self, id: &str) -> Wakeup {
-        match self.inner.lock().connectors.get(id) {
-            Some(entry) => Wakeup::notified(&entry.wake),
-            None => Wakeup::Gone,
-        }
     }
 
     fn wake_all(&self) {
@@ -655,24 +634,27 @@ mod tests {
         tokio::time::timeout(std::time::Duration::ZERO, wakeup.changed()).await.is_ok()
     }
 
-    /// A wake-up counts from when it is made, not from its first poll: a push between the
-    /// subscribe and the wait (the drain in between) is not missed.
+    /// A wake-up counts from when it is made, not from its first poll: what happens after
+    /// the round that made it (a push, a shutdown, the connector's removal) fires it.
     #[tokio::test]
     async fn wake_ups_fire_for_what_happens_after_they_are_made() {
         let store = store_with_c1().await;
-        let mut quiet = store.subscribe("c1");
+        let ticket = store.poll_round("c1", None, None, 0, false).await.unwrap().ticket; // the welcome
+        let held = || store.poll_round("c1", None, Some(ticket), 0, true);
+        let mut quiet = held().await.unwrap().wakeup;
         assert!(!fired(&mut quiet).await);
-        let mut pushed = store.subscribe("c1");
+        let mut pushed = held().await.unwrap().wakeup;
         store.push("c1", "p".into(), QueueLimits { max_packets: 10, max_bytes: 100 }, None).await.unwrap();
         assert!(fired(&mut pushed).await);
-        let mut all = store.subscribe("c1");
+        assert_eq!(held().await.unwrap().drained.unwrap().packets.len(), 1);
+        let mut all = held().await.unwrap().wakeup;
         store.wake_all();
         assert!(fired(&mut all).await);
         // A connector that goes away wakes its polls; an unknown one fires at once.
-        let mut removed = store.subscribe("c1");
+        let mut removed = held().await.unwrap().wakeup;
         store.inner.lock().connectors.remove("c1");
         assert!(fired(&mut removed).await);
-        assert!(fired(&mut store.subscribe("c1")).await);
+        assert!(fired(&mut held().await.unwrap().wakeup).await);
     }
 
     #[tokio::test]
@@ -736,7 +718,7 @@ mod tests {
         let text = r#"{"type":"broadcast","data":"a \"b\""}"#;
         let drain = |id: &'static str| {
             let store = &store;
-            async move { store.drain(id, None, 0, None).await.unwrap().unwrap().packets }
+            async move { store.poll_round(id, None, None, 0, false).await.unwrap().drained.unwrap().packets }
         };
         for id in ["c1", "c2", "c3"] {
             drain(id).await; // the welcomes

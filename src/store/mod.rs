@@ -4,7 +4,7 @@
 //!
 //! Every method is one atomic step for the store: the engine never reads, decides and writes
 //! back in separate calls where another node could slip in between. The wake-up of held
-//! polls ([`Store::subscribe`]) is part of the interface because in a cluster the packet that
+//! polls ([`PollRound::wakeup`]) is part of the interface because in a cluster the packet that
 //! ends a poll may be queued by another node.
 
 pub mod memory;
@@ -229,7 +229,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct PollRound {
     /// The sync's ticket, for its next round.
     pub ticket: u64,
-    /// As [`Store::drain`] returns it.
+    /// What the drain found.
     pub drained: Result<Drained, u64>,
     /// Fires on the connector's next change after the drain. A round that found something to
     /// return may get [`Wakeup::Gone`] instead: it is not waited on.
@@ -331,28 +331,14 @@ pub trait Store: Send + Sync + 'static {
         limits: QueueLimits,
         once: Option<&str>,
     ) -> StoreResult<Fanout>;
-    /// Starts a sync: records it as a request of the connector, as [`Store::touch`] does (if
-    /// the connector is live), returns the sync's ticket and makes any older held sync of the
-    /// connector return. One step, so a sync costs one round trip less.
-    async fn begin_poll(&self, id: &str, now_ms: i64) -> StoreResult<u64>;
-    /// Takes what a sync returns. Without `ack`, returned packets are removed; with `ack`,
-    /// packets up to it are removed and all later ones returned. `Err(last)` when `ack` is
-    /// beyond the last sequence number issued. With `touch_at`, the drain first records a
-    /// request of the connector then, as [`Store::touch`] does (if it is live): the end of a
-    /// sync that waited, in the same step.
-    async fn drain(
-        &self,
-        id: &str,
-        ack: Option<u64>,
-        ticket: u64,
-        touch_at: Option<i64>,
-    ) -> StoreResult<Result<Drained, u64>>;
-    /// A wake-up for the connector's next change; make it before draining.
-    fn subscribe(&self, id: &str) -> Wakeup;
-    /// One round of a sync: with no `ticket` yet, [`Store::begin_poll`] at `now_ms` first;
-    /// then a wake-up made before the drain ([`Store::subscribe`]), and the drain, recording
-    /// the request at `now_ms` if the sync `waited`. A store that holds its queues can do the
-    /// three in one step (the memory store does), saving two lookups of the connector.
+    /// One round of a sync, in one step. With no `ticket` yet, the sync begins: it is
+    /// recorded as a request of the connector, as [`Store::touch`] does (if the connector is
+    /// live), takes a new ticket and makes any older held sync of the connector return. Then
+    /// the drain: without `ack`, returned packets are removed; with `ack`, packets up to it
+    /// are removed and all later ones returned (`Err(last)` when `ack` is beyond the last
+    /// sequence number issued); a sync that `waited` records its request again, at `now_ms`.
+    /// A round that finds nothing to return gets a wake-up for the connector's next change
+    /// after the drain (a round that found something may get [`Wakeup::Gone`]).
     async fn poll_round(
         &self,
         id: &str,
@@ -360,15 +346,7 @@ pub trait Store: Send + Sync + 'static {
         ticket: Option<u64>,
         now_ms: i64,
         waited: bool,
-    ) -> StoreResult<PollRound> {
-        let ticket = match ticket {
-            Some(ticket) => ticket,
-            None => self.begin_poll(id, now_ms).await?,
-        };
-        let wakeup = self.subscribe(id);
-        let drained = self.drain(id, ack, ticket, waited.then_some(now_ms)).await?;
-        Ok(PollRound { ticket, drained, wakeup })
-    }
+    ) -> StoreResult<PollRound>;
     /// Fires every wake-up made on this node (shutdown: held polls answer at once).
     fn wake_all(&self);
 

@@ -41,8 +41,8 @@ use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{
-    CloseReason, ConnectorInfo, Drained, Fanout, OpenOutcome, PushOutcome, QueueLimits, QueuedPacket, SendClaim,
-    SessionRecord, Store, StoreError, StoreResult, Wakeup, SEND_RESPONSES_KEPT, SHARED_SESSION_LINGER_MS,
+    CloseReason, ConnectorInfo, Drained, Fanout, OpenOutcome, PollRound, PushOutcome, QueueLimits, QueuedPacket,
+    SendClaim, SessionRecord, Store, StoreError, StoreResult, Wakeup, SEND_RESPONSES_KEPT, SHARED_SESSION_LINGER_MS,
 };
 use crate::metrics::StoreMeter;
 use crate::protocol::{Token, CLOSE_COMMAND};
@@ -60,8 +60,7 @@ struct Scripts {
     touch: Script,
     close: Script,
     push: Script,
-    begin_poll: Script,
-    drain: Script,
+    poll: Script,
     sends: Script,
     session: Script,
 }
@@ -73,8 +72,7 @@ impl Scripts {
             touch: Script::new(concat!(include_str!("lua/touch_fn.lua"), include_str!("lua/touch.lua"))),
             close: Script::new(include_str!("lua/close.lua")),
             push: Script::new(include_str!("lua/push.lua")),
-            begin_poll: Script::new(concat!(include_str!("lua/touch_fn.lua"), include_str!("lua/begin_poll.lua"))),
-            drain: Script::new(concat!(include_str!("lua/touch_fn.lua"), include_str!("lua/drain.lua"))),
+            poll: Script::new(concat!(include_str!("lua/touch_fn.lua"), include_str!("lua/poll.lua"))),
             sends: Script::new(include_str!("lua/sends.lua")),
             session: Script::new(include_str!("lua/session.lua")),
         }
@@ -264,6 +262,15 @@ async fn subscriber(client: redis::Client, channel: String, waiters: Waiters, st
 fn wake_all(waiters: &Waiters) {
     for tx in waiters.lock().values() {
         wake(tx);
+    }
+}
+
+/// A wake-up for the next change of connector `id` seen on this node.
+fn subscribe(waiters: &Waiters, id: &str) -> watch::Receiver<u64> {
+    let mut waiters = waiters.lock();
+    match waiters.get(id) {
+        Some(tx) => tx.subscribe(),
+        None => waiters.entry(id.to_owned()).or_insert_with(|| watch::channel(0).0).subscribe(),
     }
 }
 
@@ -527,78 +534,70 @@ impl Store for RedisStore {
         Ok(Fanout { queued: ids.len() - overflowed.len(), overflowed })
     }
 
-    async fn begin_poll(&self, id: &str, now_ms: i64) -> StoreResult<u64> {
-        let ticket = self
-            .scripts
-            .begin_poll
-            .prepare_invoke()
-            .arg(&self.options.prefix)
-            .arg(id)
-            .arg(&self.node)
-            .arg(now_ms)
-            .arg(self.options.key_ttl_ms)
-            .arg(self.options.touch_granularity_ms)
-            .invoke_async(&mut self.conn()?)
-            .await
-            .map_err(|e| self.failed(e))?;
-        // An older sync held here returns now; the script woke only other nodes' (see it).
-        if let Some(tx) = self.waiters.lock().get(id) {
-            wake(tx);
-        }
-        Ok(ticket)
-    }
-
-    async fn drain(
+    /// The wake-up is made before the script runs, so a packet queued after the drain is not
+    /// missed. A sync that begins wakes an older one held on this node itself, after the
+    /// script (it woke other nodes'), and does not count that wake-up as its own: unless
+    /// something else fired it since it was made.
+    async fn poll_round(
         &self,
         id: &str,
         ack: Option<u64>,
-        ticket: u64,
-        touch_at: Option<i64>,
-    ) -> StoreResult<Result<Drained, u64>> {
+        ticket: Option<u64>,
+        now_ms: i64,
+        waited: bool,
+    ) -> StoreResult<PollRound> {
+        let mut wakeup = subscribe(&self.waiters, id);
         let reply: Vec<String> = self
             .scripts
-            .drain
+            .poll
             .prepare_invoke()
             .arg(&self.options.prefix)
             .arg(id)
-            .arg(ticket)
+            .arg(ticket.map(|t| t.to_string()).unwrap_or_default())
             .arg(ack.map(|a| a.to_string()).unwrap_or_default())
-            .arg(touch_at.map(|t| t.to_string()).unwrap_or_default())
+            .arg(now_ms)
+            .arg(if waited { "1" } else { "" })
+            .arg(&self.node)
             .arg(self.options.key_ttl_ms)
             .arg(self.options.touch_granularity_ms)
             .invoke_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))?;
+        if ticket.is_none() {
+            if let Some(tx) = self.waiters.lock().get(id) {
+                // Every wake-up is sent under this lock: nothing can slip in between.
+                let fired_since = wakeup.has_changed().unwrap_or(true);
+                wake(tx);
+                if !fired_since {
+                    wakeup.mark_unchanged();
+                }
+            }
+        }
         let field = |i: usize| reply.get(i).map(String::as_str).unwrap_or_default();
         let close_reason = |s: &str| CloseReason::parse(s);
-        Ok(match field(0) {
+        let drained = match field(1) {
             "unknown" => Ok(Drained { unknown: true, seq: ack.unwrap_or(0), ..Drained::default() }),
             "superseded" => Ok(Drained {
                 superseded: true,
-                seq: parse_u64(field(1)),
-                close_reason: close_reason(field(2)),
+                seq: parse_u64(field(2)),
+                close_reason: close_reason(field(3)),
                 ..Drained::default()
             }),
-            "ahead" => Err(parse_u64(field(1))),
+            "ahead" => Err(parse_u64(field(2))),
             _ => {
-                let first = parse_u64(field(1));
-                let acked = parse_u64(field(2));
+                let first = parse_u64(field(2));
+                let acked = parse_u64(field(3));
                 let packets: Vec<QueuedPacket> = reply
                     .iter()
-                    .skip(4)
+                    .skip(5)
                     .zip(first..)
                     .map(|(text, seq)| QueuedPacket { seq, text: text.as_str().into(), quoted: None })
                     .collect();
                 let seq = packets.last().map_or(acked, |p| p.seq);
-                Ok(Drained { packets, seq, close_reason: close_reason(field(3)), superseded: false, unknown: false })
+                Ok(Drained { packets, seq, close_reason: close_reason(field(4)), superseded: false, unknown: false })
             }
-        })
-    }
-
-    fn subscribe(&self, id: &str) -> Wakeup {
-        let mut waiters = self.waiters.lock();
-        let tx = waiters.entry(id.to_owned()).or_insert_with(|| watch::channel(0).0);
-        Wakeup::Watch(tx.subscribe())
+        };
+        Ok(PollRound { ticket: parse_u64(field(0)), drained, wakeup: Wakeup::Watch(wakeup) })
     }
 
     fn wake_all(&self) {

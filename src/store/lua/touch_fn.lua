@@ -1,8 +1,8 @@
--- The body of Store::touch, shared by touch.lua, begin_poll.lua and drain.lua (each script
--- is this file followed by its own). Records a request of connector `id` at `now`; returns
--- its session id, false if no live connector has the id. Within `granularity` ms of the last
--- recorded activity nothing is written: a busy connector costs one read per request, not a
--- dozen writes.
+-- The body of Store::touch, shared by touch.lua and poll.lua (each script is this file
+-- followed by its own). Records a request of connector `id` at `now`; returns its session
+-- id, false if no live connector has the id. Within `granularity` ms of the last recorded
+-- activity nothing is written: a busy connector costs one read per request, not a dozen
+-- writes.
 local function touch(P, id, now, ttl, granularity)
   local c = P .. 'c:' .. id
   local f = redis.call('HMGET', c, 'closed', 'active', 'sid')

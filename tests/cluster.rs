@@ -410,3 +410,59 @@ fn redis_down_means_503_with_a_reason_and_the_node_recovers_by_itself() {
     let data: Vec<&str> = got.iter().filter_map(|t| t["data"].as_str()).collect();
     assert_eq!(data, ["after"], "a send refused with 503 was not queued");
 }
+
+/// On the Redis store a sync that begins wakes the older sync held on its node, and not
+/// itself: its own wake-up fires for what comes after its round (a packet), not for its
+/// begin. Counting its own begin, it would drain a second time for nothing (as three held
+/// polls in four once did).
+#[test]
+fn a_sync_that_begins_wakes_the_one_held_on_its_node_and_not_itself() {
+    use pollgate::metrics::StoreMeter;
+    use pollgate::store::redis::{RedisOptions, RedisStore};
+    use pollgate::store::{ConnectorInfo, QueueLimits, Store, Wakeup};
+    use support::cluster::RedisServer;
+
+    let redis = RedisServer::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fired = |wakeup: &mut Wakeup, within: Duration| {
+        runtime.block_on(async { tokio::time::timeout(within, wakeup.changed()).await.is_ok() })
+    };
+    let options = RedisOptions {
+        url: redis.url(),
+        prefix: "t:".into(),
+        key_ttl_ms: 60_000,
+        retention_ms: 60_000,
+        touch_granularity_ms: 1_000,
+        record_retention_ms: 60_000,
+    };
+    let store = runtime.block_on(async { RedisStore::new(options, StoreMeter::default()) }).unwrap();
+    // The node's subscription, once made, wakes every poll once (it may have missed a
+    // message): wait for it, so that no wake-up below is that one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis.cli(&["PUBSUB", "CHANNELS", "t:n:*"]).is_empty() {
+        assert!(Instant::now() < deadline, "the store never subscribed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let info = ConnectorInfo {
+        id: "c1".into(),
+        session_id: "s1".into(),
+        address: "127.0.0.1".into(),
+        user_agent: String::new(),
+        opened_ms: 0,
+        last_active_ms: 0,
+    };
+    runtime.block_on(store.open(info, false, 10, "welcome".into())).unwrap();
+    let first = runtime.block_on(store.poll_round("c1", None, None, 1, false)).unwrap();
+    assert_eq!(first.drained.unwrap().packets.len(), 1, "the welcome");
+    let mut held = runtime.block_on(store.poll_round("c1", None, Some(first.ticket), 2, true)).unwrap().wakeup;
+    assert!(!fired(&mut held, Duration::ZERO), "nothing happened yet");
+    let newer = runtime.block_on(store.poll_round("c1", None, None, 3, false)).unwrap();
+    assert!(newer.drained.unwrap().packets.is_empty());
+    let mut newer = newer.wakeup;
+    assert!(fired(&mut held, Duration::ZERO), "the older sync is woken");
+    assert!(!fired(&mut newer, Duration::from_millis(300)), "the newer one is not woken by its own begin");
+    let limits = QueueLimits { max_packets: 10, max_bytes: 1000 };
+    runtime.block_on(store.push("c1", "p".into(), limits, None)).unwrap();
+    assert!(fired(&mut newer, Duration::from_secs(5)), "a packet wakes it");
+}

@@ -160,7 +160,6 @@ impl EndpointRequest {
 }
 
 /// What the metrics and the access log tell of a request, filled in as it is learned.
-#[derive(Default)]
 struct Access {
     /// Set for endpoint requests: the action, `` until it is known, `other` if unknown.
     action: Option<&'static str>,

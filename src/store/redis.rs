@@ -270,7 +270,11 @@ fn subscribe(waiters: &Waiters, id: &str) -> watch::Receiver<u64> {
     let mut waiters = waiters.lock();
     match waiters.get(id) {
         Some(tx) => tx.subscribe(),
-        None => waiters.entry(id.to_owned()).or_insert_with(|| watch::channel(0).0).subscribe(),
+        None => {
+            let (tx, rx) = watch::channel(0);
+            waiters.insert(id.to_owned(), tx);
+            rx
+        }
     }
 }
 

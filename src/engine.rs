@@ -20,6 +20,7 @@ use crate::protocol::{self, Token, TokenFields};
 use crate::store::{
     CloseReason, ConnectorInfo, Drained, OpenOutcome, PushOutcome, QueueLimits, SendClaim, Store, StoreError,
 };
+use crate::timer::ConnTimer;
 
 /// Engine failures; [`crate::http`] maps each to one status and body.
 #[derive(Debug)]
@@ -284,7 +285,10 @@ impl Engine {
     /// sync is recorded as a request of the connector (as [`Engine::touch`]) in the store
     /// step that starts it and, if it waited, in the drain that ends it, so that the reaper
     /// counts from its end; for a sync that answered at once, its start is its end.
-    pub async fn sync(&self, id: &str, ack: Option<u64>, wait: Duration) -> EngineResult<Drained> {
+    ///
+    /// The wait runs on `timer`: a connection's own (see [`crate::timer`]), or a
+    /// `ConnTimer::default()` of its own.
+    pub async fn sync(&self, id: &str, ack: Option<u64>, wait: Duration, timer: &ConnTimer) -> EngineResult<Drained> {
         let wait = wait.min(Duration::from_millis(self.config.max_sync_wait));
         let deadline = Instant::now() + wait;
         let mut last_round = wait.is_zero();
@@ -322,7 +326,7 @@ impl Engine {
             waited = true;
             tokio::select! {
                 _ = wakeup.changed() => {}
-                _ = tokio::time::sleep_until(deadline) => last_round = true,
+                _ = timer.sleep_until(deadline) => last_round = true,
             }
         }
     }

@@ -19,6 +19,7 @@ use crate::plugins::{system, RequestContext};
 use crate::protocol::{self, text, Token, NS_SYSTEM};
 use crate::static_files::StaticFiles;
 use crate::store::{self, StoreError};
+use crate::timer::ConnTimer;
 
 /// The body type of every response.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
@@ -204,12 +205,15 @@ struct HeldPoll {
     origin: Option<HeaderValue>,
 }
 
-/// What the requests of one TCP connection share: the peer's address, and the identity
-/// derived for the last request. A client sends the same connection id from the same
-/// address on every request, so the md5 and the address text are made once per connection.
+/// What the requests of one TCP connection share: the peer's address, the identity derived
+/// for the last request, and the connection's timer. A client sends the same connection id
+/// from the same address on every request, so the md5 and the address text are made once per
+/// connection.
 pub struct Peer {
     pub addr: SocketAddr,
     last: parking_lot::Mutex<Option<Identity>>,
+    /// Lent to hyper's header-read timeout and to a held poll's wait, in turn.
+    pub timer: ConnTimer,
 }
 
 /// A request's identity: its connection id, client address and connector id.
@@ -221,7 +225,7 @@ struct Identity {
 
 impl Peer {
     pub fn new(addr: SocketAddr) -> Peer {
-        Peer { addr, last: parking_lot::Mutex::new(None) }
+        Peer { addr, last: parking_lot::Mutex::new(None), timer: ConnTimer::default() }
     }
 }
 
@@ -280,7 +284,7 @@ impl Service {
         let routed = crate::panics::guard(self.route_quietly(req, &peer, &mut access)).await;
         let resp = match routed {
             Ok(Routed::Answered(resp)) => resp,
-            Ok(Routed::Poll(poll)) => match crate::panics::guard(self.hold(&poll)).await {
+            Ok(Routed::Poll(poll)) => match crate::panics::guard(self.hold(&poll, &peer.timer)).await {
                 Ok(answer) => with_cors(answer.unwrap_or_else(HttpError::into_response), poll.origin),
                 Err(panicked) => self.panicked(panicked),
             },
@@ -550,11 +554,11 @@ impl Service {
     }
 
     /// A `sync`: drains the queue, waiting up to `wait` ms for a packet if it is empty.
-    async fn hold(&self, poll: &HeldPoll) -> Result<Response<Body>, HttpError> {
+    async fn hold(&self, poll: &HeldPoll, timer: &ConnTimer) -> Result<Response<Body>, HttpError> {
         let engine = &self.engine;
         // A poll never outlives the session timeout it would otherwise keep alive.
         let cap = engine.config.session_timeout() / 2;
-        let drained = engine.sync(&poll.id, poll.ack, Duration::from_millis(poll.wait).min(cap)).await?;
+        let drained = engine.sync(&poll.id, poll.ack, Duration::from_millis(poll.wait).min(cap), timer).await?;
         let mut resp = text_response(StatusCode::OK, store::packets_text(&drained.packets));
         let headers = resp.headers_mut();
         headers.insert(HEADER_SEQ, HeaderValue::from(drained.seq));

@@ -11,6 +11,8 @@
 //! - [`lenient`]: a stream adapter that lets raw JSON through in request targets.
 //! - [`write_deadline`]: a stream adapter that closes a connection whose client stops
 //!   reading its response (`write_timeout`).
+//! - [`timer`]: one timer per connection, lent in turn to hyper's header-read timeout and to
+//!   a held poll's wait.
 //! - [`http`]: one request → parameters → action, and the one place errors become responses.
 //! - [`params`]: lenient query-string and form parsing.
 //! - [`protocol`]: identifiers, the token envelope and the wire strings.
@@ -79,6 +81,7 @@ pub mod protocol;
 pub mod server;
 pub mod static_files;
 pub mod store;
+pub mod timer;
 pub mod write_deadline;
 
 /// Entry points for the fuzz targets in `fuzz/` (cargo-fuzz): private functions that take

@@ -24,41 +24,34 @@ impl Params {
 
     /// Adds the pairs of another query string or form body after the existing ones.
     pub fn extend(&mut self, input: &[u8]) {
-        let mut bytes = std::mem::take(&mut self.text).into_bytes();
-        // Pieces of valid UTF-8 cut at ASCII bytes are valid: then only a piece with an
-        // escape of a byte above 0x7F needs checking (one pass here, not one per piece).
-        let input_valid = std::str::from_utf8(input).is_ok();
-        // Input without `+` or `%` (most queries) decodes to itself: it is copied whole, and
-        // each name and value is where it was, the `&` and `=` between them left in place.
-        let verbatim = input_valid && memchr::memchr2(b'+', b'%', input).is_none();
-        let base = bytes.len();
-        if verbatim {
-            bytes.extend_from_slice(input);
+        // Checked once here: pieces of valid UTF-8 cut at ASCII bytes are valid, so then only a
+        // piece with an escape of a byte above 0x7F needs checking again.
+        let valid = std::str::from_utf8(input).ok();
+        match valid {
+            Some(text) if memchr::memchr2(b'+', b'%', input).is_none() => self.extend_verbatim(text),
+            _ => self.extend_decoded(input, valid.is_some()),
         }
-        let mut start = 0;
-        for end in memchr::memchr_iter(b'&', input).chain([input.len()]) {
-            let part = &input[start..end];
-            let part_at = start;
-            start = end + 1;
-            if part.is_empty() {
-                continue;
-            }
-            let (name, value) = match memchr::memchr(b'=', part) {
-                Some(eq) => (&part[..eq], &part[eq + 1..]),
-                None => (part, &b""[..]),
-            };
-            let [name_at, name_end, value_at, value_end] = if verbatim {
-                let at = base + part_at;
-                let end = at + part.len();
-                [at, at + name.len(), end - value.len(), end]
-            } else {
-                let name_at = bytes.len();
-                decode_into(&mut bytes, name, input_valid);
-                let value_at = bytes.len();
-                decode_into(&mut bytes, value, input_valid);
-                [name_at, value_at, value_at, bytes.len()]
-            };
-            self.pairs.push([offset(name_at), offset(name_end), offset(value_at), offset(value_end)]);
+    }
+
+    /// Input without `+` or `%` (most queries) decodes to itself: it is copied whole, and each
+    /// name and value is where it was, the `&` and `=` between them left in place.
+    fn extend_verbatim(&mut self, input: &str) {
+        let base = self.text.len();
+        self.text.push_str(input);
+        for (part, name, value) in pairs(input.as_bytes()) {
+            let (at, end) = (base + part.start, base + part.end);
+            self.pairs.push([offset(at), offset(at + name.len()), offset(end - value.len()), offset(end)]);
+        }
+    }
+
+    fn extend_decoded(&mut self, input: &[u8], input_valid: bool) {
+        let mut bytes = std::mem::take(&mut self.text).into_bytes();
+        for (_, name, value) in pairs(input) {
+            let name_at = bytes.len();
+            decode_into(&mut bytes, name, input_valid);
+            let value_at = bytes.len();
+            decode_into(&mut bytes, value, input_valid);
+            self.pairs.push([offset(name_at), offset(value_at), offset(value_at), offset(bytes.len())]);
         }
         // Every piece was made valid as it was decoded, so this never replaces anything.
         self.text = utf8_lossy(bytes);
@@ -66,17 +59,35 @@ impl Params {
 
     /// The first value given for `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        let text = self.text.as_str();
+        let bytes = self.text.as_bytes();
         self.pairs
             .iter()
-            .find(|[n, n_end, ..]| &text[*n as usize..*n_end as usize] == name)
-            .map(|[.., v, v_end]| &text[*v as usize..*v_end as usize])
+            .find(|[n, n_end, ..]| &bytes[*n as usize..*n_end as usize] == name.as_bytes())
+            .map(|[.., v, v_end]| &self.text[*v as usize..*v_end as usize])
     }
 
     /// The first value for `name`, unless it is empty.
     pub fn non_empty(&self, name: &str) -> Option<&str> {
         self.get(name).filter(|v| !v.is_empty())
     }
+}
+
+/// The non-empty `name=value` pieces of `input` between `&`s: where each is in `input`, its
+/// name and its value (a piece without `=` is a name with an empty value).
+fn pairs(input: &[u8]) -> impl Iterator<Item = (std::ops::Range<usize>, &[u8], &[u8])> {
+    let mut start = 0;
+    memchr::memchr_iter(b'&', input).chain([input.len()]).filter_map(move |end| {
+        let range = start..end;
+        start = end + 1;
+        let part = &input[range.clone()];
+        if part.is_empty() {
+            return None;
+        }
+        Some(match memchr::memchr(b'=', part) {
+            Some(eq) => (range, &part[..eq], &part[eq + 1..]),
+            None => (range, part, &b""[..]),
+        })
+    })
 }
 
 /// A byte offset into a request's parameters, which are far below 4 GiB (requests are limited

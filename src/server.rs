@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -264,10 +264,11 @@ where
     let write_timeout = Duration::from_secs(service.engine.config.write_timeout);
     let io = TokioIo::new(LenientTarget::new(WriteDeadline::new(stream, write_timeout)));
     let peer = Arc::new(Peer::new(peer));
+    let timer = peer.timer.clone();
     // Not an `async` block around `handle`: it would keep the whole request while a poll waits.
     let svc = service_fn(move |req| service.clone().handle(req, peer.clone()).map(Ok::<_, Infallible>));
     let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
+        .timer(timer)
         .header_read_timeout(header_timeout)
         .max_header_size(MAX_HEAD_BYTES)
         .keep_alive(true)

@@ -193,6 +193,40 @@ fn headers_trickled_on_a_kept_alive_connection_are_cut_off() {
     assert_eq!(server.client().sync().text(), "[]", "the server still serves");
 }
 
+/// A poll held longer than `header_read_timeout` is not cut by it: the connection's one timer,
+/// lent to the poll's wait, was last set for the head's deadline, and goes off there first.
+/// The poll answers at the end of its wait, and the connection serves its next request and is
+/// closed when it idles, as before.
+#[test]
+fn a_poll_held_past_the_header_deadline_is_answered_and_the_connection_serves_on() {
+    let server = Server::start(&[("HEADER_READ_TIMEOUT", "1")]);
+    let c = server.client();
+    c.open();
+    c.sync();
+    assert_eq!(c.sync().text(), "[]", "nothing queued");
+    let sync = |wait: u64| {
+        format!("GET {ENDPOINT}?connectionId={}&action=sync&wait={wait} HTTP/1.1\r\nHost: x\r\n\r\n", c.connection_id)
+    };
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = [0u8; 4096];
+    let start = Instant::now();
+    s.write_all(sync(2500).as_bytes()).unwrap();
+    let n = s.read(&mut buf).unwrap();
+    let held = start.elapsed();
+    let r = parse_response(&buf[..n]);
+    assert_eq!((r.status, r.text().as_str()), (200, "[]"), "the held poll's answer");
+    assert!(held >= Duration::from_millis(2400), "answered before its wait ended: {held:?}");
+    s.write_all(sync(0).as_bytes()).unwrap();
+    let n = s.read(&mut buf).unwrap();
+    let r = parse_response(&buf[..n]);
+    assert_eq!((r.status, r.text().as_str()), (200, "[]"), "the next request on the connection");
+    let idle = Instant::now();
+    let (_, closed) = read_until_closed(&mut s, Duration::from_secs(20));
+    assert!(closed, "an idle kept-alive connection stays open");
+    assert!(idle.elapsed() >= Duration::from_millis(800), "{:?}", idle.elapsed());
+}
+
 /// The admin API's `PUT sessions/{id}/data` has the same whole-body deadline: a trickled body
 /// gets 408 with a JSON error.
 #[test]

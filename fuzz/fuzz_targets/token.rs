@@ -21,6 +21,7 @@ use pollgate::metrics::Metrics;
 use pollgate::protocol::{self, Token, TokenFields};
 use pollgate::store::memory::MemoryStore;
 use pollgate::store::Store;
+use pollgate::timer::ConnTimer;
 use serde_json::Value;
 
 /// What every input shares: building these per input would cost more than the input.
@@ -162,7 +163,7 @@ fuzz_target!(|data: &[u8]| {
 
         // Everything queued for either connector is a token (or the close command).
         for id in ["a", "b"] {
-            let drained = engine.sync(id, None, Duration::ZERO).await.expect("sync on a memory store");
+            let drained = engine.sync(id, None, Duration::ZERO, &ConnTimer::default()).await.expect("sync on a memory store");
             for packet in &drained.packets {
                 if &*packet.text != protocol::CLOSE_COMMAND {
                     assert_token_text("a queued packet", &packet.text);

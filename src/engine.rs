@@ -176,6 +176,13 @@ impl Engine {
         Ok(self.store.touch(id, protocol::now_ms()).await?)
     }
 
+    /// [`Engine::touch`] for a `send`: the session's rights entries come with the session id
+    /// where the store reads them in the same step ([`Store::touch_reading`]), to be passed
+    /// to [`Engine::send`].
+    pub async fn touch_for_send(&self, id: &str) -> EngineResult<Option<(String, Option<Token>)>> {
+        Ok(self.store.touch_reading(id, protocol::now_ms(), &system::RIGHTS_KEYS).await?)
+    }
+
     /// Closes a connector once: server-side reasons queue the close command, a client's
     /// `close` removes it at once. Runs the plugins' `connector_stopped` (the `disconnect`
     /// event) unless `events` is false. Returns whether this call closed it; a store failure
@@ -332,13 +339,15 @@ impl Engine {
     }
 
     /// Runs a token sent with `send`, at most once per `seq` when one is given. Returns the
-    /// response body: the first packet produced for the sender, if any.
+    /// response body: the first packet produced for the sender, if any. `rights`: the
+    /// session's rights entries as [`Engine::touch_for_send`] read them, if it did.
     pub async fn send(
         self: &Arc<Self>,
         id: &str,
         session_id: &str,
         data: &str,
         seq: Option<u64>,
+        rights: Option<Token>,
     ) -> EngineResult<Option<String>> {
         let mut claim = ClaimGuard(None);
         if let Some(seq) = seq {
@@ -353,7 +362,7 @@ impl Engine {
         // the store can be reached; otherwise the claim's lease runs out): a retry re-runs
         // it, and its once-keys keep what was queued from being doubled. A panic below, or
         // the request dropped half-way, gives it back through the guard.
-        let body = match self.process_text(id, session_id, data, seq).await {
+        let body = match self.process_text_with(id, session_id, data, seq, rights).await {
             Ok(body) => body,
             Err(e) => {
                 if let Some(seq) = seq {
@@ -378,6 +387,18 @@ impl Engine {
         data: &str,
         seq: Option<u64>,
     ) -> EngineResult<Option<String>> {
+        self.process_text_with(id, session_id, data, seq, None).await
+    }
+
+    /// [`Engine::process_text`], with the session's rights entries if they were read already.
+    async fn process_text_with(
+        self: &Arc<Self>,
+        id: &str,
+        session_id: &str,
+        data: &str,
+        seq: Option<u64>,
+        rights: Option<Token>,
+    ) -> EngineResult<Option<String>> {
         // The hot paths: a system `send` or `echo` runs on its token read in place. A text
         // that could be one (it has `"send"` or `"echo"`) is read so first; what turns out to
         // be another token is made a `Token` from that reading, and the others are parsed
@@ -398,6 +419,7 @@ impl Engine {
                 let mut ctx = RequestContext::new(self, id, session_id, true);
                 ctx.set_send_seq(seq);
                 if kind == "send" {
+                    ctx.set_rights(rights);
                     system::SystemPlugin::send(&mut ctx, &view).await;
                 } else {
                     system::SystemPlugin::echo(&mut ctx, &view).await;

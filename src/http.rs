@@ -489,8 +489,13 @@ impl Service {
             Box::pin(engine.open(request)).await?;
             return Ok(text_response(StatusCode::OK, protocol::max_frame_size_message(config.maxframesize)));
         }
-        // One store step finds the live connector and records the request.
-        let Some(session_id) = engine.touch(&id).await? else { return Err(HttpError::InvalidState { post }) };
+        // One store step finds the live connector and records the request (and for a `send`,
+        // reads the session's rights where that saves a step).
+        let touched = match action {
+            "send" => engine.touch_for_send(&id).await?,
+            _ => engine.touch(&id).await?.map(|session_id| (session_id, None)),
+        };
+        let Some((session_id, rights)) = touched else { return Err(HttpError::InvalidState { post }) };
         let session_id = session_id.as_str();
         match action {
             "send" => {
@@ -502,7 +507,7 @@ impl Service {
                     return Err(HttpError::TooLarge(config.maxframesize));
                 }
                 let seq = parse_param(&params, "seq")?;
-                let body = engine.send(&id, session_id, &data, seq).await?;
+                let body = engine.send(&id, session_id, &data, seq, rights).await?;
                 Ok(text_response(StatusCode::OK, body.unwrap_or_default()))
             }
             "login" => {

@@ -418,8 +418,7 @@ fn redis_down_means_503_with_a_reason_and_the_node_recovers_by_itself() {
 #[test]
 fn a_sync_that_begins_wakes_the_one_held_on_its_node_and_not_itself() {
     use pollgate::metrics::StoreMeter;
-    use pollgate::store::redis::{RedisOptions, RedisStore};
-    use pollgate::store::{ConnectorInfo, QueueLimits, Store, Wakeup};
+    use pollgate::store::{QueueLimits, Store, Wakeup};
     use support::cluster::RedisServer;
 
     let redis = RedisServer::start();
@@ -427,15 +426,7 @@ fn a_sync_that_begins_wakes_the_one_held_on_its_node_and_not_itself() {
     let fired = |wakeup: &mut Wakeup, within: Duration| {
         runtime.block_on(async { tokio::time::timeout(within, wakeup.changed()).await.is_ok() })
     };
-    let options = RedisOptions {
-        url: redis.url(),
-        prefix: "t:".into(),
-        key_ttl_ms: 60_000,
-        retention_ms: 60_000,
-        touch_granularity_ms: 1_000,
-        record_retention_ms: 60_000,
-    };
-    let store = runtime.block_on(async { RedisStore::new(options, StoreMeter::default()) }).unwrap();
+    let store = redis_store(&redis, &runtime, StoreMeter::default());
     // The node's subscription, once made, wakes every poll once (it may have missed a
     // message): wait for it, so that no wake-up below is that one.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -444,15 +435,7 @@ fn a_sync_that_begins_wakes_the_one_held_on_its_node_and_not_itself() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));
-    let info = ConnectorInfo {
-        id: "c1".into(),
-        session_id: "s1".into(),
-        address: "127.0.0.1".into(),
-        user_agent: String::new(),
-        opened_ms: 0,
-        last_active_ms: 0,
-    };
-    runtime.block_on(store.open(info, false, 10, "welcome".into())).unwrap();
+    runtime.block_on(store.open(connector("c1", "s1"), false, 10, "welcome".into())).unwrap();
     let first = runtime.block_on(store.poll_round("c1", None, None, 1, false)).unwrap();
     assert_eq!(first.drained.unwrap().packets.len(), 1, "the welcome");
     let mut held = runtime.block_on(store.poll_round("c1", None, Some(first.ticket), 2, true)).unwrap().wakeup;
@@ -465,4 +448,62 @@ fn a_sync_that_begins_wakes_the_one_held_on_its_node_and_not_itself() {
     let limits = QueueLimits { max_packets: 10, max_bytes: 1000 };
     runtime.block_on(store.push("c1", "p".into(), limits, None)).unwrap();
     assert!(fired(&mut newer, Duration::from_secs(5)), "a packet wakes it");
+}
+
+/// A Redis store of its own on `redis` (prefix `t:`), as the server makes one.
+fn redis_store(
+    redis: &support::cluster::RedisServer,
+    runtime: &tokio::runtime::Runtime,
+    meter: pollgate::metrics::StoreMeter,
+) -> std::sync::Arc<pollgate::store::redis::RedisStore> {
+    let options = pollgate::store::redis::RedisOptions {
+        url: redis.url(),
+        prefix: "t:".into(),
+        key_ttl_ms: 60_000,
+        retention_ms: 60_000,
+        touch_granularity_ms: 1_000,
+        record_retention_ms: 60_000,
+    };
+    runtime.block_on(async { pollgate::store::redis::RedisStore::new(options, meter) }).unwrap()
+}
+
+fn connector(id: &str, session_id: &str) -> pollgate::store::ConnectorInfo {
+    pollgate::store::ConnectorInfo {
+        id: id.into(),
+        session_id: session_id.into(),
+        address: "127.0.0.1".into(),
+        user_agent: String::new(),
+        opened_ms: 0,
+        last_active_ms: 0,
+    }
+}
+
+/// On the Redis store a send's touch reads the session's rights in the same round trip: the
+/// session id, and those of the keys asked for that are set; nothing for an unknown
+/// connector. The request is recorded as a plain touch records it.
+#[test]
+fn a_touch_for_a_send_reads_the_session_keys_in_the_same_round_trip() {
+    use pollgate::metrics::StoreMeter;
+    use pollgate::store::Store;
+    use support::cluster::RedisServer;
+
+    let redis = RedisServer::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let meter = StoreMeter::default();
+    let store = redis_store(&redis, &runtime, meter.clone());
+    runtime.block_on(store.open(connector("c1", "s1"), false, 10, "welcome".into())).unwrap();
+    runtime.block_on(store.session_put("s1", "$authorities", json!("a.b a.c"))).unwrap();
+    runtime.block_on(store.session_put("s1", "other", json!(1))).unwrap();
+    let keys = ["$is_authenticated", "$authorities"];
+    let before = meter.round_trips.get();
+    let touched = runtime.block_on(store.touch_reading("c1", 5_000, &keys)).unwrap();
+    assert_eq!(meter.round_trips.get() - before, 1, "one round trip");
+    let (session_id, entries) = touched.expect("a live connector");
+    assert_eq!(session_id, "s1");
+    let entries = entries.expect("read with the touch");
+    assert_eq!(serde_json::to_value(&entries).unwrap(), json!({"$authorities": "a.b a.c"}));
+    assert_eq!(redis.cli(&["HGET", "t:c:c1", "active"]), "5000", "the request is recorded");
+    assert_eq!(runtime.block_on(store.touch_reading("nobody", 5_000, &keys)).unwrap(), None);
+    // A plain touch answers the session id alone, as before.
+    assert_eq!(runtime.block_on(store.touch("c1", 9_000)).unwrap().as_deref(), Some("s1"));
 }

@@ -146,8 +146,8 @@ fuzz_target!(|data: &[u8]| {
         }
 
         // As `action=send&seq=1`, then its retry: answered from the record, not run again.
-        let body = engine.send("a", &session, text, Some(1)).await.expect("send on a memory store");
-        let replay = engine.send("a", &session, text, Some(1)).await.expect("replay on a memory store");
+        let body = engine.send("a", &session, text, Some(1), None).await.expect("send on a memory store");
+        let replay = engine.send("a", &session, text, Some(1), None).await.expect("replay on a memory store");
         assert_eq!(body, replay, "a replayed seq answers another body");
 
         if let (Some(body), Some(request)) = (&body, &request) {

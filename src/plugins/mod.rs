@@ -81,6 +81,10 @@ pub struct RequestContext<'a> {
     /// The store failed to queue a packet: the request fails (503) instead of answering as
     /// if it had been delivered.
     store_error: Option<StoreError>,
+    /// The session's rights entries as the request's touch read them (a shared store reads
+    /// them in the same step: [`crate::store::Store::touch_reading`]), for the first rights
+    /// check of a `send`; taken by it, so any later check reads the store.
+    rights: Option<Token>,
 }
 
 impl<'a> RequestContext<'a> {
@@ -93,7 +97,17 @@ impl<'a> RequestContext<'a> {
             captures_body,
             send_seq: None,
             store_error: None,
+            rights: None,
         }
+    }
+
+    /// Sets the rights entries read with the request's touch (see the field).
+    pub(crate) fn set_rights(&mut self, rights: Option<Token>) {
+        self.rights = rights;
+    }
+
+    pub(crate) fn take_rights(&mut self) -> Option<Token> {
+        self.rights.take()
     }
 
     /// Whether the next packet for the requester becomes the response body.

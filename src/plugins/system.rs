@@ -19,6 +19,9 @@ use crate::store::{CloseReason, ConnectorInfo};
 
 /// Session key with the events a client does not want, e.g. `,connect,disconnect`.
 pub const EVENTS_EXCLUDE: &str = "org.jwebsocket.plugins.system.events.exclude";
+/// The session keys a rights check reads.
+pub(crate) const RIGHTS_KEYS: [&str; 2] = ["$is_authenticated", "$authorities"];
+
 static RIGHT_SEND: LazyLock<Right> = LazyLock::new(|| Right::new("org.jwebsocket.plugins.system.send"));
 static RIGHT_BROADCAST: LazyLock<Right> = LazyLock::new(|| Right::new("org.jwebsocket.plugins.system.broadcast"));
 static RIGHT_JVMINFO: LazyLock<Right> = LazyLock::new(|| Right::new("org.jwebsocket.plugins.system.getjvminfo"));
@@ -160,11 +163,15 @@ impl SystemPlugin {
     /// store call and without copying them out. A store that cannot be read fails the
     /// request (503), not the check: a Redis restarting must not answer "access denied" to
     /// a logged-in client.
+    /// The first check of a `send` may use these keys as its request's touch read them
+    /// (see [`RequestContext::set_rights`]).
     async fn allowed(ctx: &mut RequestContext<'_>, right: &Right) -> bool {
+        if let Some(session) = ctx.take_rights() {
+            return has_right(&session, right);
+        }
         let mut holds_right = false;
         let mut check = |session: &Token| holds_right = has_right(session, right);
-        let keys = ["$is_authenticated", "$authorities"];
-        match ctx.engine.store.session_read(ctx.session_id, &keys, &mut check).await {
+        match ctx.engine.store.session_read(ctx.session_id, &RIGHTS_KEYS, &mut check).await {
             Ok(()) => holds_right,
             Err(e) => {
                 ctx.store_failed(e);

@@ -295,6 +295,18 @@ pub trait Store: Send + Sync + 'static {
     /// shared store may skip recording requests that come within a small fraction of the
     /// timeout of the last one it recorded.
     async fn touch(&self, id: &str, now_ms: i64) -> StoreResult<Option<String>>;
+    /// [`Store::touch`], also reading the entries of `keys` in the connector's session where
+    /// that saves the store a step (a shared store: one round trip, not two); `None` in their
+    /// place where it does not (the caller then reads them with [`Store::session_read`]).
+    async fn touch_reading(
+        &self,
+        id: &str,
+        now_ms: i64,
+        keys: &[&str],
+    ) -> StoreResult<Option<(String, Option<Token>)>> {
+        let _ = keys;
+        Ok(self.touch(id, now_ms).await?.map(|session_id| (session_id, None)))
+    }
     /// Closes a live connector. With `notify`, its queue ends with the close command and it is
     /// kept until that is delivered (or `retention_ms` passes); without, it goes at once.
     /// Returns the connector to exactly one caller, so close events are sent once. With

@@ -159,6 +159,19 @@ impl RedisStore {
         format!("{}{name}", self.options.prefix)
     }
 
+    /// The touch script (`touch.lua`) for a request of `id`, reading `keys` of its session.
+    fn touch_invocation(&self, id: &str, now_ms: i64, keys: &[&str]) -> redis::ScriptInvocation<'_> {
+        let mut invocation = self.scripts.touch.prepare_invoke();
+        invocation
+            .arg(&self.options.prefix)
+            .arg(id)
+            .arg(now_ms)
+            .arg(self.options.key_ttl_ms)
+            .arg(self.options.touch_granularity_ms)
+            .arg(keys);
+        invocation
+    }
+
     /// The live connectors, least recently active first, up to index `last` (-1: all).
     async fn live_ids(&self, last: i64) -> StoreResult<Vec<String>> {
         redis::cmd("ZRANGE")
@@ -331,6 +344,11 @@ fn split_stored(stored: &str) -> Option<(u64, Value)> {
     Some((idx.parse().ok()?, serde_json::from_str(json).ok()?))
 }
 
+/// The entries of `keys` that are set, from their stored values (`HMGET`'s answer).
+fn session_entries(keys: &[&str], stored: Vec<Option<String>>) -> Token {
+    keys.iter().zip(stored).filter_map(|(key, v)| Some((key.to_string(), split_stored(&v?)?.1))).collect()
+}
+
 /// A session's storage from its hash, in insertion order.
 fn storage_from(stored: Vec<(String, String)>) -> Token {
     let mut entries: Vec<(u64, String, Value)> =
@@ -452,17 +470,21 @@ impl Store for RedisStore {
     }
 
     async fn touch(&self, id: &str, now_ms: i64) -> StoreResult<Option<String>> {
-        self.scripts
-            .touch
-            .prepare_invoke()
-            .arg(&self.options.prefix)
-            .arg(id)
-            .arg(now_ms)
-            .arg(self.options.key_ttl_ms)
-            .arg(self.options.touch_granularity_ms)
+        self.touch_invocation(id, now_ms, &[]).invoke_async(&mut self.conn()?).await.map_err(|e| self.failed(e))
+    }
+
+    async fn touch_reading(
+        &self,
+        id: &str,
+        now_ms: i64,
+        keys: &[&str],
+    ) -> StoreResult<Option<(String, Option<Token>)>> {
+        let touched: Option<(String, Vec<Option<String>>)> = self
+            .touch_invocation(id, now_ms, keys)
             .invoke_async(&mut self.conn()?)
             .await
-            .map_err(|e| self.failed(e))
+            .map_err(|e| self.failed(e))?;
+        Ok(touched.map(|(session_id, stored)| (session_id, Some(session_entries(keys, stored)))))
     }
 
     async fn close(
@@ -639,8 +661,7 @@ impl Store for RedisStore {
             .query_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))?;
-        let entries = keys.iter().zip(stored).filter_map(|(key, v)| Some((key.to_string(), split_stored(&v?)?.1)));
-        read(&entries.collect());
+        read(&session_entries(keys, stored));
         Ok(())
     }
 

@@ -1,4 +1,7 @@
--- Store::touch: a request of a live connector (touch_fn.lua). ARGV: prefix, connector id,
--- now ms, key ttl ms, granularity ms. Returns the connector's session id, nil if no live
--- connector has the id.
-return touch(ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))
+-- Store::touch and Store::touch_reading: a request of a live connector (touch_fn.lua). ARGV:
+-- prefix, connector id, now ms, key ttl ms, granularity ms, then the keys of the connector's
+-- session to read, if any. Returns the connector's session id, nil if no live connector has
+-- the id; with keys to read, {session id, {the keys' stored values, nil where not set}}.
+local sid = touch(ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))
+if not sid or #ARGV < 6 then return sid end
+return { sid, redis.call('HMGET', ARGV[1] .. 's:' .. sid, unpack(ARGV, 6)) }

@@ -6,7 +6,8 @@
 //! timer for its connection and lends it to each timeout in turn. A later deadline than the
 //! one the timer is set for is only noted: when the timer goes off at its old deadline, the
 //! borrower sees that its own has not come and sets the timer again. A connection's timeouts
-//! are seconds long and most end early, so most never reach tokio's wheel.
+//! are seconds long and most end early: one later than the last costs no wheel operation, one
+//! earlier (a head's deadline after a longer poll's) costs one, where a new timer cost two.
 //!
 //! The price: a timer given back before it goes off stays in the wheel and wakes the
 //! connection's task once, for nothing (hyper finds nothing to do).

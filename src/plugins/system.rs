@@ -163,8 +163,9 @@ impl SystemPlugin {
     /// store call and without copying them out. A store that cannot be read fails the
     /// request (503), not the check: a Redis restarting must not answer "access denied" to
     /// a logged-in client.
-    /// The first check of a `send` may use these keys as its request's touch read them
-    /// (see [`RequestContext::set_rights`]).
+    ///
+    /// The first check of a `send` uses the two keys as its request's touch read them, where
+    /// the store read them there (see [`RequestContext::set_rights`]).
     async fn allowed(ctx: &mut RequestContext<'_>, right: &Right) -> bool {
         if let Some(session) = ctx.take_rights() {
             return has_right(&session, right);

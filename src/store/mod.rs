@@ -302,9 +302,8 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: &str,
         now_ms: i64,
-        keys: &[&str],
+        _keys: &[&str],
     ) -> StoreResult<Option<(String, Option<Token>)>> {
-        let _ = keys;
         Ok(self.touch(id, now_ms).await?.map(|session_id| (session_id, None)))
     }
     /// Closes a live connector. With `notify`, its queue ends with the close command and it is

@@ -44,6 +44,7 @@ impl Params {
         }
     }
 
+    /// Input with escapes: each name and value decoded after the existing text.
     fn extend_decoded(&mut self, input: &[u8], input_valid: bool) {
         let mut bytes = std::mem::take(&mut self.text).into_bytes();
         for (_, name, value) in pairs(input) {

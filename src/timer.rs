@@ -34,17 +34,11 @@ impl ConnTimer {
     /// A future that ends at `deadline`: the connection's timer if no other timeout of the
     /// connection has it (there is one at a time, but nothing relies on it), a new one if not.
     pub fn sleep_until(&self, deadline: Instant) -> Lent {
-        let sleep = match self.idle.lock().take() {
-            Some(mut sleep) => {
-                // A later deadline is only noted (see the module's docs).
-                if deadline < sleep.deadline() {
-                    sleep.as_mut().reset(deadline);
-                }
-                sleep
-            }
-            None => Box::pin(tokio::time::sleep_until(deadline)),
-        };
-        Lent { sleep: Some(sleep), deadline, home: self.idle.clone() }
+        let idle = self.idle.lock().take();
+        let sleep = idle.unwrap_or_else(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let mut lent = Lent { sleep: Some(sleep), deadline, home: self.idle.clone() };
+        lent.reset(deadline);
+        lent
     }
 }
 
@@ -62,6 +56,8 @@ impl Lent {
         self.sleep.as_mut().expect("a lent timer is given back only when dropped").as_mut()
     }
 
+    /// Ends this timeout at `deadline`; the timer is set again only for an earlier one (a
+    /// later one is only noted: see the module's docs).
     fn reset(&mut self, deadline: Instant) {
         self.deadline = deadline;
         if deadline < self.sleep().deadline() {

@@ -450,6 +450,51 @@ fn a_sync_that_begins_wakes_the_one_held_on_its_node_and_not_itself() {
     assert!(fired(&mut newer, Duration::from_secs(5)), "a packet wakes it");
 }
 
+/// A push wakes a node only while a sync waits there: a sync that answers at once clears the
+/// connector's `holder`, so what is queued between two polls publishes nothing; one that
+/// waits sets it, and its packet wakes it.
+#[test]
+fn a_push_publishes_a_wake_up_only_while_a_sync_waits() {
+    use pollgate::metrics::StoreMeter;
+    use pollgate::store::{QueueLimits, Store};
+    use support::cluster::RedisServer;
+
+    let redis = RedisServer::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = redis_store(&redis, &runtime, StoreMeter::default());
+    let publishes = || -> u64 {
+        let stats = redis.cli(&["INFO", "commandstats"]);
+        let line = stats.lines().find(|l| l.starts_with("cmdstat_publish:")).unwrap_or("calls=0,");
+        line.split("calls=").nth(1).and_then(|v| v.split(',').next()).unwrap().parse().unwrap()
+    };
+    let holder = || redis.cli(&["HGET", "t:c:c1", "holder"]);
+    let limits = QueueLimits { max_packets: 10, max_bytes: 1000 };
+    let push = |text: &str| runtime.block_on(store.push("c1", text.into(), limits, None)).unwrap();
+    let round = |ticket, at, waited| runtime.block_on(store.poll_round("c1", None, ticket, at, waited)).unwrap();
+    let texts =
+        |packets: Vec<pollgate::store::QueuedPacket>| packets.iter().map(|p| p.text.to_string()).collect::<Vec<_>>();
+
+    runtime.block_on(store.open(connector("c1", "s1"), false, 10, "welcome".into())).unwrap();
+    assert_eq!(texts(round(None, 1, false).drained.unwrap().packets), ["welcome"]);
+    assert_eq!(holder(), "", "answered at once: no node holds a poll");
+    let before = publishes();
+    push("a");
+    assert_eq!(publishes(), before, "no poll held: no wake-up sent");
+    assert_eq!(texts(round(None, 2, false).drained.unwrap().packets), ["a"]);
+    assert_eq!(holder(), "");
+
+    let held = round(None, 3, false);
+    assert!(held.drained.unwrap().packets.is_empty(), "nothing queued: the sync waits");
+    assert_ne!(holder(), "", "the waiting sync's node is the holder");
+    let mut wakeup = held.wakeup;
+    push("b");
+    assert_eq!(publishes(), before + 1, "the holder is woken");
+    let woken = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), wakeup.changed()).await });
+    assert!(woken.is_ok(), "the packet wakes the held poll");
+    assert_eq!(texts(round(Some(held.ticket), 4, true).drained.unwrap().packets), ["b"]);
+    assert_eq!(holder(), "", "answered: the holder is cleared");
+}
+
 /// A Redis store of its own on `redis` (prefix `t:`), as the server makes one.
 fn redis_store(
     redis: &support::cluster::RedisServer,

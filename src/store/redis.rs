@@ -20,11 +20,11 @@
 //! | `nodes` | zset | nodes by last heartbeat |
 //!
 //! Everything carries an expiry, refreshed while it is in use, so nothing is left behind when
-//! every node is gone. Wake-ups: a sync records its node as the connector's `holder`; a
-//! script that changes the connector publishes the connector id on that node's channel
-//! (`n:{node}`), and the node's one subscriber task signals the local `watch` channel of the
-//! held poll. When that subscription is lost, every local poll is woken, so none sleeps
-//! through a packet queued meanwhile.
+//! every node is gone. Wake-ups: a sync that waits records its node as the connector's
+//! `holder` (one that answers clears it); a script that changes the connector publishes the
+//! connector id on that node's channel (`n:{node}`), and the node's one subscriber task
+//! signals the local `watch` channel of the held poll. When that subscription is lost, every
+//! local poll is woken, so none sleeps through a packet queued meanwhile.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

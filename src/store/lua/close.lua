@@ -30,7 +30,7 @@ if ARGV[4] == '1' then
 else
   redis.call('DEL', unpack(own))
 end
-if holder then redis.call('PUBLISH', P .. 'n:' .. holder, id) end
+if holder and holder ~= '' then redis.call('PUBLISH', P .. 'n:' .. holder, id) end
 -- Leave the session; a shared one lingers for reconnection, another goes at once.
 local sid = info[1]
 local sm, sc, s = P .. 'sm:' .. sid, P .. 'sc:' .. sid, P .. 's:' .. sid

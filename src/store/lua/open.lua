@@ -30,5 +30,5 @@ redis.call('ZADD', P .. 'active', now, sid)
 for _, k in ipairs({ c, q, sm, sc, sx, P .. 's:' .. sid, P .. 'live', P .. 'active', P .. 'sessions' }) do
   redis.call('PEXPIRE', k, ttl)
 end
-if holder then redis.call('PUBLISH', P .. 'n:' .. holder, id) end
+if holder and holder ~= '' then redis.call('PUBLISH', P .. 'n:' .. holder, id) end
 return 'opened'

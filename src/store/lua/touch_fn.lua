@@ -1,15 +1,13 @@
 -- The body of Store::touch, shared by touch.lua and poll.lua (each script is this file
--- followed by its own). Records a request of connector `id` at `now`; returns its session
--- id, false if no live connector has the id. Within `granularity` ms of the last recorded
--- activity nothing is written: a busy connector costs one read per request, not a dozen
--- writes.
-local function touch(P, id, now, ttl, granularity)
-  local c = P .. 'c:' .. id
-  local f = redis.call('HMGET', c, 'closed', 'active', 'sid')
-  if f[1] ~= '' then return false end
-  local sid = f[3]
-  if now - tonumber(f[2]) < granularity then return sid end
-  redis.call('HSET', c, 'active', now)
+-- followed by its own).
+-- record: records a request at `now` of live connector `id`, whose hash holds `active` and
+-- `sid`. Within `granularity` ms of the last recorded activity nothing is written: a busy
+-- connector costs one read per request, not a dozen writes. The connector's own new field
+-- values are appended to `set`, for the caller's one HSET of its hash.
+local function record(P, id, now, ttl, granularity, active, sid, set)
+  if now - tonumber(active) < granularity then return end
+  set[#set + 1] = 'active'
+  set[#set + 1] = now
   redis.call('ZADD', P .. 'live', now, id)
   local sm = P .. 'sm:' .. sid
   if now > tonumber(redis.call('HGET', sm, 'last') or '0') then
@@ -18,9 +16,20 @@ local function touch(P, id, now, ttl, granularity)
   end
   -- Everything of a connector in use outlives the inactivity timeout; if every node is gone,
   -- it all expires by itself.
-  for _, k in ipairs({ c, P .. 'q:' .. id, P .. 'sp:' .. id, P .. 'sr:' .. id, P .. 'so:' .. id,
+  for _, k in ipairs({ P .. 'c:' .. id, P .. 'q:' .. id, P .. 'sp:' .. id, P .. 'sr:' .. id, P .. 'so:' .. id,
     sm, P .. 'sc:' .. sid, P .. 's:' .. sid, P .. 'sx:' .. sid, P .. 'live', P .. 'active', P .. 'sessions' }) do
     redis.call('PEXPIRE', k, ttl)
   end
-  return sid
+end
+
+-- touch: records a request of connector `id`; returns its session id, false if no live
+-- connector has the id.
+local function touch(P, id, now, ttl, granularity)
+  local c = P .. 'c:' .. id
+  local f = redis.call('HMGET', c, 'closed', 'active', 'sid')
+  if f[1] ~= '' then return false end
+  local set = {}
+  record(P, id, now, ttl, granularity, f[2], f[3], set)
+  if #set > 0 then redis.call('HSET', c, unpack(set)) end
+  return f[3]
 end

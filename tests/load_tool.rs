@@ -119,6 +119,26 @@ fn churn_leaves_no_connectors() {
     assert!(num(&r, "rss_end_mb") > 0.0, "{r}");
 }
 
+/// When churn's counting connection is itself reaped (here the timeout, 0.6 s, is shorter
+/// than the second between its counts), the tool stops and its error says where it was.
+#[test]
+fn churn_says_where_its_count_failed() {
+    // 0.01 minutes = 0.6 s of inactivity.
+    let server = Server::start(&[QUIET, &[("TIMEOUT", "0.01")]].concat());
+    let out = Command::new(env!("CARGO_BIN_EXE_pollgate-load"))
+        .args(["--addr", &server.addr.to_string(), "--max-runtime", "60"])
+        .args(["churn", "-c", "20", "--rounds", "1", "--warm-up", "0", "--reap-wait", "10", "--settle", "3"])
+        .output()
+        .expect("run pollgate-load");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let line = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).expect("a RESULT line");
+    let result: serde_json::Value = serde_json::from_str(line).expect("RESULT is JSON");
+    let fatal = result["fatal"].as_str().unwrap_or_else(|| panic!("no fatal error in {result}"));
+    assert!(fatal.starts_with("counting, ") && fatal.contains(" s into a burst of 20: "), "{fatal}");
+    assert!(fatal.ends_with("send: status 411 Length Required"), "the counter's connector was reaped: {fatal}");
+}
+
 /// The tool refuses targets off this machine.
 #[test]
 fn refuses_non_loopback_targets() {

@@ -495,12 +495,12 @@ impl Burst<'_> {
         let errors = open_and_abandon(self.ctx, clients, self.concurrency).await;
         let open_s = t0.elapsed().as_secs_f64();
         let peak_mb = server_rss_mb(self.ctx);
-        let at_peak = self.counter.others().await?;
+        let at_peak = self.count("at the peak", clients, t0).await?;
         let deadline = Instant::now() + Duration::from_secs_f64(self.reap_wait);
         let mut left = at_peak;
         while left > self.baseline && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            left = self.counter.others().await?;
+            left = self.count("waiting for the reaper", clients, t0).await?;
         }
         let reaped_after_s = t0.elapsed().as_secs_f64() - open_s;
         let mut left = left.saturating_sub(self.baseline);
@@ -509,9 +509,18 @@ impl Burst<'_> {
         let settled = Instant::now() + Duration::from_secs_f64(self.settle);
         while Instant::now() < settled {
             tokio::time::sleep(Duration::from_secs(1).min(settled - Instant::now())).await;
-            left = self.counter.others().await?.saturating_sub(self.baseline);
+            left = self.count("settling", clients, t0).await?.saturating_sub(self.baseline);
         }
         Ok(BurstResult { errors, open_s, at_peak, peak_mb, reaped_after_s, left, end_mb: server_rss_mb(self.ctx) })
+    }
+
+    /// The counter's count; a failure says when in which burst it came.
+    async fn count(&mut self, phase: &str, clients: usize, t0: Instant) -> Res<usize> {
+        let since = t0.elapsed().as_secs_f64();
+        self.counter
+            .others()
+            .await
+            .map_err(|e| format!("counting, {phase}, {since:.1} s into a burst of {clients}: {e}").into())
     }
 }
 

@@ -7,7 +7,8 @@
 # Everything on 127.0.0.1; servers, Redis and nginx share CPU 0, the load tool runs on CPU 1.
 # Every run is bounded (warm-up + duration, `timeout`).
 #
-#   ./scripts/bench-cluster.sh            # builds release, then writes docs/perf/cluster-<stamp>.log
+#   ./scripts/bench-cluster.sh            # builds release and the profile-guided server
+#                                         # (scripts/build-pgo.sh), then writes docs/perf/cluster-<stamp>.log
 #   python3 scripts/perf_report.py docs/perf/cluster-*.log
 #
 # Needs redis-server and nginx (./scripts/test.sh installs both).
@@ -19,13 +20,18 @@ WARM=${WARM:-2}
 SERVER_CPU=${SERVER_CPU:-0}
 LOADGEN_CPU=${LOADGEN_CPU:-1}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-PG=$TARGET_DIR/release/pollgate
+# The profile-guided build, as bench-compare.sh measures; PG=target/release/pollgate for the
+# plain release build.
+PG=${PG:-$TARGET_DIR/pgo/release/pollgate}
 PL=$TARGET_DIR/release/pollgate-load
 REDIS_PORT=3020
 NGINX_PORT=3010
 NODE_PORTS=(3011 3012 3013)
 
-[ "${NO_BUILD:-}" = 1 ] || cargo build --release --bins --quiet
+if [ "${NO_BUILD:-}" != 1 ]; then
+  cargo build --release --bins --quiet
+  ./scripts/build-pgo.sh
+fi
 mkdir -p docs/perf
 STAMP=$(date +%Y%m%d-%H%M%S)
 LOG=${LOG:-$ROOT/docs/perf/cluster-$STAMP.log}
@@ -106,7 +112,7 @@ run() {
     --duration "$DUR" --warmup "$WARM" "$@" 2>&1 | tee -a "$LOG" || echo "### $label: failed" | tee -a "$LOG"
 }
 
-echo "# $(date -Is) nproc=$(nproc) kernel=$(uname -r) redis=$(redis-server --version | awk '{print $3}') pollgate=$(git rev-parse --short HEAD) DUR=$DUR WARM=$WARM" | tee "$LOG"
+echo "# $(date -Is) nproc=$(nproc) kernel=$(uname -r) redis=$(redis-server --version | awk '{print $3}') pollgate=$(git rev-parse --short HEAD) pollgate_bin=${PG#"$ROOT"/} DUR=$DUR WARM=$WARM" | tee "$LOG"
 
 for setup in memory redis cluster3; do
   case $setup in

@@ -5,7 +5,9 @@
 # Only 127.0.0.1 is used.
 #
 #   ./scripts/bench-compare.sh build [peers|pollgate]   copy + build the peers, and/or
-#                                                       cargo build --release --bins here
+#                                                       cargo build --release --bins here,
+#                                                       then the profile-guided server
+#                                                       (scripts/build-pgo.sh)
 #   ./scripts/bench-compare.sh suite [SERVERS...]       whole suite (the default command),
 #                                                       then the markdown report + echo plot
 #   ./scripts/bench-compare.sh one SERVER ARGS...       one fresh-server run, e.g.
@@ -22,6 +24,7 @@
 #   LOAD_TIMEOUT=120            seconds before `timeout` ends one load run (churn: CHURN_TIMEOUT=300)
 #   PEERS_SRC=/work/shared/peers  where the (read-only) peers live
 #   NO_BUILD=1                  `suite`/`one` do not build anything first
+#   PG=target/release/pollgate  the server measured (default: target/pgo/release/pollgate)
 #   LOG=path                    log file (default docs/perf/run-<stamp>.log)
 #
 # Results: human lines + `RESULT {json}` lines go to docs/perf/run-<stamp>.log,
@@ -35,7 +38,9 @@ PEERS_SRC=${PEERS_SRC:-/work/shared/peers}
 PEERS=$ROOT/target/peers                      # writable copy of PEERS_SRC, built here
 LG=$PEERS/rust/target/release/loadgen         # the peers' load generator
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-PG=$TARGET_DIR/release/pollgate               # our server
+# Our server: the profile-guided build (scripts/build-pgo.sh); PG=target/release/pollgate
+# measures the plain release build instead.
+PG=${PG:-$TARGET_DIR/pgo/release/pollgate}
 PL=$TARGET_DIR/release/pollgate-load          # our load generator
 
 SERVER_CPU=${SERVER_CPU:-0}
@@ -85,6 +90,7 @@ build_peers() {
 
 build_pollgate() {
   cargo build --release --bins
+  ./scripts/build-pgo.sh
 }
 
 # Build what the given servers need (skipped with NO_BUILD=1).
@@ -245,7 +251,7 @@ header() {
   pg_rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
   if [ -n "$(git status --porcelain -- src Cargo.toml 2>/dev/null)" ]; then pg_rev="$pg_rev+dirty"; fi
   echo "# $(date -Is) nproc=$(nproc) kernel=$(uname -r) node=$(node --version) rustc=$rustc_v" \
-       "pollgate=$pg_rev DUR=$DUR WARM=$WARM servers=$*" | tee -a "$LOG"
+       "pollgate=$pg_rev pollgate_bin=${PG#"$ROOT"/} DUR=$DUR WARM=$WARM servers=$*" | tee -a "$LOG"
 }
 
 # Markdown report + echo plot for this run's log.

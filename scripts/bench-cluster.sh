@@ -27,6 +27,8 @@ PL=$TARGET_DIR/release/pollgate-load
 REDIS_PORT=3020
 NGINX_PORT=3010
 NODE_PORTS=(3011 3012 3013)
+# The server settings every benchmark runs with (BENCH_ENV).
+. "$ROOT/scripts/bench-env.sh"
 
 if [ "${NO_BUILD:-}" != 1 ]; then
   cargo build --release --bins --quiet
@@ -63,11 +65,9 @@ start_redis() {
 
 # start_node PORT STORE: one pollgate node on CPU 0.
 start_node() {
-  env POLLGATE_PORT="$1" POLLGATE_BIND_ADDRESS=127.0.0.1 POLLGATE_SSLPORT=0 POLLGATE_LOG_LEVEL=warn \
-    POLLGATE_MAXCONNECTIONS=1000000 POLLGATE_STORE="$2" POLLGATE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
-    POLLGATE_REDIS_PREFIX="bench$STAMP:" POLLGATE_TRUSTED_PROXIES=127.0.0.1 \
-    POLLGATE_BROADCAST_OPEN_EVENT=false POLLGATE_BROADCAST_CLOSE_EVENT=false \
-    POLLGATE_BROADCAST_LOGIN_EVENT=false POLLGATE_BROADCAST_LOGOUT_EVENT=false \
+  env "${BENCH_ENV[@]}" POLLGATE_PORT="$1" POLLGATE_STORE="$2" \
+    POLLGATE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" POLLGATE_REDIS_PREFIX="bench$STAMP:" \
+    POLLGATE_TRUSTED_PROXIES=127.0.0.1 \
     taskset -c "$SERVER_CPU" "$PG" >>"$WORK/node-$1.log" 2>&1 &
   PIDS+=($!)
   wait_port "$1"

@@ -52,6 +52,8 @@ CHURN_TIMEOUT=${CHURN_TIMEOUT:-300}
 
 STAMP=$(date +%Y%m%d-%H%M%S)
 LOG=${LOG:-$ROOT/docs/perf/run-$STAMP.log}
+# The server settings pollgate runs with (BENCH_ENV).
+. "$ROOT/scripts/bench-env.sh"
 
 # 10k idle clients need ~10k fds in each process; raise the soft limit to the hard one.
 ulimit -n "$(ulimit -Hn)"
@@ -143,12 +145,7 @@ start_server() {
     node)     PORT=$PORT taskset -c "$SERVER_CPU" node "$PEERS/node-socketio/server.js" >>"$LOG.server" 2>&1 & ;;
     sioxide)  PORT=$PORT taskset -c "$SERVER_CPU" "$PEERS/rust/target/release/sioxide-server" >>"$LOG.server" 2>&1 & ;;
     pollgate)
-      local penv=(
-        POLLGATE_PORT=$PORT POLLGATE_BIND_ADDRESS=127.0.0.1 POLLGATE_MAXCONNECTIONS=1000000
-        POLLGATE_LOG_LEVEL=warn POLLGATE_SSLPORT=0
-        POLLGATE_BROADCAST_OPEN_EVENT=false POLLGATE_BROADCAST_CLOSE_EVENT=false
-        POLLGATE_BROADCAST_LOGIN_EVENT=false POLLGATE_BROADCAST_LOGOUT_EVENT=false
-      )
+      local penv=("${BENCH_ENV[@]}" POLLGATE_PORT=$PORT)
       # churn: connectors time out after 0.1 minutes so the reaper runs during the test, and
       # closed sessions are not kept for the admin API (session_retention, 10 minutes by
       # default), so what is measured is what abandoned connectors leave behind.

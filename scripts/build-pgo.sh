@@ -48,11 +48,9 @@ RUSTFLAGS="-Cprofile-generate=$RAW/build" CARGO_TARGET_DIR=$GEN cargo build --re
 rm -rf "$RAW/train"
 mkdir -p "$RAW/train" "$OUT"
 ulimit -n "$(ulimit -Hn)"
-LLVM_PROFILE_FILE="$RAW/train/pollgate-%p.profraw" \
-  POLLGATE_PORT=$PORT POLLGATE_BIND_ADDRESS=127.0.0.1 POLLGATE_SSLPORT=0 POLLGATE_LOG_LEVEL=warn \
-  POLLGATE_MAXCONNECTIONS=1000000 \
-  POLLGATE_BROADCAST_OPEN_EVENT=false POLLGATE_BROADCAST_CLOSE_EVENT=false \
-  POLLGATE_BROADCAST_LOGIN_EVENT=false POLLGATE_BROADCAST_LOGOUT_EVENT=false \
+# The settings the benchmarks run the server with (BENCH_ENV).
+. "$ROOT/scripts/bench-env.sh"
+env "${BENCH_ENV[@]}" POLLGATE_PORT="$PORT" LLVM_PROFILE_FILE="$RAW/train/pollgate-%p.profraw" \
   "$GEN/release/pollgate" >"$GEN/train.log" 2>&1 &
 SPID=$!
 trap 'kill "$SPID" 2>/dev/null || true' EXIT

@@ -236,6 +236,9 @@ suite_for() {
       one pollgate broadcast-c1000 "${T[@]}" broadcast -c 1000
       one pollgate idle-c1000 idle -c 1000
       one pollgate idle-c10000 idle -c 10000
+      # As many held polls as the descriptor limit allows: one on every descriptor the
+      # server does not use itself (listener, epoll, stdio, ...).
+      one pollgate idle-fdmax idle --fill
       one pollgate churn-c10000 --max-runtime 250 churn -c 10000 --rounds 3 --settle 15
       ;;
     *) echo "unknown server $s (baseline node sioxide pollgate)" >&2; exit 2 ;;

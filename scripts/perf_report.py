@@ -21,7 +21,7 @@ TEST_ORDER = [
     "echo-direct-c1", "echo-direct-c10", "echo-direct-c100", "echo-direct-c1000",
     "echo-ack-seq-c100", "echo-c100-ref",
     "targeted-c1000", "broadcast-c1000",
-    "idle-plain-c1000", "idle-plain-c10000", "idle-c1000", "idle-c10000",
+    "idle-plain-c1000", "idle-plain-c10000", "idle-c1000", "idle-c10000", "idle-fdmax",
     "churn-c10000",
 ]
 ECHO_CLIENTS = [1, 10, 100, 1000]
@@ -119,6 +119,7 @@ IDLE_COLUMNS = [
     ("holding", "holding_at_sample"), ("RSS before MB", "server_rss_before_mb"),
     ("RSS after MB", "server_rss_after_mb"), ("bytes / idle client", "rss_bytes_per_idle_client"),
     ("setup clients/s", "setup_clients_per_s"), ("errors", "errors"),
+    ("server fds", "server_fds"), ("fd limit", "server_fd_limit"),
 ]
 BROADCAST_COLUMNS = [
     ("receivers", "receivers"), ("deliveries/s", "deliveries_per_s"),
@@ -182,11 +183,11 @@ class Targets:
                  ratio, ok)
 
     def absolute(self, name, value, limit, op, unit=""):
-        """Checks `value op limit` against a fixed number."""
-        if value is None:
+        """Checks `value op limit` against a fixed number (or one measured: None is no data)."""
+        if value is None or limit is None:
             self.rows.append((name, "missing pollgate", "", "", "no data"))
             return
-        ok = value <= limit if op == "<=" else value == limit
+        ok = {"<=": value <= limit, ">=": value >= limit, "==": value == limit}[op]
         self.add(name, f"{fmt(float(value))}{unit}", f"{SYMBOL[op]} {fmt(float(limit))}{unit}", "", ok)
 
     def print(self):
@@ -240,6 +241,14 @@ def check_targets(groups):
               v("pollgate", "idle-c10000", "rss_bytes_per_idle_client"),
               v("baseline", "idle-plain-c10000", "rss_bytes_per_idle_client"),
               1.2, "<=", " B", "baseline")
+
+    # idle-fdmax (`idle --fill`): a poll held on every descriptor the server does not use
+    # itself, as far as the load tool's own limit (the same) lets it open them, and no
+    # client failed.
+    t.compare("idle-fdmax: descriptors in use ≥ 99.9% of the server's limit",
+              v("pollgate", "idle-fdmax", "server_fds"),
+              v("pollgate", "idle-fdmax", "server_fd_limit"), 0.999, ">=", "", "the server's limit")
+    t.absolute("idle-fdmax: no client failed", v("pollgate", "idle-fdmax", "errors"), 0, "==")
 
     # churn: memory returns to where it started, and the reaper removed every connector
     start = v("pollgate", "churn-c10000", "rss_start_mb")

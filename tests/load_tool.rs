@@ -78,7 +78,8 @@ fn deliveries_to_held_polls() {
     assert!(num(&broadcast, "deliveries_per_s") > 0.0, "{broadcast}");
 }
 
-/// Idle clients all hold a poll and the tool measures the server's memory per client.
+/// Idle clients all hold a poll and the tool measures the server's memory per client and
+/// its descriptors.
 #[test]
 fn idle_clients_hold_polls() {
     let server = Server::start(QUIET);
@@ -86,6 +87,25 @@ fn idle_clients_hold_polls() {
     assert_eq!(num(&r, "holding_at_sample"), 50.0, "{r}");
     assert_eq!(num(&r, "errors"), 0.0, "{r}");
     assert!(num(&r, "server_rss_after_mb") > 0.0, "{r}");
+    // One descriptor per held poll, and the limit they count against.
+    assert!(num(&r, "server_fds") >= 50.0, "{r}");
+    assert!(num(&r, "server_fd_limit") >= num(&r, "server_fds"), "{r}");
+}
+
+/// `idle --fill` holds a poll on every descriptor the server has left: with the server's
+/// limit lowered to 256, all 256 are in use at the sample, every client holding its poll.
+#[test]
+fn idle_fill_holds_a_poll_on_every_descriptor_left() {
+    let server = Server::start(QUIET);
+    let limited = Command::new("prlimit").args(["--pid", &server.pid().to_string(), "--nofile=256:256"]).status();
+    assert!(limited.as_ref().is_ok_and(|s| s.success()), "prlimit (util-linux) failed: {limited:?}");
+    let r = load(&server, &["idle", "--fill", "--settle", "0.5", "--hold", "0.2"]);
+    assert_eq!(num(&r, "server_fd_limit"), 256.0, "{r}");
+    assert_eq!(num(&r, "server_fds"), 256.0, "{r}");
+    // The server's own descriptors (listeners, epoll, stdio, ...) are a few dozen at most.
+    assert!(num(&r, "clients") > 200.0, "{r}");
+    assert_eq!(num(&r, "holding_at_sample"), num(&r, "clients"), "{r}");
+    assert_eq!(num(&r, "errors"), 0.0, "{r}");
 }
 
 /// Abandoned connections are all reaped: the count the tool reads back returns to zero.

@@ -129,6 +129,11 @@ enum Mode {
         /// Extra seconds to keep holding after the sample (second sample at the end).
         #[arg(long, default_value_t = 2.0)]
         hold: f64,
+        /// As many clients as the server has descriptors left under its limit (in place of
+        /// -c), as far as this process's own limit allows: a poll on every descriptor the
+        /// server does not use itself.
+        #[arg(long)]
+        fill: bool,
     },
     /// Open N connections, sync once, abandon them without closing; then wait for the
     /// server's reaper and report its RSS and the connectors left (needs --pid, and a
@@ -268,7 +273,7 @@ async fn run(cli: Cli) -> i32 {
         }
         Mode::Targeted { clients, senders } => modes::targeted(&ctx, &mut out, clients, senders, window).await,
         Mode::Broadcast { clients, rounds } => modes::broadcast(&ctx, &mut out, clients, rounds, window).await,
-        Mode::Idle { clients, settle, hold } => modes::idle(&ctx, &mut out, clients, settle, hold).await,
+        Mode::Idle { clients, settle, hold, fill } => modes::idle(&ctx, &mut out, clients, settle, hold, fill).await,
         Mode::Churn { clients, rounds, warm_up, concurrency, reap_wait, settle, admin, admin_password } => {
             let account = (admin.as_str(), admin_password.as_str());
             modes::churn(&ctx, &mut out, clients, rounds, warm_up, concurrency, reap_wait, settle, account).await

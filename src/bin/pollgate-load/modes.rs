@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::client::{Options, Session, SYSTEM};
 use crate::http::{Conn, Res};
-use crate::stats::{merge, sample, summarize, Recorder};
+use crate::stats::{fds, merge, sample, summarize, Recorder};
 use crate::{connect_many, connect_one, connect_sender, mb, spawn_sampler, Ctx, Report};
 
 /// The load phases of a timed mode.
@@ -338,9 +338,12 @@ pub async fn broadcast(ctx: &Arc<Ctx>, out: &mut Report, clients: usize, rounds:
     Ok(())
 }
 
-/// N clients each hold a long-poll; the server's RSS growth divided by N.
-pub async fn idle(ctx: &Arc<Ctx>, out: &mut Report, clients: usize, settle: f64, hold: f64) -> Res<()> {
+/// N clients each hold a long-poll; the server's RSS growth divided by N, and its open
+/// descriptors against its limit. With `fill`, N is every descriptor the server has left.
+pub async fn idle(ctx: &Arc<Ctx>, out: &mut Report, clients: usize, settle: f64, hold: f64, fill: bool) -> Res<()> {
+    let clients = if fill { descriptors_left(ctx.pid)? } else { clients };
     out.kv("clients", clients as u64);
+    out.kv("fill", fill);
     let before = ctx.pid.and_then(|p| sample(Some(p)));
     let holding = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicUsize::new(0));
@@ -379,11 +382,16 @@ pub async fn idle(ctx: &Arc<Ctx>, out: &mut Report, clients: usize, settle: f64,
     tokio::time::sleep(Duration::from_secs_f64(settle)).await;
     let after = ctx.pid.and_then(|p| sample(Some(p)));
     let held_at_sample = holding.load(Ordering::SeqCst);
+    let server_fds = ctx.pid.and_then(fds);
     tokio::time::sleep(Duration::from_secs_f64(hold)).await;
     let end = ctx.pid.and_then(|p| sample(Some(p)));
     out.kv("holding_at_sample", held_at_sample as u64);
     out.kv("holding_at_end", holding.load(Ordering::SeqCst) as u64);
     out.kv("errors", errors.load(Ordering::SeqCst) as u64);
+    if let Some((open, limit)) = server_fds {
+        out.kv("server_fds", open);
+        out.kv("server_fd_limit", limit);
+    }
     let _ = stop_tx.send(true);
     if let (Some(b), Some(a), Some(e)) = (before, after, end) {
         out.kv("server_rss_before_mb", mb(b.rss_kb));
@@ -400,6 +408,18 @@ pub async fn idle(ctx: &Arc<Ctx>, out: &mut Report, clients: usize, settle: f64,
         out.kv("loadgen_rss_mb", mb(m.rss_kb));
     }
     Ok(())
+}
+
+/// The descriptors the server `pid` has left under its limit, as far as this process's own
+/// limit allows: each client takes one here too. The one this process holds while it reads
+/// /proc is counted among its own.
+fn descriptors_left(pid: Option<u32>) -> Res<usize> {
+    let pid = pid.ok_or("idle --fill needs --pid")?;
+    let (server_open, server_limit) = fds(pid).ok_or("cannot read the server's descriptors in /proc")?;
+    let (own_open, own_limit) = fds(std::process::id()).ok_or("cannot read this process's descriptors in /proc")?;
+    let server_room = server_limit.saturating_sub(server_open);
+    let own_room = own_limit.saturating_sub(own_open);
+    Ok(server_room.min(own_room) as usize)
 }
 
 /// `rounds` times: opens `clients` connections (open + first sync each), abandons them, and

@@ -119,6 +119,17 @@ pub fn sample(pid: Option<u32>) -> Option<ProcSample> {
     Some(ProcSample { cpu_ticks: utime + stime, rss_kb: kb("VmRSS:"), hwm_kb: kb("VmHWM:"), at: Some(Instant::now()) })
 }
 
+/// A process's open file descriptors and its limit on them (the soft `Max open files`), from
+/// /proc: how close a server came to holding as many connections as it may.
+pub fn fds(pid: u32) -> Option<(u64, u64)> {
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    // "Max open files            20000                20000                files"
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let limit = line.split_whitespace().nth(3)?.parse().ok()?;
+    Some((open, limit))
+}
+
 /// CPU use between two samples, in "cores" (1.0 = one core fully busy).
 pub fn cpu_cores(a: &ProcSample, b: &ProcSample) -> f64 {
     let secs = match (a.at, b.at) {

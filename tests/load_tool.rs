@@ -155,8 +155,17 @@ fn churn_says_where_its_count_failed() {
     let line = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).expect("a RESULT line");
     let result: serde_json::Value = serde_json::from_str(line).expect("RESULT is JSON");
     let fatal = result["fatal"].as_str().unwrap_or_else(|| panic!("no fatal error in {result}"));
-    assert!(fatal.starts_with("counting, ") && fatal.contains(" s into a burst of 20: "), "{fatal}");
+    assert!(fatal.starts_with("counting, ") && fatal.contains(" s into a burst of 20, "), "{fatal}");
     assert!(fatal.ends_with("send: status 411 Length Required"), "the counter's connector was reaped: {fatal}");
+    // The counter waits a second between counts, longer than this server's timeout: the gap
+    // it reports is that wait.
+    let gap: f64 = fatal
+        .split(" s after the last answer")
+        .next()
+        .and_then(|head| head.rsplit(", ").next())
+        .and_then(|g| g.parse().ok())
+        .unwrap_or_else(|| panic!("no gap in {fatal}"));
+    assert!(gap >= 0.6, "{fatal}");
 }
 
 /// The tool refuses targets off this machine.

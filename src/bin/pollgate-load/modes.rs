@@ -534,13 +534,17 @@ impl Burst<'_> {
         Ok(BurstResult { errors, open_s, at_peak, peak_mb, reaped_after_s, left, end_mb: server_rss_mb(self.ctx) })
     }
 
-    /// The counter's count; a failure says when in which burst it came.
+    /// The counter's count. A failure says when in which burst it came, and how long after
+    /// the counter's last answered request: longer than the server's timeout means the
+    /// counter itself was late (this process or the machine stalled); shorter, that its
+    /// connector was closed while in use.
     async fn count(&mut self, phase: &str, clients: usize, t0: Instant) -> Res<usize> {
         let since = t0.elapsed().as_secs_f64();
-        self.counter
-            .others()
-            .await
-            .map_err(|e| format!("counting, {phase}, {since:.1} s into a burst of {clients}: {e}").into())
+        let gap = self.counter.last_answer.elapsed().as_secs_f64();
+        self.counter.others().await.map_err(|e| {
+            format!("counting, {phase}, {since:.1} s into a burst of {clients}, {gap:.1} s after the last answer: {e}")
+                .into()
+        })
     }
 }
 
@@ -583,6 +587,8 @@ async fn open_and_abandon(ctx: &Arc<Ctx>, clients: usize, concurrency: usize) ->
 struct Counter {
     conn: Conn,
     session: Session,
+    /// When the server last answered one of its requests.
+    last_answer: Instant,
 }
 
 impl Counter {
@@ -590,13 +596,14 @@ impl Counter {
         let mut conn = Conn::open(ctx.addr, ctx.timeout).await?;
         let mut session = Session::open(&mut conn, &ctx.path, Options::default(), None).await?;
         session.login(&mut conn, user, password).await?;
-        Ok(Counter { conn, session })
+        Ok(Counter { conn, session, last_answer: Instant::now() })
     }
 
     /// Connectors besides this one.
     async fn others(&mut self) -> Res<usize> {
         let token = format!(r#"{{"ns":"{SYSTEM}","type":"getClients"}}"#);
         let body = self.session.send(&mut self.conn, token).await?;
+        self.last_answer = Instant::now();
         let reply: serde_json::Value = serde_json::from_slice(&body)?;
         let clients = reply["clients"].as_array().ok_or_else(|| format!("getClients answered {reply}"))?;
         let me = format!("@{}", self.session.source_id);

@@ -6,7 +6,7 @@
 #
 # - loopback only, no HTTPS port, log level warn (the access log, at info, is not written);
 # - no connection limit: the handshake test opens connections without closing them (as the
-#   peers' does), the idle test holds 10,000;
+#   peers' does), the idle tests hold 10,000 polls and, at the descriptor limit, ~20,000;
 # - no open/close/login/logout events: the peers send no such events, and with events on
 #   every open would queue one packet to each of the other connectors.
 BENCH_ENV=(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::admin;
@@ -24,9 +24,10 @@ use crate::timer::ConnTimer;
 /// The body type of every response.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
 
-pub const HEADER_CONNECTION: &str = "x-pollgate-connection";
-pub const HEADER_SEQ: &str = "x-pollgate-seq";
-pub const HEADER_CLOSE_REASON: &str = "x-pollgate-close-reason";
+// Names, not strings: a lookup or an insert by string parses the name every time.
+pub const HEADER_CONNECTION: HeaderName = HeaderName::from_static("x-pollgate-connection");
+pub const HEADER_SEQ: HeaderName = HeaderName::from_static("x-pollgate-seq");
+pub const HEADER_CLOSE_REASON: HeaderName = HeaderName::from_static("x-pollgate-close-reason");
 
 /// Every way a request can fail; [`HttpError::into_response`] is the only place that turns
 /// one into a status and a body.
@@ -319,7 +320,14 @@ impl Service {
         let path = req.uri().path();
         if path == self.endpoint {
             access.action = Some("");
-            let origin = req.headers().get(header::ORIGIN).filter(|o| self.origin_allowed(o)).cloned();
+            // Checked here once for the whole request: the answer carries the CORS headers of
+            // an allowed origin, and a request from any other is refused.
+            let origin = match req.headers().get(header::ORIGIN) {
+                Some(origin) if !self.origin_allowed(origin) => {
+                    return Routed::Answered(HttpError::OriginNotAllowed.into_response());
+                }
+                origin => origin.cloned(),
+            };
             return match self.endpoint_request(*req, peer, access).await {
                 Ok(Routed::Poll(poll)) => Routed::Poll(HeldPoll { origin, ..poll }),
                 Ok(Routed::Answered(resp)) => Routed::Answered(with_cors(resp, origin)),
@@ -373,7 +381,7 @@ impl Service {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|t| t.trim().to_owned());
-        let connector_id = headers.get(HEADER_CONNECTION).filter(|v| !v.is_empty()).map(|v| {
+        let connector_id = headers.get(&HEADER_CONNECTION).filter(|v| !v.is_empty()).map(|v| {
             let address = self.client_address(peer, headers);
             let ip_part = if self.engine.config.bind_connection_to_ip { address.as_str() } else { "" };
             protocol::connector_id(&String::from_utf8_lossy(v.as_bytes()), ip_part)
@@ -424,11 +432,6 @@ impl Service {
     /// address; a preflight is answered here.
     async fn read_request(&self, req: Request<Incoming>, peer: &Peer) -> Result<Read, HttpError> {
         let config = &self.engine.config;
-        if let Some(origin) = req.headers().get(header::ORIGIN) {
-            if !self.origin_allowed(origin) {
-                return Err(HttpError::OriginNotAllowed);
-            }
-        }
         let post = match *req.method() {
             Method::GET | Method::HEAD => false,
             Method::POST => true,
@@ -458,7 +461,7 @@ impl Service {
             }
         }
         let connection_id = headers
-            .get(HEADER_CONNECTION)
+            .get(&HEADER_CONNECTION)
             .map(|v| String::from_utf8_lossy(v.as_bytes()))
             .filter(|v| !v.is_empty())
             .or_else(|| params.non_empty("connectionId").map(Cow::Borrowed))

@@ -583,6 +583,29 @@ mod tests {
     }
 
     #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        // Every ASCII byte alone (the copy without escapes must not take one that needs one).
+        let mut samples: Vec<String> = (0..=0x7Fu8).map(|b| format!("a{}z", char::from(b))).collect();
+        samples.extend(
+            [
+                "",
+                "plain",
+                r#"{"type":"response","msg":"ok"}"#,
+                "tab\tand\\",
+                "é€😀\u{7f}\u{80}\u{2028}",
+                "\"\"\u{0}\u{1f}",
+            ]
+            .map(String::from),
+        );
+        for text in samples {
+            let mut out = b"prefix".to_vec();
+            write_json_str(&mut out, &text);
+            let expected = format!("prefix{}", serde_json::to_string(&text).unwrap());
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "{text:?}");
+        }
+    }
+
+    #[test]
     fn a_token_parses_as_the_object_serde_json_reads() {
         let texts = [
             r#"{"ns":"x","type":"send","data":{"a":[1,2.5,null]},"utid":3}"#,

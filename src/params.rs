@@ -77,7 +77,8 @@ impl Params {
 /// name and its value (a piece without `=` is a name with an empty value).
 ///
 /// Plain byte loops, not `memchr`: a query's pieces are a few bytes long, too short for its
-/// vector search to pay for setting it up (callgrind: about half the cost of a parse).
+/// vector search to pay for setting it up (callgrind: parsing the load tool's queries, of two
+/// and three parameters, went from about 970 instructions each to 830).
 fn pairs(input: &[u8]) -> impl Iterator<Item = (std::ops::Range<usize>, &[u8], &[u8])> {
     let mut start = 0;
     input.split(|&b| b == b'&').filter_map(move |part| {

@@ -15,7 +15,9 @@
 #
 # SERVER is one of: baseline (hyper, :3000), node (socket.io, :3001),
 # sioxide (socketioxide, :3002) — all driven by the peers' loadgen — and
-# pollgate (:3003), driven by our own target/release/pollgate-load.
+# pollgate (:3003), driven by our own target/release/pollgate-load. `one` also takes
+# rawfloor (:3004, examples/raw_floor.rs: the floor's answer from a hand-written HTTP
+# loop instead of hyper), driven by the peers' loadgen `floor` mode.
 #
 # Environment:
 #   SERVERS="baseline sioxide"  subset for `suite` (positional args win)
@@ -100,7 +102,11 @@ build_for() {
   [ "${NO_BUILD:-0}" = 1 ] && return 0
   local need_peers=0 need_pollgate=0 s
   for s in "$@"; do
-    if [ "$s" = pollgate ]; then need_pollgate=1; else need_peers=1; fi
+    case "$s" in
+      pollgate) need_pollgate=1 ;;
+      rawfloor) need_peers=1; cargo build --release --example raw_floor ;;
+      *) need_peers=1 ;;
+    esac
   done
   [ $need_peers = 1 ] && build_peers
   [ $need_pollgate = 1 ] && build_pollgate
@@ -133,7 +139,8 @@ start_server() {
     node)     PORT=3001 ;;
     sioxide)  PORT=3002 ;;
     pollgate) PORT=3003 ;;
-    *) echo "unknown server $server (baseline node sioxide pollgate)" >&2; exit 2 ;;
+    rawfloor) PORT=3004 ;;
+    *) echo "unknown server $server (baseline node sioxide pollgate rawfloor)" >&2; exit 2 ;;
   esac
   # A leftover process on the port would be measured instead of ours.
   if port_open "$PORT"; then
@@ -144,6 +151,7 @@ start_server() {
     baseline) PORT=$PORT taskset -c "$SERVER_CPU" "$PEERS/rust/target/release/hyper-baseline" >>"$LOG.server" 2>&1 & ;;
     node)     PORT=$PORT taskset -c "$SERVER_CPU" node "$PEERS/node-socketio/server.js" >>"$LOG.server" 2>&1 & ;;
     sioxide)  PORT=$PORT taskset -c "$SERVER_CPU" "$PEERS/rust/target/release/sioxide-server" >>"$LOG.server" 2>&1 & ;;
+    rawfloor) PORT=$PORT taskset -c "$SERVER_CPU" "$TARGET_DIR/release/examples/raw_floor" >>"$LOG.server" 2>&1 & ;;
     pollgate)
       local penv=("${BENCH_ENV[@]}" POLLGATE_PORT=$PORT)
       # churn: connectors time out after 0.1 minutes so the reaper runs during the test, and

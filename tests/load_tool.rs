@@ -97,8 +97,7 @@ fn idle_clients_hold_polls() {
 #[test]
 fn idle_fill_holds_a_poll_on_every_descriptor_left() {
     let server = Server::start(QUIET);
-    let limited = Command::new("prlimit").args(["--pid", &server.pid().to_string(), "--nofile=256:256"]).status();
-    assert!(limited.as_ref().is_ok_and(|s| s.success()), "prlimit (util-linux) failed: {limited:?}");
+    server.limit_descriptors(256);
     let r = load(&server, &["idle", "--fill", "--settle", "0.5", "--hold", "0.2"]);
     assert_eq!(num(&r, "server_fd_limit"), 256.0, "{r}");
     assert_eq!(num(&r, "server_fds"), 256.0, "{r}");

@@ -5,7 +5,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -150,8 +149,7 @@ fn descriptor_exhaustion_backs_off_and_recovers() {
     assert_eq!(keep_alive_get(&mut kept, addr, "/healthz"), 200);
 
     // 64 descriptors for the running server (it holds about 20 of them at rest).
-    let limited = Command::new("prlimit").args(["--pid", &pid.to_string(), "--nofile=64:64"]).status();
-    assert!(limited.as_ref().is_ok_and(|s| s.success()), "prlimit (util-linux) failed: {limited:?}");
+    server.limit_descriptors(64);
 
     // Connect until the server fails to accept. Connections past its limit wait in the
     // kernel's backlog; this process holds at most a few hundred descriptors.

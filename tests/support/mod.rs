@@ -95,6 +95,14 @@ impl Server {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Lowers the running server's descriptor limit (soft and hard) to `n`, with util-linux's
+    /// `prlimit`.
+    pub fn limit_descriptors(&self, n: u64) {
+        let limit = format!("--nofile={n}:{n}");
+        let status = Command::new("prlimit").args(["--pid", &self.pid().to_string(), &limit]).status();
+        assert!(status.as_ref().is_ok_and(|s| s.success()), "prlimit (util-linux) failed: {status:?}");
+    }
+
     /// Everything the server logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()

@@ -16,6 +16,9 @@ const LIMITS: QueueLimits = QueueLimits { max_packets: 1000, max_bytes: 1 << 22 
 
 fn parsing(c: &mut Criterion) {
     c.bench_function("params/parse_send_query", |b| b.iter(|| Params::parse(std::hint::black_box(QUERY))));
+    // A form body with a 64 KB message: the pieces' search runs over all of it.
+    let form = format!("connectionId=0a113ef6b61820da&action=send&data={}", "x".repeat(64 * 1024));
+    c.bench_function("params/parse_form_64k", |b| b.iter(|| Params::parse(std::hint::black_box(form.as_bytes()))));
     c.bench_function("protocol/connector_id", |b| {
         b.iter(|| protocol::connector_id(std::hint::black_box("0a113ef6b61820da0a113ef6b61820da"), "127.0.0.1"))
     });

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::{Options, Session, SYSTEM};
 use crate::http::{Conn, Res};
-use crate::stats::sample;
+use crate::stats::{open_fds, sample};
 use crate::{connect_one, connect_sender, mb, Ctx, Report};
 
 /// The shape of a soak run.
@@ -110,7 +110,7 @@ impl Probe {
                 .map_or(0, |v| v as u64)
         };
         let rss_kb = sample(Some(self.pid)).ok_or("the server's /proc entry is gone")?.rss_kb;
-        let fds = std::fs::read_dir(format!("/proc/{}/fd", self.pid))?.count() as u64;
+        let fds = open_fds(self.pid).ok_or("the server's /proc entry is gone")?;
         Ok(Row {
             t_s: (self.t0.elapsed().as_secs_f64() * 10.0).round() / 10.0,
             phase,

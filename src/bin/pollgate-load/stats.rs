@@ -119,10 +119,15 @@ pub fn sample(pid: Option<u32>) -> Option<ProcSample> {
     Some(ProcSample { cpu_ticks: utime + stime, rss_kb: kb("VmRSS:"), hwm_kb: kb("VmHWM:"), at: Some(Instant::now()) })
 }
 
+/// A process's open file descriptors, from /proc.
+pub fn open_fds(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
 /// A process's open file descriptors and its limit on them (the soft `Max open files`), from
 /// /proc: how close a server came to holding as many connections as it may.
 pub fn fds(pid: u32) -> Option<(u64, u64)> {
-    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
+    let open = open_fds(pid)?;
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
     // "Max open files            20000                20000                files"
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;

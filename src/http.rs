@@ -28,6 +28,73 @@ pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error
 pub const HEADER_CONNECTION: HeaderName = HeaderName::from_static("x-pollgate-connection");
 pub const HEADER_SEQ: HeaderName = HeaderName::from_static("x-pollgate-seq");
 pub const HEADER_CLOSE_REASON: HeaderName = HeaderName::from_static("x-pollgate-close-reason");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Every request header an endpoint request is read for (but a preflight's, which
+/// [`crate::fast_path`] does not serve): that path keeps these and no others.
+pub static ENDPOINT_HEADERS: [HeaderName; 5] =
+    [header::ORIGIN, header::CONTENT_TYPE, header::USER_AGENT, HEADER_CONNECTION, X_FORWARDED_FOR];
+
+/// A request as the service takes it.
+pub enum Inbound {
+    /// From hyper: any method, path and body.
+    Hyper(Request<Incoming>),
+    /// From pollgate's own HTTP/1.1 path: a GET or POST of the endpoint.
+    Plain(PlainRequest),
+}
+
+/// An endpoint request read by [`crate::fast_path`], its body included.
+pub struct PlainRequest {
+    pub post: bool,
+    /// The request target after its first `?`.
+    pub query: Bytes,
+    /// Of the request's headers, those in [`ENDPOINT_HEADERS`].
+    pub headers: HeaderMap,
+    /// The whole body (at most `maxframesize` bytes); `None` if it did not come within
+    /// `body_read_timeout`.
+    pub body: Option<Bytes>,
+}
+
+/// A request's body as [`read_body`] takes it.
+enum RequestBody {
+    Incoming(Incoming),
+    /// Read already, or `None`: not in time.
+    Read(Option<Bytes>),
+}
+
+impl Inbound {
+    fn method(&self) -> &Method {
+        match self {
+            Inbound::Hyper(req) => req.method(),
+            Inbound::Plain(req) if req.post => &Method::POST,
+            Inbound::Plain(_) => &Method::GET,
+        }
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        match self {
+            Inbound::Hyper(req) => req.headers(),
+            Inbound::Plain(req) => &req.headers,
+        }
+    }
+
+    fn query(&self) -> &[u8] {
+        match self {
+            Inbound::Hyper(req) => req.uri().query().unwrap_or("").as_bytes(),
+            Inbound::Plain(req) => &req.query,
+        }
+    }
+
+    fn into_headers_and_body(self) -> (HeaderMap, RequestBody) {
+        match self {
+            Inbound::Hyper(req) => {
+                let (parts, body) = req.into_parts();
+                (parts.headers, RequestBody::Incoming(body))
+            }
+            Inbound::Plain(req) => (req.headers, RequestBody::Read(req.body)),
+        }
+    }
+}
 
 /// Every way a request can fail; [`HttpError::into_response`] is the only place that turns
 /// one into a status and a body.
@@ -267,17 +334,40 @@ impl Service {
         req: Request<Incoming>,
         peer: Arc<Peer>,
     ) -> impl std::future::Future<Output = Response<Body>> + Send {
-        let req = Box::new(req);
+        let req = Box::new(Inbound::Hyper(req));
         self.serve(req, peer)
     }
 
-    async fn serve(self: Arc<Self>, req: Box<Request<Incoming>>, peer: Arc<Peer>) -> Response<Body> {
+    /// [`Service::handle`] for a request of [`crate::fast_path`].
+    pub fn handle_plain(
+        self: Arc<Self>,
+        req: PlainRequest,
+        peer: Arc<Peer>,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send {
+        let req = Box::new(Inbound::Plain(req));
+        self.serve(req, peer)
+    }
+
+    /// `{context}/http`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    async fn serve(self: Arc<Self>, req: Box<Inbound>, peer: Arc<Peer>) -> Response<Body> {
         let start = Instant::now();
         // Off, or filtered out by `log_level`: not even the copies the line would need.
         let log = self.engine.config.access_log && tracing::enabled!(target: "pollgate::access", tracing::Level::INFO);
         let line = log.then(|| {
-            let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-            Box::new(AccessLine { method, path, source_id: String::new(), address: String::new() })
+            let path = match &*req {
+                Inbound::Hyper(req) => req.uri().path().to_owned(),
+                Inbound::Plain(_) => self.endpoint.clone(),
+            };
+            Box::new(AccessLine {
+                method: req.method().clone(),
+                path,
+                source_id: String::new(),
+                address: String::new(),
+            })
         });
         let mut access = Access { action: None, line };
         // Caught here, inside the access log and the metrics, so a panic is counted and
@@ -316,25 +406,27 @@ impl Service {
     }
 
     /// Routes a request; `access` learns what the metrics and the access log tell of it.
-    async fn route_quietly(&self, req: Box<Request<Incoming>>, peer: &Peer, access: &mut Access) -> Routed {
-        let path = req.uri().path();
-        if path == self.endpoint {
-            access.action = Some("");
-            // Checked here once for the whole request: the answer carries the CORS headers of
-            // an allowed origin, and a request from any other is refused.
-            let origin = match req.headers().get(header::ORIGIN) {
-                Some(origin) if !self.origin_allowed(origin) => {
-                    return Routed::Answered(HttpError::OriginNotAllowed.into_response());
-                }
-                origin => origin.cloned(),
-            };
-            return match self.endpoint_request(*req, peer, access).await {
-                Ok(Routed::Poll(poll)) => Routed::Poll(HeldPoll { origin, ..poll }),
-                Ok(Routed::Answered(resp)) => Routed::Answered(with_cors(resp, origin)),
-                Err(e) => Routed::Answered(with_cors(e.into_response(), origin)),
-            };
+    async fn route_quietly(&self, req: Box<Inbound>, peer: &Peer, access: &mut Access) -> Routed {
+        let req = match *req {
+            Inbound::Hyper(req) if req.uri().path() != self.endpoint => {
+                return Routed::Answered(self.route_other(req, peer).await);
+            }
+            endpoint => endpoint,
+        };
+        access.action = Some("");
+        // Checked here once for the whole request: the answer carries the CORS headers of an
+        // allowed origin, and a request from any other is refused.
+        let origin = match req.headers().get(header::ORIGIN) {
+            Some(origin) if !self.origin_allowed(origin) => {
+                return Routed::Answered(HttpError::OriginNotAllowed.into_response());
+            }
+            origin => origin.cloned(),
+        };
+        match self.endpoint_request(req, peer, access).await {
+            Ok(Routed::Poll(poll)) => Routed::Poll(HeldPoll { origin, ..poll }),
+            Ok(Routed::Answered(resp)) => Routed::Answered(with_cors(resp, origin)),
+            Err(e) => Routed::Answered(with_cors(e.into_response(), origin)),
         }
-        Routed::Answered(self.route_other(*req, peer).await)
     }
 
     /// Everything but the endpoint: health, readiness, the admin API, metrics, static files.
@@ -403,12 +495,7 @@ impl Service {
         }
     }
 
-    async fn endpoint_request(
-        &self,
-        req: Request<Incoming>,
-        peer: &Peer,
-        access: &mut Access,
-    ) -> Result<Routed, HttpError> {
+    async fn endpoint_request(&self, req: Inbound, peer: &Peer, access: &mut Access) -> Result<Routed, HttpError> {
         let request = match self.read_request(req, peer).await? {
             Read::Request(request) => request,
             Read::Answered(resp) => return Ok(Routed::Answered(resp)),
@@ -430,7 +517,7 @@ impl Service {
 
     /// The request's method, parameters (query and form body), connection id and client
     /// address; a preflight is answered here.
-    async fn read_request(&self, req: Request<Incoming>, peer: &Peer) -> Result<Read, HttpError> {
+    async fn read_request(&self, req: Inbound, peer: &Peer) -> Result<Read, HttpError> {
         let config = &self.engine.config;
         let post = match *req.method() {
             Method::GET | Method::HEAD => false,
@@ -438,13 +525,12 @@ impl Service {
             Method::OPTIONS => return Ok(Read::Answered(preflight(req.headers()))),
             _ => return Err(HttpError::InvalidRequest),
         };
-        let (parts, body) = req.into_parts();
-        let headers = parts.headers;
-        let query = parts.uri.query().unwrap_or("").as_bytes();
+        let query = req.query();
         if query.len() > config.maxframesize {
             return Err(HttpError::TooLarge(config.maxframesize));
         }
         let mut params = Params::parse(query);
+        let (headers, body) = req.into_headers_and_body();
         let mut raw_body = None;
         if post {
             let timeout = Duration::from_secs(config.body_read_timeout);
@@ -607,7 +693,7 @@ impl Service {
         let is_trusted = |ip: &IpAddr| self.trusted_proxies.contains(ip);
         let mut ip = peer.ip().to_canonical();
         if is_trusted(&ip) {
-            let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+            let forwarded = headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok());
             let hops: Vec<IpAddr> =
                 forwarded.flat_map(|v| v.split(',')).filter_map(|h| h.trim().parse::<IpAddr>().ok()).collect();
             for hop in hops.iter().rev() {
@@ -640,7 +726,18 @@ fn parse_param(params: &Params, name: &'static str) -> Result<Option<u64>, HttpE
 }
 
 /// Reads a request body, refusing more than `limit` bytes and a client slower than `timeout`.
-async fn read_body(headers: &HeaderMap, body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, HttpError> {
+async fn read_body(
+    headers: &HeaderMap,
+    body: RequestBody,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, HttpError> {
+    let body = match body {
+        RequestBody::Incoming(body) => body,
+        RequestBody::Read(Some(body)) if body.len() > limit => return Err(HttpError::TooLarge(limit)),
+        RequestBody::Read(Some(body)) => return Ok(body),
+        RequestBody::Read(None) => return Err(HttpError::BodyTimeout),
+    };
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {

@@ -8,7 +8,9 @@
 //!
 //! - [`config`]: the configuration file, its defaults and the flag/environment overrides.
 //! - [`server`]: listeners (plain and TLS), the accept loop, the reaper task, graceful shutdown.
-//! - [`lenient`]: a stream adapter that lets raw JSON through in request targets.
+//! - [`fast_path`]: pollgate's own HTTP/1.1 for the endpoint's plain GETs and POSTs; hyper
+//!   serves every other request, and a connection that sends one.
+//! - [`lenient`]: a stream adapter that lets raw JSON through in request targets to hyper.
 //! - [`write_deadline`]: a stream adapter that closes a connection whose client stops
 //!   reading its response (`write_timeout`).
 //! - [`timer`]: one timer per connection, lent in turn to hyper's header-read timeout and to
@@ -71,6 +73,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod engine;
+pub mod fast_path;
 pub mod http;
 pub mod lenient;
 pub mod metrics;

@@ -23,6 +23,7 @@ use crate::config::{Config, ConfigError, StoreKind};
 use crate::engine::Engine;
 use futures_util::FutureExt;
 
+use crate::fast_path::{self, Served};
 use crate::http::{Peer, Service};
 use crate::lenient::LenientTarget;
 use crate::metrics::Metrics;
@@ -260,10 +261,23 @@ async fn serve_connection<S>(stream: S, peer: SocketAddr, service: Arc<Service>,
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let header_timeout = Duration::from_secs(service.engine.config.header_read_timeout);
     let write_timeout = Duration::from_secs(service.engine.config.write_timeout);
-    let io = TokioIo::new(LenientTarget::new(WriteDeadline::new(stream, write_timeout)));
+    let io = WriteDeadline::new(stream, write_timeout);
     let peer = Arc::new(Peer::new(peer));
+    match fast_path::serve(io, &peer, &service, &stop).await {
+        Served::Closed => {}
+        // The own path read the bytes as they came; hyper needs jWebSocket's raw request
+        // targets escaped (a raw space, say, makes the own path hand the request over).
+        Served::ToHyper(io) => serve_with_hyper(LenientTarget::new(io), peer, service, stop).await,
+    }
+}
+
+/// Serves the rest of a connection with hyper: every request [`fast_path`] does not serve.
+async fn serve_with_hyper<S>(io: S, peer: Arc<Peer>, service: Arc<Service>, stop: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = Duration::from_secs(service.engine.config.header_read_timeout);
     let timer = peer.timer.clone();
     // Not an `async` block around `handle`: it would keep the whole request while a poll waits.
     let svc = service_fn(move |req| service.clone().handle(req, peer.clone()).map(Ok::<_, Infallible>));
@@ -272,7 +286,7 @@ where
         .header_read_timeout(header_timeout)
         .max_header_size(MAX_HEAD_BYTES)
         .keep_alive(true)
-        .serve_connection(io, svc);
+        .serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => {

@@ -37,6 +37,8 @@ const MAX_HEADERS: usize = 32;
 const MAX_KEPT: usize = 8;
 /// What a read asks for at least: a whole head, as clients send it, in one read.
 const READ_SIZE: usize = 4096;
+/// What a read of a body asks for at most.
+const BODY_READ_SIZE: usize = 64 * 1024;
 /// A response body up to this size is written with the head, in one write.
 const GATHER_BODY: usize = 16 * 1024;
 
@@ -78,6 +80,7 @@ where
                     buf.reserve(READ_SIZE);
                 }
                 tokio::select! {
+                    biased;
                     read = io.read_buf(&mut buf) => match read {
                         Ok(0) | Err(_) => return Served::Closed,
                         Ok(_) => {}
@@ -105,11 +108,15 @@ where
         let body = if buf.len() >= head.body_len {
             Some(buf.split_to(head.body_len).freeze())
         } else {
-            buf.reserve(head.body_len - buf.len());
             let deadline = peer.timer.sleep_until(Instant::now() + body_timeout);
             tokio::pin!(deadline);
             loop {
+                // Room as the bytes come, not for the whole declared length: a client that
+                // declares a large body and sends none makes the server hold no more than
+                // one read's worth.
+                buf.reserve((head.body_len - buf.len()).min(BODY_READ_SIZE));
                 tokio::select! {
+                    biased;
                     read = io.read_buf(&mut buf) => match read {
                         Ok(0) | Err(_) => return Served::Closed,
                         Ok(_) if buf.len() >= head.body_len => break Some(buf.split_to(head.body_len).freeze()),
@@ -295,9 +302,9 @@ where
         if data.len() <= GATHER_BODY {
             out.extend_from_slice(&data);
         } else {
-            io.write_all(&out).await?;
+            // What is gathered, then the data, in one vectored write where it fits.
+            io.write_all_buf(&mut Buf::chain(out.as_slice(), data)).await?;
             out.clear();
-            io.write_all(&data).await?;
         }
         if chunked {
             out.extend_from_slice(b"\r\n");

@@ -39,6 +39,8 @@ const MAX_KEPT: usize = 8;
 const READ_SIZE: usize = 4096;
 /// What a read of a body asks for at most.
 const BODY_READ_SIZE: usize = 64 * 1024;
+/// Room for a response head: the status line and the few headers the endpoint answers.
+const HEAD_SIZE: usize = 512;
 /// A response body up to this size is written with the head, in one write.
 const GATHER_BODY: usize = 16 * 1024;
 
@@ -259,7 +261,9 @@ where
 {
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
-    let mut out = Vec::with_capacity(256);
+    // Room for the head and a body written with it: growing it would copy both.
+    let gathered = body.size_hint().upper().filter(|n| *n <= GATHER_BODY as u64).unwrap_or(0);
+    let mut out = Vec::with_capacity(HEAD_SIZE + gathered as usize);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');

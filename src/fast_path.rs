@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::{Body, Peer, PlainRequest, Service, ENDPOINT_HEADERS};
 
-/// The largest head this path reads; a larger one goes to hyper, which answers heads up to
-/// its own limit (`MAX_HEAD_BYTES` in `server.rs`).
+/// A head not complete within this many bytes goes to hyper, which answers heads up to its
+/// own limit (`MAX_HEAD_BYTES` in `server.rs`).
 const MAX_HEAD: usize = 16 * 1024;
 /// The most header lines this path parses; a head with more goes to hyper.
 const MAX_HEADERS: usize = 32;

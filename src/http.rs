@@ -280,7 +280,8 @@ struct HeldPoll {
 pub struct Peer {
     pub addr: SocketAddr,
     last: parking_lot::Mutex<Option<Identity>>,
-    /// Lent to hyper's header-read timeout and to a held poll's wait, in turn.
+    /// Lent to the read deadlines ([`crate::fast_path`]'s or hyper's) and to a held poll's
+    /// wait, in turn.
     pub timer: ConnTimer,
 }
 

@@ -13,8 +13,8 @@
 //! - [`lenient`]: a stream adapter that lets raw JSON through in request targets to hyper.
 //! - [`write_deadline`]: a stream adapter that closes a connection whose client stops
 //!   reading its response (`write_timeout`).
-//! - [`timer`]: one timer per connection, lent in turn to hyper's header-read timeout and to
-//!   a held poll's wait.
+//! - [`timer`]: one timer per connection, lent in turn to the read deadlines (the own path's
+//!   or hyper's) and to a held poll's wait.
 //! - [`http`]: one request → parameters → action, and the one place errors become responses.
 //! - [`params`]: lenient query-string and form parsing.
 //! - [`protocol`]: identifiers, the token envelope and the wire strings.

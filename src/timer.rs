@@ -22,7 +22,8 @@ use parking_lot::Mutex;
 use tokio::time::{Instant, Sleep};
 
 /// A connection's timer, for hyper (as its [`hyper::rt::Timer`]) and for the connection's
-/// own timeouts (a held poll's wait). Clones share the timer.
+/// own timeouts (`crate::fast_path`'s read deadlines, a held poll's wait). Clones share the
+/// timer.
 #[derive(Clone, Default)]
 pub struct ConnTimer {
     /// The timer when it is not lent. Boxed, as tokio's timer must not move once it is in the

@@ -21,17 +21,7 @@ fn read_responses(s: &mut TcpStream, n: usize) -> Vec<Response> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        let mut responses = Vec::new();
-        let mut rest = &buf[..];
-        while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = parse_response(&rest[..end + 4]);
-            let length: usize = head.header("content-length").map_or(0, |v| v.parse().unwrap());
-            if rest.len() < end + 4 + length {
-                break;
-            }
-            responses.push(parse_response(&rest[..end + 4 + length]));
-            rest = &rest[end + 4 + length..];
-        }
+        let responses = split_responses(&buf);
         if responses.len() >= n {
             assert_eq!(responses.len(), n, "more responses than requests");
             return responses;

@@ -422,18 +422,6 @@ fn one_connection_carries_many_clients() {
     }
 }
 
-/// Responses read back to back from one connection (each with a Content-Length).
-fn split_responses(mut buf: &[u8]) -> Vec<Response> {
-    let mut out = Vec::new();
-    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-        let head = parse_response(&buf[..end + 4]);
-        let length: usize = head.header("content-length").map_or(0, |v| v.parse().unwrap());
-        out.push(parse_response(&buf[..end + 4 + length]));
-        buf = &buf[end + 4 + length..];
-    }
-    out
-}
-
 /// Invalid UTF-8 and NUL in parameters get a defined answer (never 500) and the server keeps serving.
 #[test]
 fn invalid_utf8_and_nul_get_defined_answers() {

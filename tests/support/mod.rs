@@ -231,6 +231,22 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
 }
 
+/// The whole responses at the start of `buf`, read back to back from one connection (each
+/// framed by its `Content-Length`, or bodiless); an incomplete last one is left out.
+pub fn split_responses(mut buf: &[u8]) -> Vec<Response> {
+    let mut out = Vec::new();
+    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = parse_response(&buf[..end + 4]);
+        let length: usize = head.header("content-length").map_or(0, |v| v.parse().unwrap());
+        if buf.len() < end + 4 + length {
+            break;
+        }
+        out.push(parse_response(&buf[..end + 4 + length]));
+        buf = &buf[end + 4 + length..];
+    }
+    out
+}
+
 /// Sends raw bytes from the local address `source` (a second loopback address).
 pub fn raw_from(source: IpAddr, addr: SocketAddr, request: &[u8]) -> Response {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -24,20 +24,20 @@ const CACHE_EMPTY_INTERVAL: Duration = Duration::from_secs(1);
 /// a burst of connections would keep its cached blocks for good, and each of them keeps
 /// the whole slab it sits in resident (about 0.7 MB after 10,000 abandoned connectors:
 /// docs/PERFORMANCE.md, "churn"). Once back in the arena, the background thread returns
-/// the emptied pages to the system.
-fn empty_thread_cache() {
+/// the emptied pages to the system. Answers whether it emptied the cache.
+fn empty_thread_cache() -> bool {
     thread_local! {
         static LAST_EMPTIED: Cell<Option<Instant>> = const { Cell::new(None) };
     }
     let now = Instant::now();
     if LAST_EMPTIED.get().is_some_and(|at| now.duration_since(at) < CACHE_EMPTY_INTERVAL) {
-        return;
+        return false;
     }
     LAST_EMPTIED.set(Some(now));
     // Turning the cache off empties it; turning it on again starts an empty one. A failure
     // (jemalloc built without caches) leaves nothing to empty.
     let enabled = b"thread.tcache.enabled\0".name();
-    let _ = enabled.write(false).and_then(|()| enabled.write(true));
+    enabled.write(false).and_then(|()| enabled.write(true)).is_ok()
 }
 
 const USAGE: &str = "\
@@ -71,7 +71,9 @@ fn main() -> ExitCode {
     // Panics are logged once, through tracing, without their message (pollgate::panics).
     pollgate::panics::install_hook();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.on_thread_park(empty_thread_cache);
+    runtime.on_thread_park(|| {
+        empty_thread_cache();
+    });
     if config.max_threads > 0 {
         runtime.worker_threads(config.max_threads);
     }
@@ -172,12 +174,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn emptying_the_thread_cache_leaves_it_on() {
+    fn the_thread_cache_is_emptied_at_most_once_per_interval_and_stays_on() {
         let cache_on = || -> bool { b"thread.tcache.enabled\0".name().read().unwrap() };
         let blocks: Vec<Vec<u8>> = (0..64).map(|i| vec![0; 64 + i]).collect();
         drop(blocks);
         assert!(cache_on());
-        empty_thread_cache();
+        assert!(empty_thread_cache(), "jemalloc refused to turn the cache off and on");
         assert!(cache_on(), "a worker must not run on without its cache after emptying it");
+        assert!(!empty_thread_cache(), "emptied again within the interval");
+        assert!(cache_on());
     }
 }

@@ -727,11 +727,11 @@ mod tests {
         store.push_many(&["c3".to_owned()], "one".into(), limits, None).await.unwrap();
         let (first, second, third) = (drain("c1").await, drain("c2").await, drain("c3").await);
         let expected = serde_json::to_string(&[text]).unwrap();
-        assert_eq!(crate::store::packets_text(&first), expected);
+        assert_eq!(crate::store::packets_text(&first), expected.as_bytes());
         let (a, b) = (first[0].quoted.as_ref().unwrap(), second[0].quoted.as_ref().unwrap());
         assert!(Arc::ptr_eq(a, b));
         assert_eq!(b.get().map(String::as_str), Some(&expected[1..expected.len() - 1]));
-        assert_eq!(crate::store::packets_text(&second), expected);
+        assert_eq!(crate::store::packets_text(&second), expected.as_bytes());
         assert_eq!(third.len(), 1);
         assert!(third[0].quoted.is_none(), "a packet for one queue");
     }

@@ -279,7 +279,11 @@ where
     let mut chunked = false;
     if !bodiless && !parts.headers.contains_key(header::CONTENT_LENGTH) {
         match body.size_hint().exact() {
-            Some(n) => write!(out, "content-length: {n}\r\n")?,
+            Some(n) => {
+                out.extend_from_slice(b"content-length: ");
+                out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
             None => {
                 out.extend_from_slice(b"transfer-encoding: chunked\r\n");
                 chunked = true;

@@ -373,10 +373,10 @@ impl Service {
         let mut access = Access { action: None, line };
         // Caught here, inside the access log and the metrics, so a panic is counted and
         // logged as the 500 it answers.
-        let routed = crate::panics::guard(self.route_quietly(req, &peer, &mut access)).await;
+        let routed = crate::panics::guard(|| self.route_quietly(req, &peer, &mut access)).await;
         let resp = match routed {
             Ok(Routed::Answered(resp)) => resp,
-            Ok(Routed::Poll(poll)) => match crate::panics::guard(self.hold(&poll, &peer.timer)).await {
+            Ok(Routed::Poll(poll)) => match crate::panics::guard(|| self.hold(&poll, &peer.timer)).await {
                 Ok(answer) => with_cors(answer.unwrap_or_else(HttpError::into_response), poll.origin),
                 Err(panicked) => self.panicked(panicked),
             },

@@ -316,7 +316,7 @@ async fn reaper(engine: Arc<Engine>, cancel: CancellationToken) {
             tracing::warn!(error = %e, "heartbeat failed");
         }
         // A panic (in a plugin's `connector_stopped`, say) ends this pass, not the reaper.
-        match crate::panics::guard(engine.reap()).await {
+        match crate::panics::guard(|| engine.reap()).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(error = ?e, "reaper pass failed"),
             Err(panicked) => {

@@ -276,7 +276,7 @@ async fn change_session_id_joins_a_shared_session() {
 #[tokio::test]
 async fn dropped_responses_lose_and_repeat_nothing() {
     let server = Server::start(NO_EVENTS);
-    let proxy = FaultProxy::start(server.addr, drop_when(|n| splitmix64(n) % 5 == 0)).await;
+    let proxy = FaultProxy::start(server.addr, drop_when(|n| splitmix64(n).is_multiple_of(5))).await;
     let through = |_| builder(proxy.addr).max_retries(8).poll_wait(Duration::from_millis(500));
     let (a, mut a_closes) = with_close_log(through(())).await;
     let (b, mut b_closes) = with_close_log(through(())).await;

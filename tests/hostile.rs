@@ -393,7 +393,7 @@ fn a_100_mb_body_is_refused_early_without_being_buffered() {
                 break;
             }
             sent += piece.len();
-            if (sent / piece.len()) % 16 == 0 {
+            if (sent / piece.len()).is_multiple_of(16) {
                 peak_rss = peak_rss.max(proc_kb(pid, "VmRSS"));
             }
         }

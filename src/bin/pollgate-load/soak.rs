@@ -269,7 +269,7 @@ async fn poller(ctx: Arc<Ctx>, tally: Arc<Tally>, until: Instant, i: usize) {
             }
         }
         n += 1;
-        if n % 16 == 0 {
+        if n.is_multiple_of(16) {
             if let Some((mut conn, session)) = current.take() {
                 match session.close(&mut conn).await {
                     Ok(()) => Tally::add(&tally.recycled),

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: pollgate against the peer servers in /work/shared/peers
+# Side-by-side benchmark: pollgate against the peer servers in benches/peers
 # (hyper HTTP floor, socket.io on Node, socketioxide). Every test gets a FRESH
 # server process pinned to CPU 0; the load generator runs pinned to CPU 1.
 # Only 127.0.0.1 is used.
 #
-#   ./scripts/bench-compare.sh build [peers|pollgate]   copy + build the peers, and/or
+#   ./scripts/bench-compare.sh build [peers|pollgate]   build the peers (cargo, npm ci), and/or
 #                                                       cargo build --release --bins here,
 #                                                       then the profile-guided server
 #                                                       (scripts/build-pgo.sh)
@@ -14,17 +14,17 @@
 #   ./scripts/bench-compare.sh one pollgate --duration 5 echo -c 100 --ack --seq
 #
 # SERVER is one of: baseline (hyper, :3000), node (socket.io, :3001),
-# sioxide (socketioxide, :3002) — all driven by the peers' loadgen — and
-# pollgate (:3003), driven by our own target/release/pollgate-load. `one` also takes
-# rawfloor (:3004, examples/raw_floor.rs: the floor's answer from a hand-written HTTP
-# loop instead of hyper), driven by the peers' loadgen `floor` mode.
+# sioxide (socketioxide, :3002) — all driven by the peers' load tool (peer-load, an
+# engine.io polling client) — and pollgate (:3003), driven by our own
+# target/release/pollgate-load. `one` also takes rawfloor (:3004, examples/raw_floor.rs:
+# the floor's answer from a hand-written HTTP loop instead of hyper), driven by
+# peer-load's `floor` mode.
 #
 # Environment:
 #   SERVERS="baseline sioxide"  subset for `suite` (positional args win)
 #   DUR=10 WARM=2               measured / warmup seconds of the timed tests
 #   SERVER_CPU=0 LOADGEN_CPU=1  CPU pinning
 #   LOAD_TIMEOUT=120            seconds before `timeout` ends one load run (churn: CHURN_TIMEOUT=300)
-#   PEERS_SRC=/work/shared/peers  where the (read-only) peers live
 #   NO_BUILD=1                  `suite`/`one` do not build anything first
 #   PG=target/release/pollgate  the server measured (default: target/pgo/release/pollgate)
 #   LOG=path                    log file (default docs/perf/run-<stamp>.log)
@@ -36,9 +36,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-PEERS_SRC=${PEERS_SRC:-/work/shared/peers}
-PEERS=$ROOT/target/peers                      # writable copy of PEERS_SRC, built here
-LG=$PEERS/rust/target/release/loadgen         # the peers' load generator
+PEERS=$ROOT/benches/peers                     # the peers: rust/ (cargo), socketio/ (npm)
+PEERS_BIN=$PEERS/rust/target/release          # their own target directory, not the crate's
+LG=$PEERS_BIN/peer-load                       # the peers' load tool
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 # Our server: the profile-guided build (scripts/build-pgo.sh); PG=target/release/pollgate
 # measures the plain release build instead.
@@ -62,34 +62,14 @@ ulimit -n "$(ulimit -Hn)"
 
 # ---------------------------------------------------------------- build
 
-# True when the copied peers are built and newer than every source file in PEERS_SRC.
-peers_fresh() {
-  local stamp=$PEERS/.built
-  for f in "$stamp" "$LG" "$PEERS/rust/target/release/hyper-baseline" \
-           "$PEERS/rust/target/release/sioxide-server" "$PEERS/node-socketio/node_modules"; do
-    [ -e "$f" ] || return 1
-  done
-  # Any source file newer than the last successful build?
-  local newer
-  newer=$(find "$PEERS_SRC" \( -name target -o -name node_modules -o -name results \) -prune \
-               -o -type f -newer "$stamp" -print | head -n 1)
-  [ -z "$newer" ]
-}
-
-# Copy PEERS_SRC (without build outputs and results) to target/peers and build it there.
+# Build the peers where they are: cargo keeps the Rust ones up to date by itself (with the
+# versions of their Cargo.lock), npm ci installs the socket.io peer's package-lock.json.
 build_peers() {
-  if peers_fresh; then
-    echo "peers: up to date in $PEERS"
-    return 0
+  (cd "$PEERS/rust" && CARGO_TARGET_DIR="$PEERS/rust/target" cargo build --release --locked)
+  if [ ! -d "$PEERS/socketio/node_modules" ] || \
+     [ "$PEERS/socketio/package-lock.json" -nt "$PEERS/socketio/node_modules" ]; then
+    (cd "$PEERS/socketio" && npm ci --no-audit --no-fund)
   fi
-  echo "peers: copying $PEERS_SRC -> $PEERS"
-  mkdir -p "$PEERS"
-  tar -C "$PEERS_SRC" --exclude=./rust/target --exclude=./node-socketio/node_modules \
-      --exclude=./results -cf - . | tar -C "$PEERS" -xf -
-  chmod -R u+w "$PEERS"   # the source tree is read-only; the copy must not be
-  (cd "$PEERS/rust" && CARGO_TARGET_DIR="$PEERS/rust/target" cargo build --release)
-  (cd "$PEERS/node-socketio" && npm install --no-audit --no-fund)
-  touch "$PEERS/.built"
 }
 
 build_pollgate() {
@@ -148,9 +128,9 @@ start_server() {
     exit 1
   fi
   case "$server" in
-    baseline) PORT=$PORT taskset -c "$SERVER_CPU" "$PEERS/rust/target/release/hyper-baseline" >>"$LOG.server" 2>&1 & ;;
-    node)     PORT=$PORT taskset -c "$SERVER_CPU" node "$PEERS/node-socketio/server.js" >>"$LOG.server" 2>&1 & ;;
-    sioxide)  PORT=$PORT taskset -c "$SERVER_CPU" "$PEERS/rust/target/release/sioxide-server" >>"$LOG.server" 2>&1 & ;;
+    baseline) PORT=$PORT taskset -c "$SERVER_CPU" "$PEERS_BIN/hyper-floor" >>"$LOG.server" 2>&1 & ;;
+    node)     PORT=$PORT taskset -c "$SERVER_CPU" node "$PEERS/socketio/server.js" >>"$LOG.server" 2>&1 & ;;
+    sioxide)  PORT=$PORT taskset -c "$SERVER_CPU" "$PEERS_BIN/sioxide-server" >>"$LOG.server" 2>&1 & ;;
     rawfloor) PORT=$PORT taskset -c "$SERVER_CPU" "$TARGET_DIR/release/examples/raw_floor" >>"$LOG.server" 2>&1 & ;;
     pollgate)
       local penv=("${BENCH_ENV[@]}" POLLGATE_PORT=$PORT)
@@ -186,7 +166,7 @@ stop_server() {
 # one SERVER LABEL LOAD-ARGS...: fresh server, one load run, server stopped.
 one() {
   local server=$1 label=$2; shift 2
-  local tool=$LG name=loadgen limit=$LOAD_TIMEOUT churn=""
+  local tool=$LG name=peer-load limit=$LOAD_TIMEOUT churn=""
   if [ "$server" = pollgate ]; then tool=$PL; name=pollgate-load; fi
   # The churn mode needs the short connector timeout and more time.
   case " $* " in *" churn "*) churn=churn; limit=$CHURN_TIMEOUT ;; esac

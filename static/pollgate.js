@@ -7,7 +7,7 @@
  *   ws.onmessage = (e) => console.log(e.data);
  *   ws.onopen = () => ws.send('{"ns":"org.jwebsocket.plugins.system","type":"echo","data":"hi"}');
  *
- * How it speaks to the server (shared/PROTOCOL.md, part B):
+ * How it speaks to the server (docs/PROTOCOL.md, "Writing a client"):
  * - a 128-bit random connection id travels in the `X-Pollgate-Connection` header, never in a
  *   URL; every action is a form POST;
  * - `open`, then one long-poll `sync` at a time with `wait` and `ack`: packets are numbered by

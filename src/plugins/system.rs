@@ -1,6 +1,6 @@
 //! The system plugin (`org.jwebsocket.plugins.system`): welcome, login and logout, send,
 //! broadcast, session storage, events. Field order and message texts follow
-//! `shared/SYSTEM_PLUGIN.md`, with the fixes listed at its top.
+//! `docs/PROTOCOL.md` ("The system plugin"), with the differences from jWebSocket listed there.
 
 use std::borrow::Cow;
 use std::sync::{Arc, LazyLock};

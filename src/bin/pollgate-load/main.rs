@@ -1,5 +1,5 @@
 //! `pollgate-load`: a bounded load generator for a running pollgate, with the modes and the
-//! figure names of the peers' load generator (`shared/peers/rust/loadgen`), so that
+//! figure names of the peers' load generator (`benches/peers/rust/src/bin/peer-load`), so that
 //! `scripts/bench-compare.sh` can put pollgate and the peers side by side.
 //!
 //! Every run is bounded: warmup + duration for the timed modes, fixed waits for the others,

@@ -1,5 +1,5 @@
 //! Latency samples, percentiles, and the server's CPU time and RSS read from `/proc` (the
-//! same figures, computed the same way, as the peers' load generator in `shared/peers`).
+//! same figures for every server: the peers' load tool in `benches/peers` builds this file in).
 
 use std::time::Instant;
 

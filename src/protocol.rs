@@ -1,5 +1,5 @@
 //! The wire: identifiers, the token envelope, and the fixed strings of the jWebSocket REST
-//! protocol (`docs/PROTOCOL.md`) and its system plugin.
+//! protocol (`docs/PROTOCOL.md`, "Status codes" and "Tokens") and its system plugin.
 
 use std::borrow::Cow;
 

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 [ $# -gt 0 ] && shift
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(params token download_path config)
+[ ${#targets[@]} -gt 0 ] || targets=(params token download_path config http_framing)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "installing cargo-fuzz"
@@ -28,9 +28,9 @@ else
 fi
 
 # Longest input per target: a request, a token or a config file with room to spare; longer
-# inputs only slow the search down. Timeouts are seconds per input: the slowest legitimate
+# inputs only slow the search down. http_framing's seeds hold heads around 8 and 16 KB. Timeouts are seconds per input: the slowest legitimate
 # input is a token login (argon2), well under a second.
-declare -A max_len=([params]=4096 [token]=4096 [download_path]=1024 [config]=8192)
+declare -A max_len=([params]=4096 [token]=4096 [download_path]=1024 [config]=8192 [http_framing]=20000)
 timeout_secs=10
 
 # No sanitizer: the crate forbids unsafe code, and without ASan twice as many inputs run in

@@ -17,15 +17,13 @@
 
 use std::sync::Arc;
 
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use md5::{Digest, Md5};
 use serde_json::{json, Value};
 
 use crate::engine::Engine;
-use crate::http::{text_response, Body};
+use crate::http::{text_response, Body, BodyError, ReadBody};
 use crate::params::Params;
 use crate::plugins::system;
 use crate::store::{CloseReason, SessionRecord, StoreError};
@@ -44,7 +42,8 @@ enum AdminError {
     Forbidden,
     NotFound(&'static str),
     BadRequest(String),
-    MethodNotAllowed,
+    /// The methods the resource takes, for `Allow`.
+    MethodNotAllowed(&'static str),
     Conflict(&'static str),
     /// The body did not arrive within `body_read_timeout`.
     BodyTimeout,
@@ -67,12 +66,16 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
 
 impl AdminError {
     fn into_response(self) -> Response<Body> {
+        let allow = match self {
+            AdminError::MethodNotAllowed(methods) => Some(methods),
+            _ => None,
+        };
         let (status, message) = match self {
             AdminError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized".to_owned()),
             AdminError::Forbidden => (StatusCode::FORBIDDEN, "forbidden".to_owned()),
             AdminError::NotFound(what) => (StatusCode::NOT_FOUND, what.to_owned()),
             AdminError::BadRequest(why) => (StatusCode::BAD_REQUEST, why),
-            AdminError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed".to_owned()),
+            AdminError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed".to_owned()),
             AdminError::Conflict(why) => (StatusCode::CONFLICT, why.to_owned()),
             AdminError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "the body was not received in time".to_owned()),
             AdminError::Store(e) => {
@@ -84,12 +87,15 @@ impl AdminError {
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(methods) = allow {
+            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(methods));
+        }
         resp
     }
 }
 
 /// Serves one admin request; `path` is what follows `{context}/admin/`.
-pub async fn serve(engine: &Arc<Engine>, req: Request<Incoming>, path: &str, caller: Caller) -> Response<Body> {
+pub async fn serve(engine: &Arc<Engine>, req: Request<ReadBody>, path: &str, caller: Caller) -> Response<Body> {
     let result = match authorize(engine, &caller).await {
         Ok(()) => route(engine, req, path).await,
         Err(e) => Err(e),
@@ -124,28 +130,31 @@ async fn authorize(engine: &Arc<Engine>, caller: &Caller) -> Result<(), AdminErr
     }
 }
 
-async fn route(engine: &Arc<Engine>, req: Request<Incoming>, path: &str) -> AdminResult {
+async fn route(engine: &Arc<Engine>, req: Request<ReadBody>, path: &str) -> AdminResult {
     let params = Params::parse(req.uri().query().unwrap_or("").as_bytes());
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     let method = req.method().clone();
     match (segments.as_slice(), method) {
-        (["sessions"], Method::GET) => list_sessions(engine, &params).await,
-        (["sessions", id], Method::GET) => Ok(json_response(StatusCode::OK, &record_json(&session(engine, id).await?))),
+        // A HEAD is answered as its GET, without the body (reading changes nothing).
+        (["sessions"], Method::GET | Method::HEAD) => list_sessions(engine, &params).await,
+        (["sessions", id], Method::GET | Method::HEAD) => {
+            Ok(json_response(StatusCode::OK, &record_json(&session(engine, id).await?)))
+        }
         (["sessions", id], Method::DELETE) => delete_session(engine, id).await,
         (["sessions", id, "close"], Method::POST) => {
             let closed = close_session(engine, &session(engine, id).await?).await?;
             Ok(json_response(StatusCode::OK, &json!({ "closed": closed })))
         }
         (["sessions", id, "data"], Method::PUT) => put_data(engine, id, req).await,
-        (["connectors"], Method::GET) => list_connectors(engine, &params).await,
+        (["connectors"], Method::GET | Method::HEAD) => list_connectors(engine, &params).await,
         (["connectors", id, "close"], Method::POST) => match engine.try_close(id, CloseReason::Admin, true).await? {
             true => Ok(json_response(StatusCode::OK, &json!({ "closed": true }))),
             false => Err(AdminError::NotFound("no such connector")),
         },
-        (["sessions"] | ["sessions", _] | ["sessions", _, "close" | "data"] | ["connectors"], _) => {
-            Err(AdminError::MethodNotAllowed)
-        }
-        (["connectors", _, "close"], _) => Err(AdminError::MethodNotAllowed),
+        (["sessions"] | ["connectors"], _) => Err(AdminError::MethodNotAllowed("GET, HEAD")),
+        (["sessions", _], _) => Err(AdminError::MethodNotAllowed("GET, HEAD, DELETE")),
+        (["sessions", _, "close"] | ["connectors", _, "close"], _) => Err(AdminError::MethodNotAllowed("POST")),
+        (["sessions", _, "data"], _) => Err(AdminError::MethodNotAllowed("PUT")),
         _ => Err(AdminError::NotFound("no such admin resource")),
     }
 }
@@ -238,16 +247,15 @@ async fn delete_session(engine: &Arc<Engine>, id: &str) -> AdminResult {
     Ok(text_response(StatusCode::NO_CONTENT, ""))
 }
 
-async fn put_data(engine: &Engine, id: &str, req: Request<Incoming>) -> AdminResult {
+async fn put_data(engine: &Engine, id: &str, req: Request<ReadBody>) -> AdminResult {
     let limit = engine.config.maxframesize;
-    // A whole-body deadline, as on the endpoint: a trickled body cannot hold the connection.
-    let deadline = std::time::Duration::from_secs(engine.config.body_read_timeout);
-    let collect = http_body_util::Limited::new(req.into_body(), limit).collect();
-    let body = tokio::time::timeout(deadline, collect)
-        .await
-        .map_err(|_| AdminError::BodyTimeout)?
-        .map_err(|_| AdminError::BadRequest(format!("the body must be a JSON object of at most {limit} bytes")))?
-        .to_bytes();
+    // The connection read the body within `body_read_timeout`, at most `maxframesize` bytes.
+    let body = req.into_body().map_err(|e| match e {
+        BodyError::TimedOut => AdminError::BodyTimeout,
+        BodyError::TooLarge(_) => {
+            AdminError::BadRequest(format!("the body must be a JSON object of at most {limit} bytes"))
+        }
+    })?;
     let Ok(Value::Object(entries)) = serde_json::from_slice::<Value>(&body) else {
         return Err(AdminError::BadRequest("the body must be a JSON object".into()));
     };

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
@@ -31,41 +30,44 @@ pub const HEADER_CLOSE_REASON: HeaderName = HeaderName::from_static("x-pollgate-
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Every request header an endpoint request is read for (but a preflight's, which
-/// [`crate::fast_path`] does not serve): that path keeps these and no others.
+/// [`crate::conn`] reads as a [`PlainRequest`]): such a request keeps these and no others.
 pub static ENDPOINT_HEADERS: [HeaderName; 5] =
     [header::ORIGIN, header::CONTENT_TYPE, header::USER_AGENT, HEADER_CONNECTION, X_FORWARDED_FOR];
 
 /// A request as the service takes it.
-pub enum Inbound {
-    /// From hyper: any method, path and body.
-    Hyper(Request<Incoming>),
-    /// From pollgate's own HTTP/1.1 path: a GET or POST of the endpoint.
+enum Inbound {
+    /// Any method and path: its target escaped for routing, its body read.
+    Full(Request<ReadBody>),
+    /// A GET or POST of the endpoint, as it came.
     Plain(PlainRequest),
 }
 
-/// An endpoint request read by [`crate::fast_path`], its body included.
+/// An endpoint GET or POST, as the connection read it ([`crate::conn`]).
 pub struct PlainRequest {
     pub post: bool,
-    /// The request target after its first `?`.
+    /// The request target after its first `?`, as it came (raw JSON and all).
     pub query: Bytes,
     /// Of the request's headers, those in [`ENDPOINT_HEADERS`].
     pub headers: HeaderMap,
-    /// The whole body (at most `maxframesize` bytes); `None` if it did not come within
-    /// `body_read_timeout`.
-    pub body: Option<Bytes>,
+    pub body: ReadBody,
 }
 
-/// A request's body as [`read_body`] takes it.
-enum RequestBody {
-    Incoming(Incoming),
-    /// Read already, or `None`: not in time.
-    Read(Option<Bytes>),
+/// A request's body, read whole by the connection before the request is handled.
+pub type ReadBody = Result<Bytes, BodyError>;
+
+/// Why a request has no body to hand on; the connection closes after the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Not received within `body_read_timeout`.
+    TimedOut,
+    /// Larger than this many bytes (`maxframesize`): refused unread.
+    TooLarge(usize),
 }
 
 impl Inbound {
     fn method(&self) -> &Method {
         match self {
-            Inbound::Hyper(req) => req.method(),
+            Inbound::Full(req) => req.method(),
             Inbound::Plain(req) if req.post => &Method::POST,
             Inbound::Plain(_) => &Method::GET,
         }
@@ -73,25 +75,25 @@ impl Inbound {
 
     fn headers(&self) -> &HeaderMap {
         match self {
-            Inbound::Hyper(req) => req.headers(),
+            Inbound::Full(req) => req.headers(),
             Inbound::Plain(req) => &req.headers,
         }
     }
 
     fn query(&self) -> &[u8] {
         match self {
-            Inbound::Hyper(req) => req.uri().query().unwrap_or("").as_bytes(),
+            Inbound::Full(req) => req.uri().query().unwrap_or("").as_bytes(),
             Inbound::Plain(req) => &req.query,
         }
     }
 
-    fn into_headers_and_body(self) -> (HeaderMap, RequestBody) {
+    fn into_headers_and_body(self) -> (HeaderMap, ReadBody) {
         match self {
-            Inbound::Hyper(req) => {
+            Inbound::Full(req) => {
                 let (parts, body) = req.into_parts();
-                (parts.headers, RequestBody::Incoming(body))
+                (parts.headers, body)
             }
-            Inbound::Plain(req) => (req.headers, RequestBody::Read(req.body)),
+            Inbound::Plain(req) => (req.headers, req.body),
         }
     }
 }
@@ -106,6 +108,8 @@ pub enum HttpError {
         post: bool,
     },
     InvalidParameters,
+    /// A method the endpoint does not take (HEAD among them: it would run the action).
+    MethodNotAllowed,
     /// A pollgate extension parameter that does not parse (`ack`, `wait`, `seq`).
     BadParameter(&'static str),
     MissingFilename,
@@ -155,6 +159,7 @@ impl HttpError {
             InvalidState { post: false } => (StatusCode::BAD_REQUEST, text::INVALID_STATE.into()),
             InvalidState { post: true } => (StatusCode::LENGTH_REQUIRED, text::INVALID_STATE.into()),
             InvalidParameters => (StatusCode::BAD_REQUEST, text::INVALID_PARAMETERS.into()),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed!".into()),
             BadParameter(name) => (StatusCode::BAD_REQUEST, format!("Invalid '{name}' parameter value!")),
             MissingFilename => (StatusCode::BAD_REQUEST, text::MISSING_FILENAME.into()),
             OriginNotAllowed => (StatusCode::UNAUTHORIZED, text::ORIGIN_NOT_ALLOWED.into()),
@@ -189,7 +194,20 @@ impl HttpError {
             HttpError::Unavailable(why) => tracing::error!(status = status.as_u16(), "store unavailable: {why}"),
             other => tracing::debug!(status = status.as_u16(), error = ?other, "request refused"),
         }
-        text_response(status, body)
+        let mut resp = text_response(status, body);
+        if let HttpError::MethodNotAllowed = self {
+            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, OPTIONS"));
+        }
+        resp
+    }
+}
+
+impl From<BodyError> for HttpError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TimedOut => HttpError::BodyTimeout,
+            BodyError::TooLarge(limit) => HttpError::TooLarge(limit),
+        }
     }
 }
 
@@ -280,7 +298,7 @@ struct HeldPoll {
 pub struct Peer {
     pub addr: SocketAddr,
     last: parking_lot::Mutex<Option<Identity>>,
-    /// Lent to the read deadlines ([`crate::fast_path`]'s or hyper's) and to a held poll's
+    /// Lent to the read deadlines of [`crate::conn`] and to a held poll's
     /// wait, in turn.
     pub timer: ConnTimer,
 }
@@ -325,21 +343,22 @@ impl Service {
     /// Serves one request. A panic anywhere in routing, the engine or a plugin answers 500
     /// (see [`crate::panics`] for what it leaves behind) and leaves the server serving.
     ///
-    /// hyper keeps one such future per connection, in a block sized for the largest: so
+    /// The connection keeps one such future while it waits for the answer, sized for the
+    /// largest state: so
     /// routing runs in a block of its own, freed before a poll is held, and the request is
     /// boxed until then (routing takes the box: moved out of in `serve`, its block would stay
     /// allocated, empty, until the response). An idle connection or a held poll then costs
     /// the poll's state, not that of every action (1.7 KB against ~0.9 KB).
     pub fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<ReadBody>,
         peer: Arc<Peer>,
     ) -> impl std::future::Future<Output = Response<Body>> + Send {
-        let req = Box::new(Inbound::Hyper(req));
+        let req = Box::new(Inbound::Full(req));
         self.serve(req, peer)
     }
 
-    /// [`Service::handle`] for a request of [`crate::fast_path`].
+    /// [`Service::handle`] for an endpoint GET or POST as it came.
     pub fn handle_plain(
         self: Arc<Self>,
         req: PlainRequest,
@@ -354,13 +373,29 @@ impl Service {
         &self.endpoint
     }
 
+    /// How the access log names a request's path: a route's own path, the admin API's
+    /// prefix (its paths hold session ids), a file that was served; anything else (a
+    /// client's free text, which may hold a connection id) is a placeholder.
+    fn logged_path(&self, path: &str, status: StatusCode) -> String {
+        if path == self.endpoint || path == self.metrics_path || path == "/healthz" || path == "/readyz" {
+            return path.to_owned();
+        }
+        if path.starts_with(self.admin_prefix.as_str()) {
+            return format!("{}...", self.admin_prefix);
+        }
+        match status.is_success() || status.is_redirection() {
+            true => path.to_owned(),
+            false => "-".to_owned(),
+        }
+    }
+
     async fn serve(self: Arc<Self>, req: Box<Inbound>, peer: Arc<Peer>) -> Response<Body> {
         let start = Instant::now();
         // Off, or filtered out by `log_level`: not even the copies the line would need.
         let log = self.engine.config.access_log && tracing::enabled!(target: "pollgate::access", tracing::Level::INFO);
         let line = log.then(|| {
             let path = match &*req {
-                Inbound::Hyper(req) => req.uri().path().to_owned(),
+                Inbound::Full(req) => req.uri().path().to_owned(),
                 Inbound::Plain(_) => self.endpoint.clone(),
             };
             Box::new(AccessLine {
@@ -387,11 +422,11 @@ impl Service {
         }
         let Some(line) = access.line else { return resp };
         // Never the connection id, a password or a token: the connector id is public (it is
-        // the `sourceId` other clients see), the action is one word.
+        // the `sourceId` other clients see), the action is one word, the path a known one.
         tracing::info!(
             target: "pollgate::access",
             method = %line.method,
-            path = %line.path,
+            path = %self.logged_path(&line.path, resp.status()),
             action = access.action.unwrap_or(""),
             status = resp.status().as_u16(),
             latency_us = start.elapsed().as_micros() as u64,
@@ -409,7 +444,7 @@ impl Service {
     /// Routes a request; `access` learns what the metrics and the access log tell of it.
     async fn route_quietly(&self, req: Box<Inbound>, peer: &Peer, access: &mut Access) -> Routed {
         let req = match *req {
-            Inbound::Hyper(req) if req.uri().path() != self.endpoint => {
+            Inbound::Full(req) if req.uri().path() != self.endpoint => {
                 return Routed::Answered(self.route_other(req, peer).await);
             }
             endpoint => endpoint,
@@ -431,7 +466,7 @@ impl Service {
     }
 
     /// Everything but the endpoint: health, readiness, the admin API, metrics, static files.
-    async fn route_other(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
+    async fn route_other(&self, req: Request<ReadBody>, peer: &Peer) -> Response<Body> {
         let path = req.uri().path();
         if path == "/healthz" {
             return text_response(StatusCode::OK, "ok");
@@ -467,7 +502,7 @@ impl Service {
     }
 
     /// Who calls the admin API: a bearer token, or the connector of `X-Pollgate-Connection`.
-    fn admin_caller(&self, req: &Request<Incoming>, peer: SocketAddr) -> admin::Caller {
+    fn admin_caller(&self, req: &Request<ReadBody>, peer: SocketAddr) -> admin::Caller {
         let headers = req.headers();
         let bearer = headers
             .get(header::AUTHORIZATION)
@@ -521,10 +556,12 @@ impl Service {
     async fn read_request(&self, req: Inbound, peer: &Peer) -> Result<Read, HttpError> {
         let config = &self.engine.config;
         let post = match *req.method() {
-            Method::GET | Method::HEAD => false,
+            Method::GET => false,
             Method::POST => true,
             Method::OPTIONS => return Ok(Read::Answered(preflight(req.headers()))),
-            _ => return Err(HttpError::InvalidRequest),
+            // A HEAD would run the action (drain a queue, close a connector) and lose its
+            // answer: refused, as every method but these three.
+            _ => return Err(HttpError::MethodNotAllowed),
         };
         let query = req.query();
         if query.len() > config.maxframesize {
@@ -532,10 +569,13 @@ impl Service {
         }
         let mut params = Params::parse(query);
         let (headers, body) = req.into_headers_and_body();
+        // A body not read whole refuses its request, whatever the method.
+        let body = body?;
         let mut raw_body = None;
         if post {
-            let timeout = Duration::from_secs(config.body_read_timeout);
-            let body = read_body(&headers, body, config.maxframesize, timeout).await?;
+            if body.len() > config.maxframesize {
+                return Err(HttpError::TooLarge(config.maxframesize));
+            }
             const FORM: &[u8] = b"application/x-www-form-urlencoded";
             let form = headers
                 .get(header::CONTENT_TYPE)
@@ -726,35 +766,6 @@ fn parse_param(params: &Params, name: &'static str) -> Result<Option<u64>, HttpE
     }
 }
 
-/// Reads a request body, refusing more than `limit` bytes and a client slower than `timeout`.
-async fn read_body(
-    headers: &HeaderMap,
-    body: RequestBody,
-    limit: usize,
-    timeout: Duration,
-) -> Result<Bytes, HttpError> {
-    let body = match body {
-        RequestBody::Incoming(body) => body,
-        RequestBody::Read(Some(body)) if body.len() > limit => return Err(HttpError::TooLarge(limit)),
-        RequestBody::Read(Some(body)) => return Ok(body),
-        RequestBody::Read(None) => return Err(HttpError::BodyTimeout),
-    };
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(HttpError::TooLarge(limit));
-    }
-    let collect = Limited::new(body, limit).collect();
-    match tokio::time::timeout(timeout, collect).await {
-        Err(_) => Err(HttpError::BodyTimeout),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(HttpError::TooLarge(limit)),
-        Ok(Err(e)) => {
-            Err(HttpError::InvalidParameters).inspect_err(|_| tracing::debug!(error = %e, "body read failed"))
-        }
-    }
-}
-
 /// The response with the CORS headers for `origin` (an allowed one), if any.
 fn with_cors(mut resp: Response<Body>, origin: Option<HeaderValue>) -> Response<Body> {
     if let Some(origin) = origin {
@@ -784,6 +795,37 @@ fn preflight(request_headers: &HeaderMap) -> Response<Body> {
     headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow);
     headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     resp
+}
+
+impl crate::conn::Handler for Service {
+    fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn limits(&self) -> crate::conn::Limits {
+        let config = &self.engine.config;
+        crate::conn::Limits {
+            header_timeout: Duration::from_secs(config.header_read_timeout),
+            body_timeout: Duration::from_secs(config.body_read_timeout),
+            max_body: config.maxframesize,
+        }
+    }
+
+    fn handle_plain(
+        self: Arc<Self>,
+        req: PlainRequest,
+        peer: Arc<Peer>,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send {
+        Service::handle_plain(self, req, peer)
+    }
+
+    fn handle(
+        self: Arc<Self>,
+        req: Request<ReadBody>,
+        peer: Arc<Peer>,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send {
+        Service::handle(self, req, peer)
+    }
 }
 
 /// Matches `text` against a pattern where `*` stands for any run of characters.

@@ -8,13 +8,12 @@
 //!
 //! - [`config`]: the configuration file, its defaults and the flag/environment overrides.
 //! - [`server`]: listeners (plain and TLS), the accept loop, the reaper task, graceful shutdown.
-//! - [`fast_path`]: pollgate's own HTTP/1.1 for the endpoint's plain GETs and POSTs; hyper
-//!   serves every other request, and a connection that sends one.
-//! - [`lenient`]: a stream adapter that lets raw JSON through in request targets to hyper.
-//! - [`write_deadline`]: a stream adapter that closes a connection whose client stops
-//!   reading its response (`write_timeout`).
-//! - [`timer`]: one timer per connection, lent in turn to the read deadlines (the own path's
-//!   or hyper's) and to a held poll's wait.
+//! - `conn`: pollgate's HTTP/1.1, one loop per connection: every request's head is read
+//!   and its body framed in this one place (`conn::head`, `conn::chunked`), answers are
+//!   written (`conn::response`), and a client that stops reading is cut off
+//!   (`conn::write_deadline`).
+//! - [`timer`]: one timer per connection, lent in turn to the read deadlines and to a held
+//!   poll's wait.
 //! - [`http`]: one request → parameters → action, and the one place errors become responses.
 //! - [`params`]: lenient query-string and form parsing.
 //! - [`protocol`]: identifiers, the token envelope and the wire strings.
@@ -35,8 +34,8 @@
 //! - [`client`]: the Rust client, a session that queues requests and runs them in order with
 //!   safe retries, and streams pushed packets from a background long-poll.
 //!
-//! `fuzzing` (hidden from the docs) exposes private functions (download path resolution, the
-//! client's form encoding) to the fuzz targets in `fuzz/`; the fuzzers and their corpus are described in the README.
+//! `fuzzing` (hidden from the docs) exposes private functions (the connection loop, download
+//! path resolution, the client's form encoding) to the fuzz targets in `fuzz/`; the fuzzers and their corpus are described in the README.
 //!
 //! Beside the server binary (`src/main.rs`), `src/bin/pollgate-load/` is the load tool of
 //! the benchmarks (`docs/PERFORMANCE.md`); it talks to a running server over HTTP only.
@@ -72,10 +71,9 @@ pub mod admin;
 pub mod auth;
 pub mod client;
 pub mod config;
+mod conn;
 pub mod engine;
-pub mod fast_path;
 pub mod http;
-pub mod lenient;
 pub mod metrics;
 pub mod panics;
 pub mod params;
@@ -85,7 +83,6 @@ pub mod server;
 pub mod static_files;
 pub mod store;
 pub mod timer;
-pub mod write_deadline;
 
 /// Entry points for the fuzz targets in `fuzz/` (cargo-fuzz): private functions that take
 /// untrusted input, made reachable without widening the public API. Not for applications.
@@ -93,6 +90,7 @@ pub mod write_deadline;
 pub mod fuzzing {
     use std::path::{Path, PathBuf};
 
+    pub use crate::conn::{escape_target, serve as serve_connection, Handler, Limits};
     use crate::plugins::filesystem::FilesystemPlugin;
     pub use crate::plugins::filesystem::Resolve;
 

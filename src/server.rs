@@ -4,14 +4,10 @@
 //! command for every connector, which answers held polls; cancel what still waits; let
 //! connections finish their in-flight requests; give up after `shutdown_timeout`.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -20,18 +16,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Users;
 use crate::config::{Config, ConfigError, StoreKind};
+use crate::conn::write_deadline::WriteDeadline;
 use crate::engine::Engine;
-use futures_util::FutureExt;
-
-use crate::fast_path::{self, Served};
 use crate::http::{Peer, Service};
-use crate::lenient::LenientTarget;
 use crate::metrics::Metrics;
 use crate::plugins::Plugin;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisOptions, RedisStore};
 use crate::store::Store;
-use crate::write_deadline::WriteDeadline;
 
 /// A bound, not yet serving, pollgate node.
 pub struct Server {
@@ -252,11 +244,6 @@ async fn accept_loop(
     }
 }
 
-/// The largest request head (request line and headers) answered; a larger one gets 431.
-/// hyper's own limit is its read buffer's size, checked only while the head is incomplete: a
-/// head that arrives whole in one large read slips past it. This one is checked every time.
-const MAX_HEAD_BYTES: usize = 400 * 1024;
-
 async fn serve_connection<S>(stream: S, peer: SocketAddr, service: Arc<Service>, stop: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -264,41 +251,7 @@ where
     let write_timeout = Duration::from_secs(service.engine.config.write_timeout);
     let io = WriteDeadline::new(stream, write_timeout);
     let peer = Arc::new(Peer::new(peer));
-    match fast_path::serve(io, &peer, &service, &stop).await {
-        Served::Closed => {}
-        // The own path read the bytes as they came; hyper needs jWebSocket's raw request
-        // targets escaped (a raw space, say, makes the own path hand the request over).
-        Served::ToHyper(io) => serve_with_hyper(LenientTarget::new(io), peer, service, stop).await,
-    }
-}
-
-/// Serves the rest of a connection with hyper: every request [`fast_path`] does not serve.
-async fn serve_with_hyper<S>(io: S, peer: Arc<Peer>, service: Arc<Service>, stop: CancellationToken)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let header_timeout = Duration::from_secs(service.engine.config.header_read_timeout);
-    let timer = peer.timer.clone();
-    // Not an `async` block around `handle`: it would keep the whole request while a poll waits.
-    let svc = service_fn(move |req| service.clone().handle(req, peer.clone()).map(Ok::<_, Infallible>));
-    let conn = http1::Builder::new()
-        .timer(timer)
-        .header_read_timeout(header_timeout)
-        .max_header_size(MAX_HEAD_BYTES)
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        }
-        _ = stop.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
+    crate::conn::serve(io, &peer, &service, &stop).await
 }
 
 /// Runs the reaper until cancelled: a pass every second (or sooner for short timeouts), each

@@ -40,7 +40,9 @@ impl StaticFiles {
     /// Serves `path` (relative to the mount point `mount`, which is "" or the context).
     pub async fn serve<B>(&self, req: &Request<B>, mount: &str, path: &str) -> Response<Body> {
         if req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
-            return text_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed!");
+            let mut resp = text_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed!");
+            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return resp;
         }
         let result = match self.resolver.resolve_path(path, AcceptEncoding::none()).await {
             Ok(r) => r,

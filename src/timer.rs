@@ -1,8 +1,8 @@
 //! One timer per connection, kept from request to request.
 //!
-//! hyper's header-read timeout makes a timer for every request it reads, and drops it when the
-//! request's head has come: tokio puts each one in its timer wheel and takes it out again (a
-//! lock and a wheel operation each way, and an allocation). A [`ConnTimer`] keeps one tokio
+//! A timer made for every head's deadline and dropped when the head has come is put in
+//! tokio's timer wheel and taken out again (a lock and a wheel operation each way, and an
+//! allocation). A [`ConnTimer`] keeps one tokio
 //! timer for its connection and lends it to each timeout in turn. A later deadline than the
 //! one the timer is set for is only noted: when the timer goes off at its old deadline, the
 //! borrower sees that its own has not come and sets the timer again. A connection's timeouts
@@ -10,20 +10,18 @@
 //! earlier (a head's deadline after a longer poll's) costs one, where a new timer cost two.
 //!
 //! The price: a timer given back before it goes off stays in the wheel and wakes the
-//! connection's task once, for nothing (hyper finds nothing to do).
+//! connection's task once, for nothing.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::time::{Instant, Sleep};
 
-/// A connection's timer, for hyper (as its [`hyper::rt::Timer`]) and for the connection's
-/// own timeouts (`crate::fast_path`'s read deadlines, a held poll's wait). Clones share the
-/// timer.
+/// A connection's timer, for its timeouts ([`crate::conn`]'s read deadlines, a held poll's
+/// wait). Clones share the timer.
 #[derive(Clone, Default)]
 pub struct ConnTimer {
     /// The timer when it is not lent. Boxed, as tokio's timer must not move once it is in the
@@ -83,8 +81,6 @@ impl Future for Lent {
     }
 }
 
-impl hyper::rt::Sleep for Lent {}
-
 impl Drop for Lent {
     fn drop(&mut self) {
         if let Some(sleep) = self.sleep.take() {
@@ -96,25 +92,10 @@ impl Drop for Lent {
     }
 }
 
-impl hyper::rt::Timer for ConnTimer {
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(self.sleep_until(Instant::now() + duration))
-    }
-
-    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(ConnTimer::sleep_until(self, deadline.into()))
-    }
-
-    fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: std::time::Instant) {
-        match sleep.as_mut().downcast_mut_pin::<Lent>() {
-            Some(lent) => lent.get_mut().reset(new_deadline.into()),
-            None => *sleep = hyper::rt::Timer::sleep_until(self, new_deadline),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     // Real time (the crate's tokio has no test-util), short durations.
@@ -174,16 +155,5 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(30));
         let mut long = long;
         assert!(poll_once(&mut long).is_pending(), "the first keeps its own deadline");
-    }
-
-    /// hyper's reset moves the deadline of the timer it holds.
-    #[tokio::test]
-    async fn hyper_reset_moves_the_deadline() {
-        let timer = ConnTimer::default();
-        let start = std::time::Instant::now();
-        let mut sleep = hyper::rt::Timer::sleep_until(&timer, start + Duration::from_secs(30));
-        hyper::rt::Timer::reset(&timer, &mut sleep, start + Duration::from_millis(50));
-        sleep.await;
-        assert!(start.elapsed() >= Duration::from_millis(50) && start.elapsed() < Duration::from_secs(30));
     }
 }

@@ -1,5 +1,6 @@
 //! HTTP/1.1 on the wire: keep-alive, pipelining, bodies in pieces, a client that goes away, and
-//! the requests pollgate's own path (`src/fast_path.rs`) hands to hyper, on one connection.
+//! every kind of request (chunked, `Expect`, other methods and paths, HTTP/1.0) on one
+//! connection, all read by pollgate's one HTTP/1.1 layer (`src/conn/`).
 
 mod support;
 
@@ -110,11 +111,11 @@ fn a_body_in_pieces_is_read_whole() {
     assert_eq!(answers[1].json()["data"], "next");
 }
 
-/// Requests the own path does not serve (a chunked body, `Expect: 100-continue`, HEAD, a
-/// static file, HTTP/1.0) are served by hyper on the same connection, and every request after
-/// them too.
+/// Requests beyond the endpoint's plain GETs and POSTs (a chunked body, `Expect:
+/// 100-continue`, a preflight, a static file, HTTP/1.0) are served on the same connection,
+/// and every request after them too.
 #[test]
-fn requests_for_hyper_are_served_on_the_same_connection() {
+fn every_kind_of_request_is_served_on_the_same_connection() {
     let server = Server::start(NO_EVENTS);
     let c = server.client();
     c.open();
@@ -131,7 +132,7 @@ fn requests_for_hyper_are_served_on_the_same_connection() {
     );
     s.write_all(chunked.as_bytes()).unwrap();
     assert_eq!(read_responses(&mut s, 1)[0].json()["data"], "chunked");
-    // Now hyper's connection: an endpoint request like any other is answered alike.
+    // The connection serves on: an endpoint request after it is answered alike.
     s.write_all(send_request(&id, "after").as_bytes()).unwrap();
     assert_eq!(read_responses(&mut s, 1)[0].json()["data"], "after");
 
@@ -146,9 +147,9 @@ fn requests_for_hyper_are_served_on_the_same_connection() {
     s.write_all(&body.as_bytes()[2..]).unwrap();
     assert_eq!(read_responses(&mut s, 1)[0].json()["data"], "expected");
 
-    // HEAD, then a static file, then the endpoint again, pipelined.
+    // A preflight, then a static file, then the endpoint again, pipelined.
     let mut s = connect(&server);
-    let head = format!("HEAD {ENDPOINT}?connectionId={id}&action=active HTTP/1.1\r\nHost: x\r\n\r\n");
+    let head = format!("OPTIONS {ENDPOINT} HTTP/1.1\r\nHost: x\r\n\r\n");
     let file = "GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n";
     s.write_all([head.as_str(), file, &send_request(&id, "last")].concat().as_bytes()).unwrap();
     let answers = read_responses(&mut s, 3);
@@ -191,7 +192,7 @@ fn ambiguous_body_lengths_are_refused() {
     assert_eq!(c.sync().text(), "[]", "no smuggled send queued anything, and the server serves");
 }
 
-/// A head larger than the own path reads (16 KB) is served by hyper, up to hyper's limit.
+/// A head of 40 KB (far beyond one read) is served, and the connection serves on.
 #[test]
 fn a_large_head_is_served() {
     let server = Server::start(NO_EVENTS);

@@ -1,121 +1,37 @@
-//! Fuzz target `params`: the bytes of a client's request, through the lenient request-target
-//! adapter (`pollgate::lenient`) as the server reads them, and through the query/form
-//! parameter parser (`pollgate::params`).
+//! Fuzz target `params`: the bytes of a client's request target, through the escaping the
+//! server applies before routing (`pollgate::fuzzing::escape_target`), and through the
+//! query/form parameter parser (`pollgate::params`).
 //!
-//! Beyond "no panic, no hang" it checks what the two promise: the adapter only replaces a
-//! byte of its escape set by that byte's `%XX`, gives the same bytes however the stream is
-//! cut into reads (except where its documented 5-byte look-ahead after a space is cut short),
-//! and leaves a first request target that the `http` crate accepts; the parser keeps the
-//! first value of a name, and decodes what the Rust client percent-encodes back to the text.
+//! Beyond "no panic, no hang" it checks what the two promise: escaping only replaces bytes
+//! outside RFC 3986's set by their `%XX`, and what it leaves of an origin-form target the
+//! `http` crate accepts; the parser keeps the first value of a name, decodes what the Rust
+//! client percent-encodes back to the text, and decodes an escaped target's query as the
+//! raw one.
 #![no_main]
 
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
-
 use libfuzzer_sys::fuzz_target;
-use pollgate::fuzzing::client_form_value;
-use pollgate::lenient::LenientTarget;
+use pollgate::fuzzing::{client_form_value, escape_target};
 use pollgate::params::{decode, Params};
-use tokio::io::{AsyncRead, ReadBuf};
 
-/// A client stream held in memory that hands `input` out in reads of at most `chunk` bytes,
-/// like TCP segments that end anywhere.
-struct Segments<'a> {
-    input: &'a [u8],
-    pos: usize,
-    chunk: usize,
-    /// A read ended within 5 bytes after a space: the adapter then decides whether the
-    /// space ends the target without seeing `HTTP/` (documented), so the output may differ
-    /// from that of one whole read.
-    blind_cut: bool,
-}
-
-impl AsyncRead for Segments<'_> {
-    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let left = self.input.len() - self.pos;
-        let room = buf.remaining().min(left);
-        let mut n = self.chunk.min(room);
-        // Move the cut past the look-ahead window of a space when the caller's buffer lets
-        // us; otherwise note that this read is one the adapter may answer differently.
-        let blind = |cut: usize| cut < self.input.len() && self.input[cut.saturating_sub(5)..cut].contains(&b' ');
-        while n < room && blind(self.pos + n) {
-            n += 1;
-        }
-        if n > 0 && blind(self.pos + n) {
-            self.blind_cut = true;
-        }
-        let start = self.pos;
-        buf.put_slice(&self.input[start..start + n]);
-        self.pos += n;
-        Poll::Ready(Ok(()))
-    }
-}
-
-/// Reads the whole of `input` through the adapter, `buf_size` bytes at most per read.
-fn through_adapter(input: &[u8], chunk: usize, buf_size: usize) -> (Vec<u8>, bool) {
-    let mut stream = Segments { input, pos: 0, chunk, blind_cut: false };
-    let mut adapter = LenientTarget::new(&mut stream);
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut buf = vec![0u8; buf_size];
-    let mut out = Vec::new();
-    // Every read hands out at least one byte and the output is at most three bytes per
-    // input byte: more reads than that is a loop that would hang a connection.
-    let max_reads = 3 * input.len() + 2;
-    for _ in 0..max_reads {
-        let mut read = ReadBuf::new(&mut buf);
-        match Pin::new(&mut adapter).poll_read(&mut cx, &mut read) {
-            Poll::Ready(Ok(())) if read.filled().is_empty() => {
-                drop(adapter);
-                return (out, stream.blind_cut);
-            }
-            Poll::Ready(Ok(())) => out.extend_from_slice(read.filled()),
-            other => panic!("the adapter over an in-memory stream answered {other:?}"),
-        }
-    }
-    panic!("the adapter did not reach the end of {} bytes in {max_reads} reads", input.len());
-}
-
-/// Whether the adapter may escape `byte` (its escape set, plus a space inside a target).
-fn escapable(byte: u8) -> bool {
-    matches!(byte, b'"' | b'#' | b'<' | b'>' | b'`' | b' ' | 0x7f..=0xff)
-}
-
-/// Checks that `out` is `input` with some escapable bytes replaced by their `%XX`.
+/// Checks that `out` is `input` with some bytes replaced by their `%XX`, and only bytes
+/// outside RFC 3986's characters.
 fn assert_only_escapes(input: &[u8], out: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let kept = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%[]".contains(&b);
     let (mut i, mut j) = (0, 0);
     while i < input.len() {
         let b = input[i];
-        if out.get(j) == Some(&b) {
+        if kept(b) {
+            assert_eq!(out.get(j), Some(&b), "byte {b:#04x} at {i} was changed");
             j += 1;
         } else {
             let escape = [b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]];
-            assert!(escapable(b), "byte {b:#04x} at {i} was changed but is not in the escape set");
             assert_eq!(out.get(j..j + 3), Some(&escape[..]), "byte {b:#04x} at {i} was not escaped as %XX");
             j += 3;
         }
         i += 1;
     }
-    assert_eq!(j, out.len(), "the adapter added bytes after the input's end");
-}
-
-/// The first request line's target, if the line has the `METHOD SP /TARGET SP HTTP/x`
-/// shape and only visible ASCII in the target: `http` must accept it after the adapter.
-fn assert_first_target_accepted(out: &[u8]) {
-    let line = out.split(|b| *b == b'\n').next().unwrap_or_default();
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let parts: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
-    let [method, target, version] = parts[..] else { return };
-    let shaped = !method.is_empty()
-        && method.iter().all(u8::is_ascii_alphabetic)
-        && version.starts_with(b"HTTP/")
-        && target.first() == Some(&b'/')
-        && target.iter().all(|b| (0x21..0x7f).contains(b));
-    if shaped {
-        if let Err(e) = http::Uri::try_from(target) {
-            panic!("the adapter let through a target http refuses: {:?}: {e}", String::from_utf8_lossy(target));
-        }
-    }
+    assert_eq!(j, out.len(), "escaping added bytes after the input's end");
 }
 
 fn check_params(data: &[u8]) {
@@ -150,22 +66,21 @@ fn check_params(data: &[u8]) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let (whole, blind) = through_adapter(data, usize::MAX, 64 * 1024);
-    assert!(!blind, "one read cannot be cut short");
-    assert_only_escapes(data, &whole);
-    assert_first_target_accepted(&whole);
-    // Byte by byte into a small buffer, odd sizes, and a buffer smaller than a read.
-    for (chunk, buf_size) in [(1, 8), (3, 16), (7, 5), (1000, 64)] {
-        let (split, blind) = through_adapter(data, chunk, buf_size);
-        if !blind {
-            assert!(split == whole, "reads of {chunk} into a buffer of {buf_size} changed the output");
+    let escaped = escape_target(data);
+    assert_only_escapes(data, &escaped);
+    if data.first() == Some(&b'/') && !data.contains(&b'%') {
+        if let Err(e) = http::Uri::try_from(escaped.as_ref()) {
+            panic!("an escaped target http refuses: {:?}: {e}", String::from_utf8_lossy(&escaped));
+        }
+        // The query, escaped or raw, gives the same parameters.
+        if let Some(q) = data.iter().position(|b| *b == b'?') {
+            let eq = escaped.iter().position(|b| *b == b'?').expect("a ? is kept");
+            let (raw, esc) = (Params::parse(&data[q + 1..]), Params::parse(&escaped[eq + 1..]));
+            for part in data[q + 1..].split(|b| *b == b'&') {
+                let name = decode(part.split(|b| *b == b'=').next().unwrap_or_default());
+                assert_eq!(raw.get(&name), esc.get(&name), "escaping changed {name:?}");
+            }
         }
     }
     check_params(data);
-    // The query of a request line, as the server hands it to the parser.
-    if let Some(q) = data.iter().position(|b| *b == b'?') {
-        let rest = &data[q + 1..];
-        let end = rest.iter().position(|b| matches!(b, b' ' | b'\r' | b'\n')).unwrap_or(rest.len());
-        check_params(&rest[..end]);
-    }
 });

@@ -163,7 +163,8 @@ fuzz_target!(|data: &[u8]| {
 
         // Everything queued for either connector is a token (or the close command).
         for id in ["a", "b"] {
-            let drained = engine.sync(id, None, Duration::ZERO, &ConnTimer::default()).await.expect("sync on a memory store");
+            let drained =
+                engine.sync(id, None, Duration::ZERO, &ConnTimer::default()).await.expect("sync on a memory store");
             for packet in &drained.packets {
                 if &*packet.text != protocol::CLOSE_COMMAND {
                     assert_token_text("a queued packet", &packet.text);

@@ -6,6 +6,10 @@
 #                      a send and the poll it wakes mostly land on different nodes
 # Everything on 127.0.0.1; servers, Redis and nginx share CPU 0, the load tool runs on CPU 1.
 # Every run is bounded (warm-up + duration, `timeout`).
+# It ends with the three figures of issue 31 side by side: Redis CPU per echo (utime+stime
+# of the redis-server process, from /proc, over the measured window, divided by the echoes),
+# the echo throughput of one node on Redis against one on the memory store (10 clients), and
+# the p99 of targeted delivery through three nodes behind nginx (1,000 clients).
 #
 #   ./scripts/bench-cluster.sh            # builds release and the profile-guided server
 #                                         # (scripts/build-pgo.sh), then writes docs/perf/cluster-<stamp>.log
@@ -24,9 +28,11 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 # plain release build.
 PG=${PG:-$TARGET_DIR/pgo/release/pollgate}
 PL=$TARGET_DIR/release/pollgate-load
-REDIS_PORT=3020
-NGINX_PORT=3010
-NODE_PORTS=(3011 3012 3013)
+REDIS_PORT=${REDIS_PORT:-3020}
+NGINX_PORT=${NGINX_PORT:-3010}
+read -r -a NODE_PORTS <<<"${NODE_PORTS:-3011 3012 3013}"
+REDIS_PID=""
+
 # The server settings every benchmark runs with (BENCH_ENV).
 . "$ROOT/scripts/bench-env.sh"
 
@@ -59,6 +65,7 @@ wait_port() {
 start_redis() {
   taskset -c "$SERVER_CPU" redis-server --port $REDIS_PORT --bind 127.0.0.1 --save "" --appendonly no \
     --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+  REDIS_PID=$!
   PIDS+=($!)
   wait_port $REDIS_PORT
 }
@@ -127,6 +134,25 @@ for setup in memory redis cluster3; do
   esac
   run "pollgate-$setup/targeted-c1000" "$port" targeted -c 1000
   run "pollgate-$setup/echo-c100" "$port" echo -c 100
+  # Echo at 10 clients; on Redis the load tool samples redis-server's CPU (--pid) over the
+  # measured window, so its server_cpu_us_per_op is Redis CPU per echo.
+  pid_args=()
+  [ "$setup" = memory ] || pid_args=(--pid "$REDIS_PID")
+  run "pollgate-$setup/echo-c10" "$port" "${pid_args[@]}" echo -c 10
   stop_all
 done
+
+# field LABEL KEY: KEY's value on the result line of LABEL in this run's log.
+field() {
+  grep "^label=$1 " "$LOG" | tail -1 | tr ' ' '\n' | sed -n "s/^$2=//p"
+}
+mem_ops=$(field pollgate-memory/echo-c10 ops_per_s)
+redis_ops=$(field pollgate-redis/echo-c10 ops_per_s)
+redis_cpu=$(field pollgate-redis/echo-c10 server_cpu_us_per_op)
+p99=$(field pollgate-cluster3/targeted-c1000 p99_ms)
+ratio=$(awk -v a="${redis_ops:-0}" -v b="${mem_ops:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+{
+  echo "## issue 31 figures (target: Redis CPU/echo <= 10 us, redis/memory echo >= 0.5, cluster3 targeted p99 <= 2 ms)"
+  echo "redis_cpu_us_per_echo=${redis_cpu:-n/a} echo_ops_redis=${redis_ops:-n/a} echo_ops_memory=${mem_ops:-n/a} redis_over_memory=$ratio cluster3_targeted_c1000_p99_ms=${p99:-n/a}"
+} | tee -a "$LOG"
 echo "log: $LOG"

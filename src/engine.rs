@@ -18,7 +18,8 @@ use crate::metrics::Metrics;
 use crate::plugins::{system, Plugin, RequestContext};
 use crate::protocol::{self, Token, TokenFields};
 use crate::store::{
-    CloseReason, ConnectorInfo, Drained, OpenOutcome, PushOutcome, QueueLimits, SendClaim, Store, StoreError,
+    CloseReason, ConnectorInfo, Drained, OpenOutcome, PushOutcome, QueueLimits, SendClaim, SendStep, SendStepped,
+    Store, StoreError,
 };
 use crate::timer::ConnTimer;
 
@@ -336,6 +337,86 @@ impl Engine {
                 _ = timer.sleep_until(deadline) => last_round = true,
             }
         }
+    }
+
+    /// A `send` request of connector `id`: on a store that takes a plain system `send` in
+    /// one step ([`Store::sends_in_one_step`]), that step; any other token, or on another
+    /// store, a touch and [`Engine::send`]. Returns the response body, or `None` if no live
+    /// connector has the id.
+    pub async fn send_request(
+        self: &Arc<Self>,
+        id: &str,
+        data: &str,
+        seq: Option<u64>,
+    ) -> EngineResult<Option<Option<String>>> {
+        if self.store.sends_in_one_step() {
+            if let Some(token) = system::one_step_send(data) {
+                return self.send_in_one_step(id, &token, seq).await;
+            }
+        }
+        let Some((session_id, rights)) = self.touch_for_send(id).await? else { return Ok(None) };
+        self.send(id, &session_id, data, seq, rights).await.map(Some)
+    }
+
+    /// [`system::SystemPlugin::send`] of `token` as one store step ([`Store::send_step`]):
+    /// the same packets and answers, decided by the store. Only a send that fails (access
+    /// denied, no target) with a `seq` takes a second step, to record its answer.
+    async fn send_in_one_step(
+        self: &Arc<Self>,
+        id: &str,
+        token: &protocol::TokenView<'_>,
+        seq: Option<u64>,
+    ) -> EngineResult<Option<Option<String>>> {
+        let target = token.str_field("targetId").unwrap_or_default();
+        let forwarded = token.text_with_source(id);
+        let reply = (token.bool_field("responseRequested") != Some(false)).then(|| protocol::response_text(token));
+        // As the plugin does it: the first packet for the requester is the body, the rest
+        // is queued.
+        let (packets, body) = match (&*target == id, reply.as_deref()) {
+            (true, Some(reply)) => (vec![(id, reply)], Some(forwarded.as_str())),
+            (true, None) => (Vec::new(), Some(forwarded.as_str())),
+            (false, reply) => (vec![(&*target, forwarded.as_str())], reply),
+        };
+        let step = SendStep {
+            id,
+            now_ms: protocol::now_ms(),
+            seq,
+            allowed: &system::may_send,
+            rights_keys: &system::RIGHTS_KEYS,
+            packets: &packets,
+            body,
+            limits: self.limits,
+        };
+        let stepped = match self.store.send_step(&step).await {
+            Ok(stepped) => stepped,
+            Err(e) => {
+                // The step queued nothing if it failed in Redis (its queues are its first
+                // writes); a claim it made is given back, so a retry runs at once.
+                if let Some(seq) = seq {
+                    let _ = self.store.release_send(id, seq).await;
+                }
+                return Err(e.into());
+            }
+        };
+        let failure = match stepped {
+            SendStepped::Unknown => return Ok(None),
+            SendStepped::Replay(body) => return Ok(Some(body)),
+            SendStepped::InProgress => return Err(EngineError::SendInProgress),
+            SendStepped::Forgotten => return Err(EngineError::SendForgotten),
+            SendStepped::Done { overflowed } => {
+                self.metrics.packets_queued.inc_by((packets.len() - overflowed.len()) as u64);
+                self.close_overflowed(overflowed);
+                return Ok(Some(body.map(str::to_owned)));
+            }
+            SendStepped::Denied => protocol::error_text(token, "access denied"),
+            SendStepped::NoTarget => protocol::error_text(token, &system::no_target(&target)),
+        };
+        if let Some(seq) = seq {
+            let mut claim = ClaimGuard(Some((self.clone(), id.to_owned(), seq)));
+            self.store.complete_send(id, seq, Some(failure.clone())).await?;
+            claim.disarm();
+        }
+        Ok(Some(Some(failure)))
     }
 
     /// Runs a token sent with `send`, at most once per `seq` when one is given. Returns the

@@ -619,27 +619,27 @@ impl Service {
             Box::pin(engine.open(request)).await?;
             return Ok(text_response(StatusCode::OK, protocol::max_frame_size_message(config.maxframesize)));
         }
-        // One store step finds the live connector and records the request (and for a `send`,
-        // reads the session's rights where that saves a step).
-        let touched = match action {
-            "send" => engine.touch_for_send(&id).await?,
-            _ => engine.touch(&id).await?.map(|session_id| (session_id, None)),
-        };
-        let Some((session_id, rights)) = touched else { return Err(HttpError::InvalidState { post }) };
+        if action == "send" {
+            let data = params.get("data").map(str::to_owned).or(raw_body).unwrap_or_default();
+            let valid = !data.is_empty() && data.len() <= config.maxframesize;
+            if let (true, Ok(seq)) = (valid, parse_param(&params, "seq")) {
+                let body = engine.send_request(&id, &data, seq).await?.ok_or(HttpError::InvalidState { post })?;
+                return Ok(text_response(StatusCode::OK, body.unwrap_or_default()));
+            }
+            // A request that is refused: for an unknown connector, as any action is.
+            engine.touch(&id).await?.ok_or(HttpError::InvalidState { post })?;
+            if data.is_empty() {
+                return Err(HttpError::InvalidParameters);
+            }
+            if data.len() > config.maxframesize {
+                return Err(HttpError::TooLarge(config.maxframesize));
+            }
+            return Err(parse_param(&params, "seq").err().unwrap_or(HttpError::InvalidParameters));
+        }
+        // One store step finds the live connector and records the request.
+        let Some(session_id) = engine.touch(&id).await? else { return Err(HttpError::InvalidState { post }) };
         let session_id = session_id.as_str();
         match action {
-            "send" => {
-                let data = params.get("data").map(str::to_owned).or(raw_body).unwrap_or_default();
-                if data.is_empty() {
-                    return Err(HttpError::InvalidParameters);
-                }
-                if data.len() > config.maxframesize {
-                    return Err(HttpError::TooLarge(config.maxframesize));
-                }
-                let seq = parse_param(&params, "seq")?;
-                let body = engine.send(&id, session_id, &data, seq, rights).await?;
-                Ok(text_response(StatusCode::OK, body.unwrap_or_default()))
-            }
             "login" => {
                 let (Some(username), Some(password)) = (params.non_empty("username"), params.non_empty("password"))
                 else {

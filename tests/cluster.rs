@@ -65,6 +65,39 @@ fn every_request_of_a_connector_may_land_on_any_node() {
     }
 }
 
+/// A node's cached rights follow a login and a logout made on other nodes: the next send
+/// through it is allowed, then denied, and a denied `seq` is answered the same on retry.
+#[test]
+fn a_login_on_one_node_is_honoured_by_the_rights_check_of_another() {
+    let c = Cluster::start(&[]);
+    let alice = Client::new(c.nodes[0].addr);
+    let alice_id = alice.open();
+    let on = |i: usize| via(&alice, c.nodes[i].addr);
+    let to_self = |utid: u64| json!({"ns": SYSTEM, "type": "send", "targetId": alice_id, "data": "d", "utid": utid});
+    let verdict = |r: Response| {
+        assert_eq!(r.status, 200, "{}", r.text());
+        let body = r.json();
+        match body["type"].as_str() {
+            Some("send") => "allowed".to_owned(),
+            _ => body["msg"].as_str().unwrap_or_default().to_owned(),
+        }
+    };
+    // Node 1 decides (and caches) the rights of a session nobody logged in to.
+    assert_eq!(verdict(on(1).send(&to_self(1))), "access denied");
+    assert_eq!(on(2).login("guest", "guest")["code"], 0);
+    assert_eq!(verdict(on(1).send(&to_self(2))), "allowed", "the login on node 2 is seen by node 1");
+    assert_eq!(verdict(on(1).send(&to_self(3))), "allowed");
+    let r = on(0).send(&json!({"ns": SYSTEM, "type": "logout", "utid": 4}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(verdict(on(1).send(&to_self(5))), "access denied", "the logout on node 0 is seen by node 1");
+    // A denied idempotent send records its answer: a retry on any node gets the same.
+    let query = format!("action=send&seq=1&data={}", to_self(6));
+    let first = on(1).get(&query);
+    assert_eq!(first.json()["msg"], "access denied", "{}", first.text());
+    let again = on(2).get(&query);
+    assert_eq!((again.status, again.body), (first.status, first.body));
+}
+
 /// A packet queued through one node ends a poll held on another long before its wait.
 #[test]
 fn a_poll_held_on_one_node_wakes_for_a_packet_queued_on_another() {

@@ -147,8 +147,26 @@ pub fn authorities(session: &Token) -> Vec<&str> {
     get_str(session, "$authorities").unwrap_or_default().split(' ').filter(|a| !a.is_empty()).collect()
 }
 
+/// Whether a session's rights entries ([`RIGHTS_KEYS`]) allow a `send`.
+pub(crate) fn may_send(session: &Token) -> bool {
+    has_right(session, &RIGHT_SEND)
+}
+
+/// A token the store may take in one step ([`crate::store::Store::send_step`]): a system
+/// `send` to a `targetId`, not a `forward.json` and without `unid` (whose answers
+/// [`SystemPlugin::send`] words itself). `None` for any other text.
+pub(crate) fn one_step_send(data: &str) -> Option<protocol::TokenView<'_>> {
+    let view = protocol::TokenView::parse(data)?;
+    let plain = view.str_field("ns").as_deref() == Some(protocol::NS_SYSTEM)
+        && view.str_field("type").as_deref() == Some("send")
+        && view.str_field("targetId").is_some()
+        && view.str_field("unid").is_none()
+        && view.str_field("action").as_deref() != Some("forward.json");
+    plain.then_some(view)
+}
+
 /// The answer to a `send` or `respond` whose target does not exist.
-fn no_target(id: &str) -> String {
+pub(crate) fn no_target(id: &str) -> String {
     format!("No target connector with endpoint-id '{id}' found.")
 }
 

@@ -211,6 +211,48 @@ pub enum SendClaim {
     Forgotten,
 }
 
+/// A `send` of the system plugin as one store step ([`Store::send_step`]): everything it
+/// does is known before the store is asked, but for what the store decides (the requester is
+/// live, the session's rights, the idempotency claim, the target is live).
+pub struct SendStep<'a> {
+    /// The requesting connector.
+    pub id: &'a str,
+    pub now_ms: i64,
+    /// The idempotent send's `seq`, if any.
+    pub seq: Option<u64>,
+    /// Whether the session's rights entries (the keys `rights_keys`, those that are set)
+    /// allow the send.
+    pub allowed: &'a (dyn Fn(&Token) -> bool + Sync),
+    pub rights_keys: &'a [&'a str],
+    /// The packets to queue, for distinct targets. The send fails if the first target is
+    /// not live (and then queues nothing); the others are skipped if they are not.
+    pub packets: &'a [(&'a str, &'a str)],
+    /// The response body, recorded for `seq`.
+    pub body: Option<&'a str>,
+    pub limits: QueueLimits,
+}
+
+/// What [`Store::send_step`] did.
+#[derive(Debug, PartialEq)]
+pub enum SendStepped {
+    /// No live connector has the requester's id: nothing done.
+    Unknown,
+    /// `seq` was run before: here is its stored body; nothing done.
+    Replay(Option<String>),
+    /// `seq` is being run right now by another request: nothing done.
+    InProgress,
+    /// `seq` ran so long ago that its response is no longer kept: nothing done.
+    Forgotten,
+    /// The rights do not allow the send: nothing queued, `seq` (if any) claimed for the
+    /// caller to complete with the failure's body ([`Store::complete_send`]).
+    Denied,
+    /// The first target is not live: as `Denied`.
+    NoTarget,
+    /// Queued (but for the returned targets, whose queues would have overflowed: the caller
+    /// closes them), the body recorded for `seq`, the request recorded as a touch.
+    Done { overflowed: Vec<String> },
+}
+
 /// The store could not do what was asked (a shared store that is unreachable).
 #[derive(Debug)]
 pub struct StoreError(pub String);
@@ -360,6 +402,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<PollRound>;
     /// Fires every wake-up made on this node (shutdown: held polls answer at once).
     fn wake_all(&self);
+
+    /// Whether [`Store::send_step`] takes a send in one step (a shared store: one round
+    /// trip instead of a touch, a claim, a push and a completion). A store that does not
+    /// has the engine take the steps one by one.
+    fn sends_in_one_step(&self) -> bool {
+        false
+    }
+    /// A `send` in one atomic step: records the request as [`Store::touch`] does, claims
+    /// `seq` as [`Store::claim_send`] does, checks the rights, queues the packets as
+    /// [`Store::push`] does and records the body as [`Store::complete_send`] does, each
+    /// only as far as the one before allows (see [`SendStepped`]). Only called when
+    /// [`Store::sends_in_one_step`] says so.
+    async fn send_step(&self, _step: &SendStep<'_>) -> StoreResult<SendStepped> {
+        Err(StoreError("sends are not taken in one step by this store".into()))
+    }
 
     // ---- sessions
     /// The whole session storage (empty for an unknown session).

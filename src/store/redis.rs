@@ -12,7 +12,7 @@
 //! | `sp:{id}` `sr:{id}` `so:{id}` | hash, hash, zset | idempotent sends: in progress (since when), kept responses, their order |
 //! | `once:{id}:{seq}` | hash | the packets an idempotent send in progress queued, so a re-run does not queue them twice; deleted when it completes |
 //! | `live` | zset | live connectors by last activity (admission count, eviction) |
-//! | `sm:{sid}` `s:{sid}` `sc:{sid}` | hash, hash, set | a session: meta (`last`, `shared`, `empty`), storage, connectors |
+//! | `sm:{sid}` `s:{sid}` `sc:{sid}` | hash, hash, set | a session: meta (`last`, `shared`, `empty`, `v`: its storage's version), storage, connectors |
 //! | `sx:{sid}` | hash | a session's record for the admin API (`opened`, `addr`, `ua`, `user`, `closed`, `last`), kept after it closes |
 //! | `sessions` | zset | session ids by open time (the admin API's list; pruned as records expire) |
 //! | `active` | zset | sessions with live connectors by last request (the reaper) |
@@ -25,6 +25,29 @@
 //! connector id on that node's channel (`n:{node}`), and the node's one subscriber task
 //! signals the local `watch` channel of the held poll. When that subscription is lost, every
 //! local poll is woken, so none sleeps through a packet queued meanwhile.
+//!
+//! Round trips. All requests of a node share one connection ([`ConnectionManager`], a
+//! reconnecting `MultiplexedConnection`): concurrent commands are written one after the
+//! other without waiting for each other's answers and answered in order (pipelined as they
+//! come, not batched by a timer), so a busy node costs Redis a read and a write per batch,
+//! not per command. On the common path a long-poll echo is two of them: a `send` of the
+//! system plugin is one script ([`Store::send_step`], `send.lua`: touch, claim, rights,
+//! queue, response record, wake-up), a `sync` round is one (`poll.lua`: touch, ack, drain,
+//! holder).
+//!
+//! What the node caches ([`RedisStore::senders`]), per connector that sends through it:
+//! its session id and that session's rights entries, with the session's version. A
+//! connector's session id never changes while it lives; a connector id reopened with another
+//! session is seen by `send.lua`, which compares the cached id with the connector's hash. The
+//! rights change with the session's storage (a login, a logout, a `sessionPut` on any node):
+//! every write to it increments its version (`sm:{sid}` field `v`, set to a new value when
+//! the session is made, so a session made again under the same id does not match an old
+//! entry), and `send.lua` acts on the cached rights only if the version is still the one
+//! cached; otherwise it does nothing and answers the current entries, and the send is decided
+//! again. So a rights check is never older than the send it allows. Entries go when this
+//! node closes the connector, when Redis answers that the connector is gone, and in the
+//! reaper's sweep once unused for the key expiry. The source id and address binding are kept
+//! per client connection by [`crate::http`] and never reach the store.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,7 +65,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{
     CloseReason, ConnectorInfo, Drained, Fanout, OpenOutcome, PollRound, PushOutcome, QueueLimits, QueuedPacket,
-    SendClaim, SessionRecord, Store, StoreError, StoreResult, Wakeup, SEND_RESPONSES_KEPT, SHARED_SESSION_LINGER_MS,
+    SendClaim, SendStep, SendStepped, SessionRecord, Store, StoreError, StoreResult, Wakeup, SEND_RESPONSES_KEPT,
+    SHARED_SESSION_LINGER_MS,
 };
 use crate::metrics::StoreMeter;
 use crate::protocol::{Token, CLOSE_COMMAND};
@@ -63,6 +87,7 @@ struct Scripts {
     poll: Script,
     sends: Script,
     session: Script,
+    send: Script,
 }
 
 impl Scripts {
@@ -75,12 +100,26 @@ impl Scripts {
             poll: Script::new(concat!(include_str!("lua/touch_fn.lua"), include_str!("lua/poll.lua"))),
             sends: Script::new(include_str!("lua/sends.lua")),
             session: Script::new(include_str!("lua/session.lua")),
+            send: Script::new(concat!(include_str!("lua/touch_fn.lua"), include_str!("lua/send.lua"))),
         }
     }
 }
 
 /// The wake-up channels of the polls held on this node, by connector id.
 type Waiters = Arc<Mutex<HashMap<String, watch::Sender<u64>>>>;
+
+/// What a node keeps of a connector that sends through it (see the module docs for how each
+/// part is kept true).
+struct Sender {
+    session_id: String,
+    /// The session's version (`sm:{sid}` field `v`) when `rights` were read; '' for a
+    /// session never written to.
+    version: String,
+    /// The session's rights entries (those of [`SendStep::rights_keys`] that are set).
+    rights: Token,
+    /// The last send that used it (the sweep forgets entries unused for the key expiry).
+    used_ms: i64,
+}
 
 /// Where to find Redis and how long things live there.
 #[derive(Debug, Clone)]
@@ -106,6 +145,10 @@ pub struct RedisStore {
     node: String,
     /// Local held polls by connector id.
     waiters: Waiters,
+    /// The connectors that send through this node, by connector id: what `send.lua` needs
+    /// from the node to decide a send in one round trip. Locked only to read or replace an
+    /// entry, never across a round trip.
+    senders: Mutex<HashMap<String, Sender>>,
     /// Ends the subscriber task when the store goes.
     _subscriber: DropGuard,
     meter: StoreMeter,
@@ -147,7 +190,8 @@ impl RedisStore {
         let scripts = Scripts::new();
         let _subscriber = stop.drop_guard();
         let down = AtomicBool::new(false);
-        Ok(Arc::new(RedisStore { conn, scripts, options, node, waiters, _subscriber, meter, down }))
+        let senders = Mutex::default();
+        Ok(Arc::new(RedisStore { conn, scripts, options, node, waiters, senders, _subscriber, meter, down }))
     }
 
     fn key(&self, kind: &str, id: &str) -> String {
@@ -511,6 +555,7 @@ impl Store for RedisStore {
             .invoke_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))?;
+        self.senders.lock().remove(id);
         Ok(fields.and_then(|f| info_from(id, f)))
     }
 
@@ -628,6 +673,81 @@ impl Store for RedisStore {
 
     fn wake_all(&self) {
         wake_all(&self.waiters);
+    }
+
+    fn sends_in_one_step(&self) -> bool {
+        true
+    }
+
+    /// `send.lua`, with the session id, version and rights this node cached for the
+    /// requester. A cache that does not match (the first send through this node, or the
+    /// session written to since) costs a second round trip: the script answers the current
+    /// entries instead of acting, and the send is decided again on them.
+    async fn send_step(&self, step: &SendStep<'_>) -> StoreResult<SendStepped> {
+        let body = match step.body {
+            Some(b) => format!("+{b}"),
+            None => "-".to_owned(),
+        };
+        // A session written to between each read and the next step: give up after a few.
+        for _ in 0..4 {
+            let (session_id, version, allowed) = match self.senders.lock().get_mut(step.id) {
+                Some(sender) => {
+                    sender.used_ms = step.now_ms;
+                    (sender.session_id.clone(), sender.version.clone(), (step.allowed)(&sender.rights))
+                }
+                // No session id is empty: the script answers `stale`.
+                None => (String::new(), String::new(), false),
+            };
+            let mut call = self.scripts.send.prepare_invoke();
+            call.arg(&self.options.prefix)
+                .arg(step.id)
+                .arg(step.now_ms)
+                .arg(self.options.key_ttl_ms)
+                .arg(self.options.touch_granularity_ms)
+                .arg(&session_id)
+                .arg(&version)
+                .arg(if allowed { "1" } else { "" })
+                .arg(step.seq.map(|s| s.to_string()).unwrap_or_default())
+                .arg(SEND_LEASE_MS)
+                .arg(SEND_RESPONSES_KEPT)
+                .arg(&body)
+                .arg(step.limits.max_packets)
+                .arg(step.limits.max_bytes)
+                .arg(step.rights_keys.len())
+                .arg(step.rights_keys);
+            for (target, text) in step.packets {
+                call.arg(*target).arg(*text);
+            }
+            let reply: Vec<String> = call.invoke_async(&mut self.conn()?).await.map_err(|e| self.failed(e))?;
+            let mut reply = reply.into_iter();
+            let outcome = match reply.next().as_deref() {
+                Some("stale") => {
+                    let session_id = reply.next().unwrap_or_default();
+                    let version = reply.next().unwrap_or_default();
+                    let stored = reply.map(|v| Some(v).filter(|v| !v.is_empty())).collect();
+                    let rights = session_entries(step.rights_keys, stored);
+                    let sender = Sender { session_id, version, rights, used_ms: step.now_ms };
+                    self.senders.lock().insert(step.id.to_owned(), sender);
+                    continue;
+                }
+                Some("unknown") => {
+                    self.senders.lock().remove(step.id);
+                    SendStepped::Unknown
+                }
+                Some("busy") => SendStepped::InProgress,
+                Some("forgotten") => SendStepped::Forgotten,
+                Some("replay") => {
+                    let stored = reply.next().unwrap_or_default();
+                    SendStepped::Replay(stored.strip_prefix('+').map(str::to_owned))
+                }
+                Some("denied") => SendStepped::Denied,
+                Some("gone") => SendStepped::NoTarget,
+                Some("ok") => SendStepped::Done { overflowed: reply.collect() },
+                other => return Err(StoreError(format!("redis: send.lua answered {other:?}"))),
+            };
+            return Ok(outcome);
+        }
+        Err(StoreError("redis: the session kept changing during a send".into()))
     }
 
     async fn session_storage(&self, session_id: &str) -> StoreResult<Token> {
@@ -802,6 +922,8 @@ impl Store for RedisStore {
             .await
             .map_err(|e| self.failed(e))?;
         self.waiters.lock().retain(|_, tx| tx.receiver_count() > 0);
+        let unused_since = now_ms - self.options.key_ttl_ms;
+        self.senders.lock().retain(|_, sender| sender.used_ms > unused_since);
         Ok(())
     }
 

@@ -16,7 +16,9 @@ redis.call('RPUSH', q, ARGV[9])
 redis.call('ZADD', P .. 'live', now, id)
 local sm, sc, sx = P .. 'sm:' .. sid, P .. 'sc:' .. sid, P .. 'sx:' .. sid
 if redis.call('EXISTS', sm) == 0 then
-  redis.call('HSET', sm, 'shared', ARGV[7], 'n', 0)
+  -- The storage's version (session.lua) starts where no earlier session of this id could
+  -- have left it: nodes' cached rights of that one do not match (send.lua).
+  redis.call('HSET', sm, 'shared', ARGV[7], 'n', 0, 'v', string.format('%.0f', now * 1000))
   -- The session's record for the admin API: who opened it, and when.
   redis.call('DEL', sx)
   redis.call('HSET', sx, 'opened', now, 'addr', ARGV[4], 'ua', ARGV[5])

@@ -6,6 +6,9 @@
 local P, sid, op = ARGV[1], ARGV[2], ARGV[3]
 local sm, s = P .. 'sm:' .. sid, P .. 's:' .. sid
 if redis.call('EXISTS', sm) == 0 then return false end
+-- Every write changes the storage's version, by which nodes know their cached rights are
+-- still the session's (send.lua).
+redis.call('HINCRBY', sm, 'v', 1)
 local function put(key, json)
   local old = redis.call('HGET', s, key)
   local idx = old and string.match(old, '^(%d+):') or redis.call('HINCRBY', sm, 'n', 1)

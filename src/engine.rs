@@ -528,7 +528,7 @@ impl Engine {
         ctx.set_send_seq(seq);
         match protocol::get_str(token, "ns") {
             Some(ns) => {
-                // An unknown namespace gets no reply (PROTOCOL.md: empty 200).
+                // An unknown namespace gets no reply (docs/PROTOCOL.md, "Tokens": empty 200).
                 if let Some(plugin) = self.plugins.iter().find(|p| p.namespace() == ns) {
                     plugin.process_token(&mut ctx, token).await;
                 }

@@ -1,5 +1,6 @@
 //! One HTTP request: routing (endpoint, static files), parameters, CORS, the dispatch order of
-//! PROTOCOL.md A.3, and the one place where errors become status codes and bodies.
+//! docs/PROTOCOL.md ("How a request is handled"), and the one place where errors become
+//! status codes and bodies.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};

@@ -1,4 +1,4 @@
-//! The `download` action of PROTOCOL.md A.4: parameters, rights, aliases, the confinement of
+//! The `download` action of docs/PROTOCOL.md ("download"): parameters, rights, aliases, the confinement of
 //! every path to its alias root, safe headers and streaming of large files.
 
 mod support;

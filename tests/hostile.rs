@@ -408,7 +408,7 @@ fn a_100_mb_body_is_refused_early_without_being_buffered() {
 }
 
 /// 100,000 nested `[` (or `{"a":`), alone or inside a token, hit serde_json's recursion
-/// limit: the data is not JSON, so the answer is the empty 200 of PROTOCOL.md; no stack
+/// limit: the data is not JSON, so the answer is the empty 200 of docs/PROTOCOL.md; no stack
 /// overflow, and a token nested 100 deep still works. The admin API answers 400.
 #[test]
 fn deeply_nested_json_gets_a_defined_answer() {

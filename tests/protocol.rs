@@ -1,4 +1,4 @@
-//! The jWebSocket REST protocol of PROTOCOL.md part A: dispatch order, bodies, status codes.
+//! The jWebSocket REST protocol of docs/PROTOCOL.md: dispatch order, bodies, status codes.
 
 mod support;
 

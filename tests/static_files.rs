@@ -1,4 +1,4 @@
-//! Static files (PROTOCOL.md A.1): `document_root` under `/` and `{context}/`, with
+//! Static files (docs/PROTOCOL.md, "The endpoint"): `document_root` under `/` and `{context}/`, with
 //! validators and ranges, and nothing outside the root ever served.
 
 mod support;

@@ -1,4 +1,4 @@
-//! The system plugin (`org.jwebsocket.plugins.system`) of SYSTEM_PLUGIN.md, token by token:
+//! The system plugin (`org.jwebsocket.plugins.system`) of docs/PROTOCOL.md ("The system plugin"), token by token:
 //! exact bodies and field order, rights, shared sessions, session storage, events, and the
 //! pollgate fixes listed at the top of that document.
 

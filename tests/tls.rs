@@ -1,4 +1,4 @@
-//! HTTPS on `sslport` (PROTOCOL.md A.1): the protocol over TLS with a configured certificate,
+//! HTTPS on `sslport` (docs/PROTOCOL.md): the protocol over TLS with a configured certificate,
 //! and one clear error line when the TLS files cannot be used.
 
 mod support;

@@ -11,7 +11,7 @@
 //!   [`Error::QueueFull`]. For parallel requests, open several sessions.
 //! - **Retries.** A request whose connection fails, whose response is lost or that gets a
 //!   5xx is retried up to `max_retries` times, `retry_timeout` apart. Sends carry a sequence
-//!   number (`seq`, PROTOCOL.md's idempotent send), so a retry after a lost response gets the
+//!   number (`seq`, docs/PROTOCOL.md's idempotent send), so a retry after a lost response gets the
 //!   stored response and the token never runs twice.
 //! - **Deadline.** A request that is not answered within `timeout` of its start, retries
 //!   included, fails with [`Error::Timeout`] and the session closes.
@@ -203,7 +203,7 @@ impl Builder {
         self
     }
 
-    /// Opens the connector in the shared session `id` (PROTOCOL.md `sessionId`): connectors
+    /// Opens the connector in the shared session `id` (docs/PROTOCOL.md, `sessionId`): connectors
     /// of one session share its login and storage. Default: a session of its own.
     pub fn session_id(mut self, id: impl Into<String>) -> Builder {
         self.session_id = Some(id.into());

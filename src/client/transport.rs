@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use super::clock::Clock;
 use super::Error;
 
-/// The header that carries the connection id (PROTOCOL.md part B), so the secret never
+/// The header that carries the connection id (docs/PROTOCOL.md, "Headers"), so the secret never
 /// appears in a URL.
 const HEADER_CONNECTION: &str = "x-pollgate-connection";
 /// The sequence number of the last packet of a sync body (acknowledged sync).

@@ -67,7 +67,7 @@ impl Default for SystemPlugin {
     }
 }
 
-/// The welcome token queued at open (field order of SYSTEM_PLUGIN.md 2.2 / PROTOCOL.md A.4).
+/// The welcome token queued at open (field order of docs/PROTOCOL.md, "Welcome").
 pub fn welcome(config: &Config, connector_id: &str, session: &Token) -> Token {
     let username = get_str(session, "$username")
         .map(str::to_owned)

@@ -206,7 +206,7 @@ public class JwsHttpClient {
                 "sync after send: not the send response: " + m);
         System.out.println("ok sync: the queued send response");
 
-        // getClients: the real list (SYSTEM_PLUGIN.md quirk 1 fixed), this client included.
+        // getClients: the real list (docs/PROTOCOL.md, "Differences from jWebSocket's system plugin"), this client included.
         r = c.sendToken("\"ns\":\"" + NS + "\",\"type\":\"getClients\",\"mode\":0");
         m = response("getClients", r, 0, "getClients", c.utid);
         Object clients = m.get("clients");

@@ -1,4 +1,4 @@
-// A Java client that uses pollgate's extensions (PROTOCOL.md part B) with java.net.http:
+// A Java client that uses pollgate's extensions (docs/PROTOCOL.md) with java.net.http:
 // the connection id in the X-Pollgate-Connection header (never in a URL), a POST form body for
 // every action (so login credentials never travel in a URL), long-poll sync with `wait`,
 // acknowledged sync with `ack` and the X-Pollgate-Seq header, idempotent send with `seq`, and

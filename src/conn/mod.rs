@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{text_response, Body, BodyError, Peer, PlainRequest, ReadBody, ENDPOINT_HEADERS};
+use crate::timer::Lent;
 use head::{Framing, Head, Parsed, MAX_HEAD};
 use response::Manner;
 
@@ -322,8 +323,20 @@ async fn read_body<S: AsyncRead + Unpin>(
     limits: Limits,
 ) -> Result<ReadBody, Ended> {
     let too_large = BodyError::TooLarge(limits.max_body);
-    let deadline = peer.timer.sleep_until(Instant::now() + limits.body_timeout);
-    tokio::pin!(deadline);
+    // Lent only once a read is needed: most requests have no body, or one already read with
+    // their head, and need no deadline (a timer lent for nothing may cost a wheel operation).
+    let mut deadline: Option<Lent> = None;
+    let mut read_more = async |buf: &mut BytesMut| -> Result<Option<()>, Ended> {
+        let deadline = deadline.get_or_insert_with(|| peer.timer.sleep_until(Instant::now() + limits.body_timeout));
+        tokio::select! {
+            biased;
+            read = io.read_buf(buf) => match read {
+                Ok(0) | Err(_) => Err(Ended::Closed),
+                Ok(_) => Ok(Some(())),
+            },
+            _ = deadline => Ok(None),
+        }
+    };
     match framing {
         Framing::Length(0) => Ok(Ok(Bytes::new())),
         Framing::Length(n) if n > limits.max_body as u64 => Ok(Err(too_large)),
@@ -334,13 +347,8 @@ async fn read_body<S: AsyncRead + Unpin>(
                 // declares a large body and sends none makes the server hold no more than
                 // one read's worth.
                 buf.reserve((n - buf.len()).min(BODY_READ_SIZE));
-                tokio::select! {
-                    biased;
-                    read = io.read_buf(buf) => match read {
-                        Ok(0) | Err(_) => return Err(Ended::Closed),
-                        Ok(_) => {}
-                    },
-                    _ = &mut deadline => return Ok(Err(BodyError::TimedOut)),
+                if read_more(buf).await?.is_none() {
+                    return Ok(Err(BodyError::TimedOut));
                 }
             }
             Ok(Ok(buf.split_to(n).freeze()))
@@ -358,13 +366,8 @@ async fn read_body<S: AsyncRead + Unpin>(
                     return Ok(Ok(body.freeze()));
                 }
                 buf.reserve(READ_SIZE);
-                tokio::select! {
-                    biased;
-                    read = io.read_buf(buf) => match read {
-                        Ok(0) | Err(_) => return Err(Ended::Closed),
-                        Ok(_) => {}
-                    },
-                    _ = &mut deadline => return Ok(Err(BodyError::TimedOut)),
+                if read_more(buf).await?.is_none() {
+                    return Ok(Err(BodyError::TimedOut));
                 }
             }
         }

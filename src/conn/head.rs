@@ -133,27 +133,31 @@ pub fn parse(bytes: &[u8]) -> Parsed {
     };
     let (mut hosts, mut lengths, mut length, mut codings) = (0, 0, 0u64, Codings::default());
     for line in lines.iter() {
-        let (name, value) = (line.name, line.value);
-        if let Some(which) = ENDPOINT_HEADERS.iter().position(|h| name.eq_ignore_ascii_case(h.as_str())) {
-            match head.kept_len < MAX_KEPT {
-                true => head.kept[head.kept_len] = (which, offset(value)..offset(value) + value.len()),
-                false => head.kept_all = false,
+        let value = line.value;
+        match known(line.name) {
+            Some(Known::Endpoint(which)) => {
+                match head.kept_len < MAX_KEPT {
+                    true => head.kept[head.kept_len] = (which, offset(value)..offset(value) + value.len()),
+                    false => head.kept_all = false,
+                }
+                head.kept_len = (head.kept_len + 1).min(MAX_KEPT);
             }
-            head.kept_len = (head.kept_len + 1).min(MAX_KEPT);
-        } else if name.eq_ignore_ascii_case("host") {
-            hosts += 1;
-        } else if name.eq_ignore_ascii_case("content-length") {
-            lengths += 1;
-            match content_length(value) {
-                Some(n) => length = n,
-                None => return Parsed::Refused(StatusCode::BAD_REQUEST),
+            Some(Known::Host) => hosts += 1,
+            Some(Known::ContentLength) => {
+                lengths += 1;
+                match content_length(value) {
+                    Some(n) => length = n,
+                    None => return Parsed::Refused(StatusCode::BAD_REQUEST),
+                }
             }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            codings.add(value);
-        } else if name.eq_ignore_ascii_case("connection") {
-            head.close |= value.split(|b| *b == b',').any(|o| o.trim_ascii().eq_ignore_ascii_case(b"close"));
-        } else if name.eq_ignore_ascii_case("expect") {
-            head.expect_continue |= value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            Some(Known::TransferEncoding) => codings.add(value),
+            Some(Known::Connection) => {
+                head.close |= value.split(|b| *b == b',').any(|o| o.trim_ascii().eq_ignore_ascii_case(b"close"));
+            }
+            Some(Known::Expect) => {
+                head.expect_continue |= value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            }
+            None => {}
         }
     }
     // RFC 9112 3.2: an HTTP/1.1 request has exactly one Host; 6.1 and 6.3: a body has one
@@ -168,6 +172,49 @@ pub fn parse(bytes: &[u8]) -> Parsed {
         Coded::Invalid => return Parsed::Refused(StatusCode::BAD_REQUEST),
     };
     Parsed::Complete(head)
+}
+
+/// A header line [`parse`] reads.
+enum Known {
+    /// One of [`ENDPOINT_HEADERS`], by its index.
+    Endpoint(usize),
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Expect,
+}
+
+/// Which header line `name` is, if [`parse`] reads it. Names are looked up by length first,
+/// so a line is compared with at most a couple of names of its length.
+fn known(name: &str) -> Option<Known> {
+    let name = name.as_bytes();
+    let is = |lower: &str| same_name(name, lower.as_bytes());
+    match name.len() {
+        4 if is("host") => Some(Known::Host),
+        6 if is("expect") => Some(Known::Expect),
+        10 if is("connection") => Some(Known::Connection),
+        14 if is("content-length") => Some(Known::ContentLength),
+        17 if is("transfer-encoding") => Some(Known::TransferEncoding),
+        _ => {
+            ENDPOINT_HEADERS.iter().position(|h| h.as_str().len() == name.len() && is(h.as_str())).map(Known::Endpoint)
+        }
+    }
+}
+
+/// Whether header name `name` is `lower` (lowercase letters, digits and `-`, of the same
+/// length) in any case, compared eight bytes at a time. Setting bit 0x20 of every byte folds
+/// case exactly here: among the bytes a name may hold (httparse takes only tokens), the only
+/// ones that fold onto a lowercase letter are its two cases, and none folds onto a digit or
+/// `-` but itself.
+fn same_name(name: &[u8], lower: &[u8]) -> bool {
+    const FOLD: u64 = 0x2020_2020_2020_2020;
+    let word = |chunk: &[u8]| {
+        let mut bytes = [0u8; 8];
+        bytes[..chunk.len()].copy_from_slice(chunk);
+        u64::from_le_bytes(bytes)
+    };
+    name.len() == lower.len() && name.chunks(8).zip(lower.chunks(8)).all(|(a, b)| word(a) | FOLD == word(b) | FOLD)
 }
 
 /// Calls `f` with the name and value of every header line of a head that [`parse`] took
@@ -217,7 +264,9 @@ fn request_line(line: &[u8]) -> Result<(Method, Range<usize>, bool), StatusCode>
         return Err(StatusCode::URI_TOO_LONG);
     }
     // Control bytes are no part of any target (a space is taken, and escaped for routing).
-    if line[target.clone()].iter().any(|&b| b < 0x20 || b == 0x7f) {
+    // Folded over every byte, without stopping at the first, so that it is checked many
+    // bytes at a time.
+    if line[target.clone()].iter().fold(false, |bad, &b| bad | (b < 0x20) | (b == 0x7f)) {
         return Err(bad);
     }
     Ok((method, target, http10))
@@ -401,5 +450,31 @@ mod tests {
         assert_eq!(refused(&many), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
         let big = format!("GET / HTTP/1.1\r\nHost: x\r\nA: {}\r\n\r\n", "b".repeat(MAX_HEAD));
         assert_eq!(refused(&big), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+
+    /// Header names are found in any case, and no other token is taken for one: every name
+    /// read, with each byte changed into every other byte a name may hold.
+    #[test]
+    fn header_names_are_matched_in_any_case_only() {
+        let tchars: Vec<u8> =
+            (0u8..128).filter(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b)).collect();
+        let mut names: Vec<&str> = vec!["host", "expect", "connection", "content-length", "transfer-encoding"];
+        names.extend(ENDPOINT_HEADERS.iter().map(|h| h.as_str()));
+        for name in names {
+            assert!(known(name).is_some(), "{name}");
+            assert!(known(&name.to_ascii_uppercase()).is_some(), "{name}");
+            for at in 0..name.len() {
+                for &b in &tchars {
+                    let mut other = name.as_bytes().to_vec();
+                    if other[at].eq_ignore_ascii_case(&b) {
+                        continue;
+                    }
+                    other[at] = b;
+                    let other = String::from_utf8(other).unwrap();
+                    assert!(known(&other).is_none(), "{other} taken for {name}");
+                }
+            }
+        }
+        assert!(known("hostx").is_none() && known("hos").is_none() && known("").is_none());
     }
 }

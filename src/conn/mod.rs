@@ -210,8 +210,7 @@ struct PlainHead {
 /// after `looked` (or straddles them).
 fn may_be_whole(buf: &[u8], looked: usize) -> bool {
     let from = looked.saturating_sub(3);
-    let new = &buf[from..];
-    memchr::memmem::find(new, b"\n\r\n").is_some() || memchr::memmem::find(new, b"\n\n").is_some()
+    memchr::memchr_iter(b'\n', &buf[from..]).any(|at| matches!(&buf[from + at + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
 }
 
 /// Answers a request refused before it reached the service (its head or body is malformed

@@ -187,3 +187,13 @@ fn admin_page_lists_filters_pages_and_closes_sessions() {
     let png = std::fs::read(&file).expect("admin.png was written");
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG file");
 }
+
+/// Ten tabs of one origin chat through the demo page while one poll, held by a SharedWorker,
+/// waits for them all (the metrics show one held poll): every tab receives every message
+/// once and in order; a tab closed and a tab crashed close only their own connectors.
+#[test]
+fn ten_tabs_share_one_poll() {
+    let server = Server::start(&[]);
+    let out = scenario("tabs", server.addr, &mut no_control);
+    assert!(out.contains("scenario passed"), "{out}");
+}

@@ -191,8 +191,22 @@
     #running = false;
     #stopped = false;
 
-    constructor(endpoint) {
+    /** Told the members (`[{key, connectionId}]`) each time they change. */
+    #onChange;
+
+    constructor(endpoint, onChange) {
       this.#endpoint = endpoint;
+      this.#onChange = onChange || (() => {});
+    }
+
+    /**
+     * Takes over the members of a hub that went away with its tab (`[{key, connectionId}]`):
+     * a socket still alive joins again; one that went with the tab, or since, is closed.
+     */
+    adopt(roster) {
+      for (const m of roster) {
+        if (!this.#members.has(m.key)) this.#watch(m, () => !this.#members.has(m.key));
+      }
     }
 
     join(member) {
@@ -222,16 +236,20 @@
     /** The members changed: tell them how many share, and poll again with the new list. */
     #update() {
       for (const m of this.#members.values()) m.post({ type: "count", n: this.#members.size });
+      this.#onChange([...this.#members.values()].map((m) => ({ key: m.key, connectionId: m.connectionId })));
       this.#changed = true;
       if (this.#poll) this.#poll.abort();
       if (!this.#running) this.#run();
     }
 
-    /** Drops a member whose tab went away without leaving, and closes its connector. */
-    #watch(member) {
+    /**
+     * Drops a member whose tab went away without leaving (its lock is free: `gone()` says
+     * whether it had not left), and closes its connector.
+     */
+    #watch(member, gone = () => this.#members.get(member.key) === member) {
       if (!global.navigator || !global.navigator.locks) return;
       global.navigator.locks.request(`${SHARE_PREFIX}member ${member.key}`, () => {
-        if (this.#members.get(member.key) !== member) return;
+        if (this.#stopped || !gone()) return;
         this.leave(member.key);
         postForm(this.#endpoint, member.connectionId, { action: "close" }).catch(() => {});
       });
@@ -402,15 +420,19 @@
     const channel = new global.BroadcastChannel(name);
     const stopped = new AbortController();
     let resign = null;
+    // The members of the leader's poll, as it last said: a new leader adopts them.
+    let roster = [];
     channel.onmessage = (e) => {
       const m = e.data;
       if (m.t === "leader") rejoin();
+      else if (m.t === "roster") roster = m.members;
       else if (m.to === key) onMessage(m.message);
     };
     global.navigator.locks
       .request(`${name} leader`, { signal: stopped.signal }, () => {
-        const hub = new PollHub(endpoint);
         const serve = new global.BroadcastChannel(name);
+        const hub = new PollHub(endpoint, (members) => serve.postMessage({ t: "roster", members }));
+        hub.adopt(roster.filter((m) => m.key !== key));
         serve.onmessage = (e) => {
           const m = e.data;
           if (m.t === "join") {

@@ -197,3 +197,22 @@ fn ten_tabs_share_one_poll() {
     let out = scenario("tabs", server.addr, &mut no_control);
     assert!(out.contains("scenario passed"), "{out}");
 }
+
+/// Without SharedWorker the tabs elect a leader with Web Locks; in the middle of a stream of
+/// messages the leader's tab is closed, then the next leader's tab crashes: each time another
+/// takes the poll over, and nothing is lost or doubled.
+#[test]
+fn the_leader_tab_hands_the_poll_over_without_loss() {
+    let server = Server::start(&[]);
+    let out = scenario("takeover", server.addr, &mut no_control);
+    assert!(out.contains("scenario passed"), "{out}");
+}
+
+/// Two origins of one server in one browser: each origin's tabs share a poll of their own
+/// (two held polls), and a socket is handed only its own connector's packets.
+#[test]
+fn origins_do_not_share_a_poll() {
+    let server = Server::start(&[]);
+    let out = scenario("origins", server.addr, &mut no_control);
+    assert!(out.contains("scenario passed"), "{out}");
+}

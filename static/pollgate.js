@@ -369,7 +369,7 @@
       heard = true;
       onMessage(message);
     };
-    const deaf = setTimeout(() => heard || onMessage({ type: "solo" }), 5000);
+    const deaf = setTimeout(() => heard || onMessage({ type: "solo" }), 10000);
     let chosen = null;
     const join = () => locked.then(() => chosen && chosen.join(member()));
     chosen = (global.SharedWorker && scriptUrl && workerLink(endpoint, key, hear)) || channelLink(endpoint, key, hear, join);

@@ -664,10 +664,10 @@ impl Drop for ClaimGuard {
 
 /// Counts a held poll for as long as it waits, however its wait ends (a client that goes
 /// away drops it).
-struct Holding<'a>(&'a Gauge);
+pub(crate) struct Holding<'a>(&'a Gauge);
 
 impl<'a> Holding<'a> {
-    fn new(gauge: &'a Gauge) -> Self {
+    pub(crate) fn new(gauge: &'a Gauge) -> Self {
         gauge.inc();
         Holding(gauge)
     }

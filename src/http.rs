@@ -17,6 +17,7 @@ use crate::engine::{Engine, EngineError, OpenRequest};
 use crate::params::Params;
 use crate::plugins::{system, RequestContext};
 use crate::protocol::{self, text, Token, NS_SYSTEM};
+use crate::shared_poll::{self, Carried, ShareError};
 use crate::static_files::StaticFiles;
 use crate::store::{self, StoreError};
 use crate::timer::ConnTimer;
@@ -113,6 +114,8 @@ pub enum HttpError {
     MethodNotAllowed,
     /// A pollgate extension parameter that does not parse (`ack`, `wait`, `seq`).
     BadParameter(&'static str),
+    /// A shared poll's `share` parameter that cannot be carried.
+    BadShare(ShareError),
     MissingFilename,
     OriginNotAllowed,
     InvalidRequest,
@@ -162,6 +165,7 @@ impl HttpError {
             InvalidParameters => (StatusCode::BAD_REQUEST, text::INVALID_PARAMETERS.into()),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed!".into()),
             BadParameter(name) => (StatusCode::BAD_REQUEST, format!("Invalid '{name}' parameter value!")),
+            BadShare(why) => (StatusCode::BAD_REQUEST, why.text()),
             MissingFilename => (StatusCode::BAD_REQUEST, text::MISSING_FILENAME.into()),
             OriginNotAllowed => (StatusCode::UNAUTHORIZED, text::ORIGIN_NOT_ALLOWED.into()),
             InvalidRequest => (StatusCode::NOT_FOUND, text::INVALID_REQUEST.into()),
@@ -238,6 +242,8 @@ struct EndpointRequest {
     /// The `User-Agent` of an `open` (empty for other actions).
     user_agent: String,
     post: bool,
+    /// A `share` parameter came in the query string (refused: it holds connection ids).
+    share_in_query: bool,
 }
 
 impl EndpointRequest {
@@ -281,6 +287,15 @@ enum Read {
 enum Routed {
     Answered(Response<Body>),
     Poll(HeldPoll),
+    /// A shared poll (boxed: most polls are plain, and this keeps their state small).
+    Shared(Box<SharedPoll>),
+}
+
+/// A shared poll to hold ([`crate::shared_poll`]).
+struct SharedPoll {
+    carried: Vec<Carried>,
+    wait: u64,
+    origin: Option<HeaderValue>,
 }
 
 /// A `sync` to hold: all it keeps while it waits (every idle client holds one).
@@ -416,6 +431,13 @@ impl Service {
                 Ok(answer) => with_cors(answer.unwrap_or_else(HttpError::into_response), poll.origin),
                 Err(panicked) => self.panicked(panicked),
             },
+            Ok(Routed::Shared(poll)) => {
+                let held = crate::panics::guard(|| Box::pin(self.hold_shared(&poll, &peer.timer))).await;
+                match held {
+                    Ok(answer) => with_cors(answer.unwrap_or_else(HttpError::into_response), poll.origin.clone()),
+                    Err(panicked) => self.panicked(panicked),
+                }
+            }
             Err(panicked) => self.panicked(panicked),
         };
         if let Some(action) = access.action {
@@ -461,6 +483,10 @@ impl Service {
         };
         match self.endpoint_request(req, peer, access).await {
             Ok(Routed::Poll(poll)) => Routed::Poll(HeldPoll { origin, ..poll }),
+            Ok(Routed::Shared(mut poll)) => {
+                poll.origin = origin;
+                Routed::Shared(poll)
+            }
             Ok(Routed::Answered(resp)) => Routed::Answered(with_cors(resp, origin)),
             Err(e) => Routed::Answered(with_cors(e.into_response(), origin)),
         }
@@ -542,6 +568,9 @@ impl Service {
             line.address = request.address.to_string();
             line.source_id = request.id.to_string();
         }
+        if request.params.get("action") == Some("sync") && request.params.get("share").is_some() {
+            return self.shared_poll(&request).map(|poll| Routed::Shared(Box::new(poll)));
+        }
         if request.params.get("action") == Some("sync") {
             let ack = parse_param(&request.params, "ack")?;
             let wait = parse_param(&request.params, "wait")?.unwrap_or(0);
@@ -569,6 +598,7 @@ impl Service {
             return Err(HttpError::TooLarge(config.maxframesize));
         }
         let mut params = Params::parse(query);
+        let share_in_query = params.get("share").is_some();
         let (headers, body) = req.into_headers_and_body();
         // A body not read whole refuses its request, whatever the method.
         let body = body?;
@@ -600,12 +630,12 @@ impl Service {
             Some("open") => headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned(),
             _ => String::new(),
         };
-        Ok(Read::Request(EndpointRequest { id, params, raw_body, address, user_agent, post }))
+        Ok(Read::Request(EndpointRequest { id, params, raw_body, address, user_agent, post, share_in_query }))
     }
 
     /// Every action but sync: those that need a live connector, and open.
     async fn connector_action(&self, request: EndpointRequest) -> Result<Response<Body>, HttpError> {
-        let EndpointRequest { id, params, raw_body, address, user_agent, post } = request;
+        let EndpointRequest { id, params, raw_body, address, user_agent, post, .. } = request;
         let engine = &self.engine;
         let config = &engine.config;
         let action = params.get("action").unwrap_or("");
@@ -704,6 +734,32 @@ impl Service {
             }
         }
         Ok(resp)
+    }
+
+    /// A shared poll's parameters: each connection id of `share` names a connector of the
+    /// request's client address, as the request's own connection id does; nothing is read
+    /// from the store yet.
+    fn shared_poll(&self, request: &EndpointRequest) -> Result<SharedPoll, HttpError> {
+        let params = &request.params;
+        let share = params.get("share").unwrap_or("");
+        if request.share_in_query {
+            return Err(HttpError::BadShare(ShareError::InQuery));
+        }
+        if params.non_empty("ack").is_some() {
+            return Err(HttpError::BadShare(ShareError::AckOutside));
+        }
+        let wait = parse_param(params, "wait")?.unwrap_or(0);
+        let ip_part = if self.engine.config.bind_connection_to_ip { &*request.address } else { "" };
+        let carried = shared_poll::parse(share, |c| protocol::connector_id(c, ip_part)).map_err(HttpError::BadShare)?;
+        Ok(SharedPoll { carried, wait, origin: None })
+    }
+
+    /// A shared poll: waits on all its connectors at once (see [`crate::shared_poll`]).
+    async fn hold_shared(&self, poll: &SharedPoll, timer: &ConnTimer) -> Result<Response<Body>, HttpError> {
+        let cap = self.engine.config.session_timeout() / 2;
+        let wait = Duration::from_millis(poll.wait).min(cap);
+        let found = shared_poll::hold(&self.engine, &poll.carried, wait, timer).await?;
+        Ok(text_response(StatusCode::OK, shared_poll::answer_text(&found)))
     }
 
     /// The client address and connector id of a request with this connection id: those of

@@ -80,6 +80,7 @@ pub mod params;
 pub mod plugins;
 pub mod protocol;
 pub mod server;
+pub mod shared_poll;
 pub mod static_files;
 pub mod store;
 pub mod timer;

@@ -15,6 +15,18 @@ export interface PollgateSocketOptions {
   sessionId?: string;
   /** The server's `context` (e.g. "/jWebSocket"); overrides the one taken from the URL. */
   context?: string;
+  /** Share one held poll with the other sockets of this origin (its tabs), in a SharedWorker
+   * or a leader tab (docs/PROTOCOL.md, "Shared poll"). Default true; false polls alone. */
+  share?: boolean;
+}
+
+/** How a socket's poll is held. */
+export interface PollgateSharing {
+  /** `worker`: a SharedWorker holds it; `leader`: this socket holds it for the others;
+   * `follower`: another tab's socket holds it; `solo`: a poll of its own. */
+  mode: "worker" | "leader" | "follower" | "solo";
+  /** How many sockets share the poll (1 when solo). */
+  connectors: number;
 }
 
 export interface PollgateStats {
@@ -61,6 +73,8 @@ export declare class PollgateSocket extends EventTarget {
   /** The server's maxframesize, known after open (0 before). */
   readonly maxFrameSize: number;
   readonly stats: PollgateStats;
+  /** How this socket's poll is held, and by how many sockets. */
+  readonly sharing: PollgateSharing;
 
   onopen: ((this: PollgateSocket, ev: Event) => any) | null;
   onmessage: ((this: PollgateSocket, ev: MessageEvent<string>) => any) | null;
@@ -96,6 +110,9 @@ export declare class PollgateSocket extends EventTarget {
   static uninstall(): void;
   /** The HTTP endpoint a URL maps to. */
   static endpointOf(url: string, context?: string): string;
+  /** The URL of pollgate.js, which the SharedWorker of the shared poll runs (null: unknown,
+   * and the tabs elect a leader instead). Set from the script tag or by pollgate.mjs. */
+  static scriptUrl: string | null;
 }
 
 export default PollgateSocket;

@@ -21,7 +21,13 @@
  *   server sends first (`{"ns":"org.jwebsocket.msgctrl",...,"name":"maxFrameSize",...}`), then
  *   the packets of each sync in order (the welcome first), and the answer of each send (the
  *   first packet the server produced for it) when it has one;
- * - `send()` returns a promise of its acknowledgement (true), or false if the socket closed first.
+ * - `send()` returns a promise of its acknowledgement (true), or false if the socket closed first;
+ * - the tabs of an origin share one held poll (docs/PROTOCOL.md, "Shared poll"): a browser
+ *   opens six connections per host, and a poll per tab would hold them all. A SharedWorker
+ *   (this same script) holds the poll where the browser has one; elsewhere the sockets elect
+ *   a leader with the Web Locks API and talk over a BroadcastChannel. Each socket keeps its
+ *   own connector, its sends and its close; only the waiting is shared. `share: false` turns
+ *   it off. See "Sharing the poll" below.
  *
  * Close codes it reports (besides the codes given to `close()`):
  *   1000 the server closed the connection because the client asked (`X-Pollgate-Close-Reason: client`)
@@ -132,6 +138,348 @@
     return event;
   }
 
+  // ---- sharing the poll ------------------------------------------------------------------
+  //
+  // A browser opens at most six HTTP/1.1 connections per host; a held poll per tab would take
+  // them all once six tabs are open. So the sockets of an origin (same endpoint) share one
+  // poll (docs/PROTOCOL.md, "Shared poll"): a hub holds it for them all and hands each socket
+  // the packets of its own connector. The hub runs
+  // - in a SharedWorker running this very script, where the browser has SharedWorker and
+  //   the script's URL is known; or else
+  // - in one socket elected leader with the Web Locks API, the others talking to it over a
+  //   BroadcastChannel. When the leader's tab goes, the browser releases its lock, the next
+  //   socket waiting for it becomes leader and every socket joins it again, with its own
+  //   `ack`: nothing is lost, and what comes twice is skipped by its sequence number.
+  // Both are scoped by the browser to the origin, so no other origin's page can join.
+  // Without the Web Locks API a socket polls alone.
+  //
+  // Each socket holds a lock of its own while it lives; the hub asks for it, and gets it
+  // when the socket's tab is gone (closed or crashed): it then drops the connector and
+  // closes it on the server, as the tab itself would have.
+
+  /** The most connectors one shared poll may carry (the server's limit). */
+  const SHARE_LIMIT = 64;
+  const SHARE_PREFIX = "pollgate shared poll ";
+
+  /** The URL of this script, for the SharedWorker (the module sets it when imported). */
+  let scriptUrl = global.document && global.document.currentScript ? global.document.currentScript.src : null;
+
+  /** One POST to the endpoint with `connectionId` in the header. */
+  async function postForm(endpoint, connectionId, params, signal) {
+    const res = await global.fetch(endpoint, {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded", "X-Pollgate-Connection": connectionId },
+      body: new URLSearchParams(params).toString(),
+      cache: "no-store",
+      signal,
+    });
+    return { status: res.status, text: await res.text() };
+  }
+
+  /**
+   * Holds the shared poll of one endpoint for its members: `{key, connectionId, ack, wait,
+   * retryBudget, minBackoff, maxBackoff, post(message)}`. Messages to a member: `count`
+   * (how many share the poll), `poll` (one connector's part of an answer), `solo` (poll on
+   * your own), `unreachable` (the retry budget ran out).
+   */
+  class PollHub {
+    #endpoint;
+    #members = new Map();
+    /** Aborts the poll in flight when the members change. */
+    #poll = null;
+    #changed = false;
+    #running = false;
+    #stopped = false;
+
+    /** Told the members (`[{key, connectionId}]`) each time they change. */
+    #onChange;
+
+    constructor(endpoint, onChange) {
+      this.#endpoint = endpoint;
+      this.#onChange = onChange || (() => {});
+    }
+
+    /**
+     * Takes over the members of a hub that went away with its tab (`[{key, connectionId}]`):
+     * a socket still alive joins again; one that went with the tab, or since, is closed.
+     */
+    adopt(roster) {
+      for (const m of roster) {
+        if (!this.#members.has(m.key)) this.#watch(m, () => !this.#members.has(m.key));
+      }
+    }
+
+    join(member) {
+      const known = this.#members.get(member.key);
+      if (known) {
+        // Joining again (a new leader, or after a takeover): the socket's own `ack` wins.
+        Object.assign(known, member);
+      } else if (this.#members.size >= SHARE_LIMIT || this.#stopped) {
+        return member.post({ type: "solo" });
+      } else {
+        this.#members.set(member.key, member);
+        this.#watch(member);
+      }
+      this.#update();
+    }
+
+    leave(key) {
+      if (this.#members.delete(key)) this.#update();
+    }
+
+    stop() {
+      this.#stopped = true;
+      this.#members.clear();
+      if (this.#poll) this.#poll.abort();
+    }
+
+    /** The members changed: tell them how many share, and poll again with the new list. */
+    #update() {
+      for (const m of this.#members.values()) m.post({ type: "count", n: this.#members.size });
+      this.#onChange([...this.#members.values()].map((m) => ({ key: m.key, connectionId: m.connectionId })));
+      this.#changed = true;
+      if (this.#poll) this.#poll.abort();
+      if (!this.#running) this.#run();
+    }
+
+    /**
+     * Drops a member whose tab went away without leaving (its lock is free: `gone()` says
+     * whether it had not left), and closes its connector.
+     */
+    #watch(member, gone = () => this.#members.get(member.key) === member) {
+      if (!global.navigator || !global.navigator.locks) return;
+      global.navigator.locks.request(`${SHARE_PREFIX}member ${member.key}`, () => {
+        if (this.#stopped || !gone()) return;
+        this.leave(member.key);
+        postForm(this.#endpoint, member.connectionId, { action: "close" }).catch(() => {});
+      });
+    }
+
+    async #run() {
+      this.#running = true;
+      let failingSince = 0;
+      let attempt = 0;
+      try {
+        while (this.#members.size && !this.#stopped) {
+          this.#changed = false;
+          const members = [...this.#members.values()];
+          const wait = members[0].wait;
+          const abort = new AbortController();
+          this.#poll = abort;
+          // A connection that went silent is given up after the wait and a margin.
+          const timer = setTimeout(() => abort.abort(), wait + 15000);
+          let res = null;
+          let why = "network error";
+          try {
+            const share = JSON.stringify(members.map((m) => ({ connectionId: m.connectionId, ack: m.ack })));
+            res = await postForm(this.#endpoint, members[0].connectionId, { action: "sync", wait: String(wait), share }, abort.signal);
+          } catch (e) {
+            why = (e && e.message) || why;
+          } finally {
+            clearTimeout(timer);
+            this.#poll = null;
+          }
+          if (this.#changed || this.#stopped) continue; // poll again at once, with the new list
+          if (res && res.status === 200) {
+            failingSince = 0;
+            attempt = 0;
+            this.#hand(members, res.text);
+            continue;
+          }
+          if (res && res.status < 500) {
+            // Refused (an older server without shared polls?): everyone polls on their own.
+            this.#dismiss({ type: "solo" });
+            return;
+          }
+          if (res) why = `HTTP ${res.status} ${res.text}`;
+          // Retried with backoff; a member whose retry budget ran out is told so.
+          const now = Date.now();
+          failingSince = failingSince || now;
+          for (const m of members) {
+            if (now - failingSince >= m.retryBudget) {
+              const seconds = ((now - failingSince) / 1000).toFixed(1);
+              this.#members.delete(m.key);
+              m.post({ type: "unreachable", reason: `pollgate: the server could not be reached for ${seconds} s (${why})` });
+            }
+          }
+          attempt++;
+          const backoff = Math.min(members[0].maxBackoff, members[0].minBackoff * 2 ** (attempt - 1));
+          await new Promise((r) => setTimeout(r, backoff + Math.random() * members[0].minBackoff));
+        }
+      } finally {
+        this.#running = false;
+      }
+    }
+
+    /** Hands each member its part of an answer; members done with the poll leave it. */
+    #hand(members, text) {
+      let connectors;
+      try {
+        connectors = JSON.parse(text).connectors;
+      } catch (e) {
+        connectors = null;
+      }
+      if (!Array.isArray(connectors) || connectors.length !== members.length) return this.#dismiss({ type: "solo" });
+      let left = false;
+      members.forEach((m, i) => {
+        if (this.#members.get(m.key) !== m) return; // left while the poll was held
+        const c = connectors[i];
+        m.post({ type: "poll", seq: c.seq, packets: c.packets, close: c.close, state: c.state });
+        if (c.state || c.close) {
+          this.#members.delete(m.key);
+          left = true;
+        } else if (c.seq > m.ack) {
+          // Handed over: the member handles it (a lost hand-over is asked for again by the
+          // member's own `ack` when it joins a new hub).
+          m.ack = c.seq;
+        }
+      });
+      if (left) this.#update();
+    }
+
+    #dismiss(message) {
+      for (const m of this.#members.values()) m.post(message);
+      this.#members.clear();
+    }
+  }
+
+  /**
+   * Puts a socket's connector into the origin's shared poll: returns `{mode, join(), leave(),
+   * release()}`, or null where sharing is not possible. `member()` describes the connector
+   * (its `ack` as of now); `onMessage` gets the hub's messages. `join()` joins (again: after
+   * a takeover), `leave()` takes the connector out, `release()` (when the socket has ended)
+   * lets the hub know the socket is gone.
+   */
+  function joinSharedPoll(endpoint, key, member, onMessage) {
+    const nav = global.navigator;
+    if (!nav || !nav.locks || !global.BroadcastChannel) return null;
+    // The socket's own lock, held until it is released: the hub gets it when the tab is gone.
+    let unlock;
+    const locked = new Promise((acquired) => {
+      nav.locks
+        .request(`${SHARE_PREFIX}member ${key}`, () => {
+          acquired();
+          return new Promise((release) => (unlock = release));
+        })
+        .catch(() => {});
+    });
+    // No word from a hub in time: poll on our own.
+    let heard = false;
+    const hear = (message) => {
+      heard = true;
+      onMessage(message);
+    };
+    const deaf = setTimeout(() => heard || onMessage({ type: "solo" }), 10000);
+    let chosen = null;
+    const join = () => locked.then(() => chosen && chosen.join(member()));
+    chosen = (global.SharedWorker && scriptUrl && workerLink(endpoint, key, hear)) || channelLink(endpoint, key, hear, join);
+    join();
+    return {
+      mode: chosen.mode,
+      join,
+      leave() {
+        clearTimeout(deaf);
+        const link = chosen;
+        chosen = null;
+        if (link) link.leave();
+      },
+      release() {
+        locked.then(() => unlock && unlock());
+      },
+    };
+  }
+
+  /** The hub in a SharedWorker (this script, named for the endpoint). */
+  function workerLink(endpoint, key, onMessage) {
+    let worker;
+    try {
+      worker = new global.SharedWorker(scriptUrl, { name: SHARE_PREFIX + endpoint });
+    } catch (e) {
+      return null; // e.g. the script is of another origin
+    }
+    worker.onerror = () => onMessage({ type: "solo" });
+    worker.port.onmessage = (e) => onMessage(e.data);
+    worker.port.start();
+    return {
+      mode: "worker",
+      join: (member) => worker.port.postMessage({ t: "join", member }),
+      leave() {
+        worker.port.postMessage({ t: "leave", key });
+        worker.port.close();
+      },
+    };
+  }
+
+  /**
+   * The hub in the leader socket: every socket asks for the endpoint's leader lock and, once
+   * it has it, holds the poll until it leaves; messages go over a BroadcastChannel. A new
+   * leader says so, and every socket calls `rejoin`.
+   */
+  function channelLink(endpoint, key, onMessage, rejoin) {
+    const name = SHARE_PREFIX + endpoint;
+    const channel = new global.BroadcastChannel(name);
+    const stopped = new AbortController();
+    let resign = null;
+    // The members of the leader's poll, as it last said: a new leader adopts them.
+    let roster = [];
+    channel.onmessage = (e) => {
+      const m = e.data;
+      if (m.t === "leader") rejoin();
+      else if (m.t === "roster") roster = m.members;
+      else if (m.to === key) onMessage(m.message);
+    };
+    global.navigator.locks
+      .request(`${name} leader`, { signal: stopped.signal }, () => {
+        const serve = new global.BroadcastChannel(name);
+        const hub = new PollHub(endpoint, (members) => serve.postMessage({ t: "roster", members }));
+        hub.adopt(roster.filter((m) => m.key !== key));
+        serve.onmessage = (e) => {
+          const m = e.data;
+          if (m.t === "join") {
+            const to = m.member.key;
+            hub.join(Object.assign(m.member, { post: (message) => serve.postMessage({ to, message }) }));
+          } else if (m.t === "leave") {
+            hub.leave(m.key);
+          }
+        };
+        onMessage({ type: "mode", mode: "leader" });
+        // Listening: every socket (this one too) joins now.
+        serve.postMessage({ t: "leader" });
+        return new Promise((release) => {
+          resign = () => {
+            hub.stop();
+            serve.close();
+            release();
+          };
+        });
+      })
+      .catch(() => {}); // left before its turn came
+    return {
+      mode: "follower",
+      join: (member) => channel.postMessage({ t: "join", member }),
+      leave() {
+        channel.postMessage({ t: "leave", key });
+        channel.close();
+        stopped.abort();
+        if (resign) resign();
+      },
+    };
+  }
+
+  /** In the SharedWorker: one hub for the endpoint the worker is named for. */
+  function serveWorker() {
+    const hub = new PollHub(global.name.slice(SHARE_PREFIX.length));
+    global.onconnect = (e) => {
+      const port = e.ports[0];
+      port.onmessage = (m) => {
+        const data = m.data;
+        if (data.t === "join") hub.join(Object.assign(data.member, { post: (message) => port.postMessage(message) }));
+        else if (data.t === "leave") hub.leave(data.key);
+      };
+      port.start();
+    };
+  }
+
   class PollgateSocket extends EventTarget {
     // Set once by the constructor.
     #url;
@@ -163,13 +511,21 @@
     #ended = false;
     #maxFrameSize = 0;
     #stats = { retries: 0, sent: 0, received: 0 };
+    /** Names this socket to the shared poll (not a secret: it is not the connection id). */
+    #key = randomId();
+    /** How the poll is held: `{mode, connectors}` (see the `sharing` getter). */
+    #sharing = { mode: "solo", connectors: 1 };
+    /** Takes our connector out of the shared poll, while it is in. */
+    #leave = null;
+    /** Tells the shared poll this socket has ended (after its own close request). */
+    #release = null;
     #onPageHide = () => this.#goingAway();
 
     /**
      * @param {string|URL} url `http(s)://host:port/jWebSocket/http`, or a `ws(s)://` URL as
      *   jWebSocket.js builds it.
      * @param {string|string[]|object} [protocols] sub-protocols (or the options).
-     * @param {object} [options] `{wait, retryBudget, sessionId, context}`; see pollgate.d.ts.
+     * @param {object} [options] `{wait, retryBudget, sessionId, context, share}`; see pollgate.d.ts.
      */
     constructor(url, protocols, options) {
       super();
@@ -177,7 +533,7 @@
         options = protocols;
         protocols = undefined;
       }
-      const defaults = { wait: 25000, retryBudget: 10000, minBackoff: 100, maxBackoff: 2000 };
+      const defaults = { wait: 25000, retryBudget: 10000, minBackoff: 100, maxBackoff: 2000, share: true };
       this.#options = Object.assign(defaults, new.target.defaults, options);
       this.#url = String(url);
       this.#endpoint = endpointOf(this.#url, this.#options.context);
@@ -229,6 +585,14 @@
     /** The server's `maxframesize` (from the open answer), 0 before open. */
     get maxFrameSize() {
       return this.#maxFrameSize;
+    }
+    /**
+     * How this socket's poll is held: `mode` is `worker` (a SharedWorker holds it), `leader`
+     * (this socket holds it for the origin's others), `follower` (another tab's socket holds
+     * it) or `solo` (a poll of its own); `connectors` is how many sockets share it.
+     */
+    get sharing() {
+      return Object.assign({}, this.#sharing);
     }
     /** Counters: requests retried, messages acknowledged, messages received. */
     get stats() {
@@ -307,7 +671,8 @@
         this.dispatchEvent(makeEvent("open"));
         // A jWebSocket server's first frame is this frame-size message; jWebSocket.js expects it.
         if (body) this.#deliver(body);
-        await this.#syncLoop();
+        if (this.#options.share !== false) await this.#sharedLoop();
+        else await this.#syncLoop();
       } catch (e) {
         this.#failed(e);
       }
@@ -338,18 +703,7 @@
         }
         const header = res.headers.get("X-Pollgate-Seq");
         const last = header === null ? NaN : Number(header);
-        let seq = Number.isFinite(last) ? last - packets.length + 1 : NaN;
-        for (const packet of packets) {
-          const current = seq++;
-          if (current <= this.#ack) continue; // delivered before (defensive: ack makes it rare)
-          if (Number.isFinite(current)) this.#ack = current;
-          if (packet === CLOSE_COMMAND) {
-            return this.#closedByServer(res.headers.get("X-Pollgate-Close-Reason") || "");
-          }
-          if (this.#state !== OPEN) return;
-          this.#deliver(packet);
-        }
-        if (Number.isFinite(last) && last > this.#ack) this.#ack = last;
+        if (!this.#take(packets, last, res.headers.get("X-Pollgate-Close-Reason") || "")) return;
         if (packets.length === 0 && Date.now() - started < wait / 2) {
           // An early empty answer: the server may not know us (it answers an unknown
           // connector's sync at once with []). `active` tells: 204, or 400/411.
@@ -357,6 +711,91 @@
           if (probe.status === 400 || probe.status === 411) return this.#fail(4000, UNKNOWN_REASON);
         }
       }
+    }
+
+    /**
+     * Handles the packets of one answer, the last numbered `last`: those handled before are
+     * skipped, the close command ends the socket. Returns whether the socket is still open.
+     */
+    #take(packets, last, closeReason) {
+      let seq = Number.isFinite(last) ? last - packets.length + 1 : NaN;
+      for (const packet of packets) {
+        const current = seq++;
+        if (current <= this.#ack) continue; // delivered before (an answer asked for again)
+        if (Number.isFinite(current)) this.#ack = current;
+        if (packet === CLOSE_COMMAND) {
+          this.#closedByServer(closeReason);
+          return false;
+        }
+        if (this.#state !== OPEN) return false;
+        this.#deliver(packet);
+      }
+      if (Number.isFinite(last) && last > this.#ack) this.#ack = last;
+      return this.#state === OPEN;
+    }
+
+    /**
+     * Lets the shared poll of this origin wait for our connector (see "Sharing the poll"),
+     * until the socket ends. Falls back to a poll of its own where sharing is not possible or
+     * the shared poll gives up on us.
+     */
+    async #sharedLoop() {
+      const outcome = await new Promise((resolve) => {
+        const member = () => ({
+          key: this.#key,
+          connectionId: this.#id,
+          ack: this.#ack,
+          wait: this.#options.wait,
+          retryBudget: this.#options.retryBudget,
+          minBackoff: this.#options.minBackoff,
+          maxBackoff: this.#options.maxBackoff,
+        });
+        const link = joinSharedPoll(this.#endpoint, this.#key, member, (message) => {
+          if (this.#state !== OPEN) return;
+          switch (message.type) {
+            case "count":
+              this.#sharing.connectors = message.n;
+              break;
+            case "mode":
+              this.#sharing.mode = message.mode;
+              break;
+            case "poll":
+              if (message.state === "unknown" || message.state === "ack-ahead") return resolve("unknown");
+              if (message.state === "superseded") {
+                // Another poll took our connector (a leader's takeover): join again.
+                setTimeout(() => this.#state === OPEN && link.join(), 500);
+                return;
+              }
+              if (!Array.isArray(message.packets)) return resolve("solo");
+              if (!this.#take(message.packets, message.seq, message.close || "")) resolve("ended");
+              break;
+            case "unreachable":
+              resolve({ unreachable: message.reason });
+              break;
+            case "solo":
+              resolve("solo");
+              break;
+          }
+        });
+        if (!link) return resolve("solo");
+        this.#sharing = { mode: link.mode, connectors: 1 };
+        this.#stopSync.signal.addEventListener("abort", () => resolve("stopped"), { once: true });
+        this.#leave = () => link.leave();
+        this.#release = () => link.release();
+      });
+      this.#leaveSharedPoll();
+      if (outcome === "solo" && this.#state === OPEN) {
+        this.#sharing = { mode: "solo", connectors: 1 };
+        return this.#syncLoop();
+      }
+      if (outcome === "unknown") return this.#fail(4000, UNKNOWN_REASON);
+      if (outcome && outcome.unreachable) return this.#fail(1006, outcome.unreachable);
+    }
+
+    #leaveSharedPoll() {
+      const leave = this.#leave;
+      this.#leave = null;
+      if (leave) leave();
     }
 
     /** Sends the queue, one message at a time, until it is empty. */
@@ -498,6 +937,8 @@
       this.#state = CLOSED;
       this.#stop.abort();
       this.#stopSync.abort();
+      this.#leaveSharedPoll();
+      if (this.#release) this.#release();
       if (global.removeEventListener) global.removeEventListener("pagehide", this.#onPageHide);
       for (const item of this.#queue.splice(0)) item.resolve(false);
       if (!wasClean) this.dispatchEvent(makeEvent("error"));
@@ -537,6 +978,18 @@
     Object.defineProperty(PollgateSocket.prototype, name, { value, enumerable: true });
   }
   PollgateSocket.endpointOf = endpointOf;
+  /** The URL of pollgate.js, which the SharedWorker of a shared poll runs (null: unknown). */
+  Object.defineProperty(PollgateSocket, "scriptUrl", {
+    get: () => scriptUrl,
+    set: (url) => (scriptUrl = url ? String(url) : null),
+    enumerable: true,
+  });
 
   global.PollgateSocket = PollgateSocket;
+
+  // Run as the SharedWorker of a shared poll: be its hub.
+  const Scope = global.SharedWorkerGlobalScope;
+  if (typeof Scope === "function" && global instanceof Scope && String(global.name).startsWith(SHARE_PREFIX)) {
+    serveWorker();
+  }
 })(typeof globalThis !== "undefined" ? globalThis : window);

@@ -8,4 +8,7 @@
 import "./pollgate.js";
 
 export const PollgateSocket = globalThis.PollgateSocket;
+// A module has no `document.currentScript`: tell the class where its script is, for the
+// SharedWorker that holds the shared poll.
+if (!PollgateSocket.scriptUrl) PollgateSocket.scriptUrl = new URL("./pollgate.js", import.meta.url).href;
 export default PollgateSocket;

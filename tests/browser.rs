@@ -187,3 +187,32 @@ fn admin_page_lists_filters_pages_and_closes_sessions() {
     let png = std::fs::read(&file).expect("admin.png was written");
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG file");
 }
+
+/// Ten tabs of one origin chat through the demo page while one poll, held by a SharedWorker,
+/// waits for them all (the metrics show one held poll): every tab receives every message
+/// once and in order; a tab closed and a tab crashed close only their own connectors.
+#[test]
+fn ten_tabs_share_one_poll() {
+    let server = Server::start(&[]);
+    let out = scenario("tabs", server.addr, &mut no_control);
+    assert!(out.contains("scenario passed"), "{out}");
+}
+
+/// Without SharedWorker the tabs elect a leader with Web Locks; in the middle of a stream of
+/// messages the leader's tab is closed, then the next leader's tab crashes: each time another
+/// takes the poll over, and nothing is lost or doubled.
+#[test]
+fn the_leader_tab_hands_the_poll_over_without_loss() {
+    let server = Server::start(&[]);
+    let out = scenario("takeover", server.addr, &mut no_control);
+    assert!(out.contains("scenario passed"), "{out}");
+}
+
+/// Two origins of one server in one browser: each origin's tabs share a poll of their own
+/// (two held polls), and a socket is handed only its own connector's packets.
+#[test]
+fn origins_do_not_share_a_poll() {
+    let server = Server::start(&[]);
+    let out = scenario("origins", server.addr, &mut no_control);
+    assert!(out.contains("scenario passed"), "{out}");
+}

@@ -117,6 +117,53 @@ fn a_poll_held_on_one_node_wakes_for_a_packet_queued_on_another() {
     assert!(took < Duration::from_secs(20), "the poll was not woken: {took:?}");
 }
 
+/// A shared poll held on one node wakes for a packet queued through another, for whichever
+/// of its connectors (opened on other nodes) the packet is; a newer shared poll on a third
+/// node takes the connectors over.
+#[test]
+fn a_shared_poll_on_one_node_wakes_for_sends_on_another() {
+    let c = Cluster::start(&[]);
+    let (first, first_id, sender, _) = receiver_and_guest_sender(&c);
+    let second = Client::new(c.nodes[1].addr);
+    let second_id = second.open();
+    // Both connectors carried by one poll on node 2, with the welcome acknowledged.
+    let poll_on = |node: usize, acks: (u64, u64)| {
+        let (addr, a, b) = (c.nodes[node].addr, first.clone(), second.clone());
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            (support::shared_poll(addr, &a, &[(&a, acks.0), (&b, acks.1)], 25_000), start.elapsed())
+        })
+    };
+    let poll = poll_on(2, (1, 1));
+    std::thread::sleep(Duration::from_millis(500));
+    sender.send(&send_to(&second_id, "to the second"));
+    let (r, took) = poll.join().unwrap();
+    assert!(took < Duration::from_secs(20), "the shared poll was not woken: {took:?}");
+    let got = support::carried(&r);
+    assert_eq!(got[0]["packets"], json!([]));
+    assert_eq!(
+        parse(&serde_json::from_value::<Vec<String>>(got[1]["packets"].clone()).unwrap())[0]["data"],
+        "to the second"
+    );
+    assert_eq!(got[1]["seq"], 2);
+    // A newer shared poll on node 0 supersedes one held on node 2, then gets the next packet.
+    let older = poll_on(2, (1, 2));
+    std::thread::sleep(Duration::from_millis(500));
+    let newer = poll_on(0, (1, 2));
+    let (r, took) = older.join().unwrap();
+    assert!(took < Duration::from_secs(20), "not superseded: {took:?}");
+    let got = support::carried(&r);
+    assert_eq!((got[0]["state"].as_str(), got[1]["state"].as_str()), (Some("superseded"), Some("superseded")));
+    std::thread::sleep(Duration::from_millis(300));
+    sender.send(&send_to(&first_id, "to the first"));
+    let got = support::carried(&newer.join().unwrap().0);
+    assert_eq!(
+        parse(&serde_json::from_value::<Vec<String>>(got[0]["packets"].clone()).unwrap())[0]["data"],
+        "to the first"
+    );
+    assert_eq!(got[1], json!({"seq": 2, "packets": []}));
+}
+
 /// A newer sync makes the held one answer `[]` at once, whether it lands on the held one's
 /// node (which wakes its own poll itself) or on another (woken through Redis); the newer one
 /// then holds until its packet comes.

@@ -209,6 +209,12 @@ fn secrets_never_reach_the_log() {
     d.system("login", json!({"username": "alice", "password": wrong}));
     let r = get_with(server.addr, &format!("{ENDPOINT}?action=sync"), &[("X-Pollgate-Connection", &d.connection_id)]);
     assert_eq!(r.status, 200);
+    // A shared poll names both connection ids in its body; a refused one too.
+    let r = shared_poll(server.addr, &c, &[(&c, 0), (&d, 0)], 0);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let twice = json!([{"connectionId": c.connection_id, "ack": 0}, {"connectionId": c.connection_id, "ack": 0}]);
+    let r = shared_poll_raw(server.addr, &d, &format!("action=sync&share={}", enc(&twice.to_string())));
+    assert_eq!(r.status, 400, "{}", r.text());
     let r = c.get("action=download&filename=..%2Fx");
     assert_eq!(r.status, 200);
     let r = c.get("action=nonsense");

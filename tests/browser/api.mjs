@@ -3,6 +3,7 @@
 // jWebSocket.js builds it maps to the HTTP endpoint; constants, readyState, errors thrown,
 // handlers and listeners, bufferedAmount, a clean close by the client and one by the server;
 // and on the wire: every request a POST with the connection id in the header, never in a URL.
+// Its sockets share a poll held by a SharedWorker; one with `share: false` polls alone.
 
 import { BASE, check, run, step } from "./lib.mjs";
 
@@ -64,6 +65,14 @@ await run(60000, async (context) => {
     while (messages.length < 2) await new Promise((r) => setTimeout(r, 50));
     out.firstMessages = messages.slice(0, 2).map((m) => `${m.ns}/${m.type}/${m.name || ""}`);
     out.maxFrameSize = ws.maxFrameSize;
+    // The page's sockets share a poll held by a SharedWorker; `share: false` polls alone.
+    out.sharedMode = ws.sharing.mode;
+    const solo = new PollgateSocket("/jWebSocket/http", { share: false });
+    await events(solo, "open");
+    out.soloMode = solo.sharing.mode;
+    const soloClosed = events(solo, "close");
+    solo.close();
+    await soloClosed;
 
     const echo = ws.send(JSON.stringify({ ns: SYSTEM, type: "echo", data: "héllo" }));
     out.buffered = ws.bufferedAmount;
@@ -130,6 +139,7 @@ await run(60000, async (context) => {
     `the frame-size message, then the welcome: ${r.firstMessages}`,
   );
   check(r.maxFrameSize === 1048840, `maxFrameSize ${r.maxFrameSize}`);
+  check(r.sharedMode === "worker" && r.soloMode === "solo", `sharing: ${r.sharedMode}, with share false: ${r.soloMode}`);
   check(r.buffered > 40 && r.bufferedAfter === 0 && r.echoAcked === true, `bufferedAmount ${r.buffered} → ${r.bufferedAfter}`);
   check(r.echo === "héllo", `the echo came back: ${r.echo}`);
   check(r.removedCalled === 0, "a removed listener is not called");
@@ -147,7 +157,7 @@ await run(60000, async (context) => {
   // The last socket's close request left the page before evaluate() returned, but the
   // browser may report it a moment later: wait (a bounded while) until it has been seen.
   const idCount = () => new Set(requests.map((q) => q.headers["x-pollgate-connection"])).size;
-  for (let i = 0; i < 100 && idCount() < 3; i++) await new Promise((r) => setTimeout(r, 100));
+  for (let i = 0; i < 100 && idCount() < 4; i++) await new Promise((r) => setTimeout(r, 100));
   step(`${requests.length} endpoint requests`);
   check(requests.length >= 8, "requests were seen");
   const ids = new Set();
@@ -159,6 +169,8 @@ await run(60000, async (context) => {
     check(!/connectionId/.test(q.body), "no connectionId in the body");
     ids.add(id);
   }
-  check(ids.size === 3, `three connections, three ids: ${ids.size}`);
+  check(ids.size === 4, `four connections, four ids: ${ids.size}`);
+  // The page's own requests: the shared poll's are the worker's; the solo socket's are here.
+  check(requests.some((q) => /(^|&)action=sync(&|$)/.test(q.body)), "the socket with share: false polls itself");
   for (const q of requests) for (const id of ids) check(!q.url.includes(id) && !q.body.includes(id), "the id appears in no URL or body");
 });

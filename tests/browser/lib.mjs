@@ -107,3 +107,58 @@ export async function demoLogin(context, url, user, password) {
 export async function waitOnline(page, user) {
   await page.waitForSelector(`#users li[data-user="${user}"]`);
 }
+
+/** A sample of the server's metrics (`pollgate_held_polls`), read over HTTP from Node. */
+export async function metric(name) {
+  const text = await (await fetch(`${BASE}/jWebSocket/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+  check(line, `no metric ${name}`);
+  return Number(line.slice(name.length + 1));
+}
+
+/** Waits (a bounded while) until `probe()` returns true; fails with `what` otherwise. */
+export async function until(what, probe, limitMs = 20000) {
+  const start = Date.now();
+  for (;;) {
+    if (await probe()) return Date.now() - start;
+    check(Date.now() - start < limitMs, `${what}: not within ${limitMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** How a demo page's poll is held, as the page shows it: `{mode, tabs}`. */
+export async function sharing(page) {
+  return page.evaluate(() => {
+    const el = document.getElementById("sharing");
+    return { mode: el.dataset.mode, tabs: Number(el.dataset.tabs) };
+  });
+}
+
+/**
+ * Records the `data` of every broadcast a demo page's socket receives into `window.heard`
+ * (the sender's name with it), from now on.
+ */
+export async function recordBroadcasts(page) {
+  await page.evaluate(() => {
+    window.heard = [];
+    window.chat.ws.addEventListener("message", (e) => {
+      const t = JSON.parse(e.data);
+      if (t.type === "broadcast") window.heard.push(String(t.data));
+    });
+  });
+}
+
+/** Checks that `heard` holds each of `expected` once, each sender's in the order sent. */
+export function checkHeardOnceInOrder(label, heard, expected) {
+  check(heard.length === expected.length, `${label}: ${heard.length} messages, expected ${expected.length}: ${heard}`);
+  check(new Set(heard).size === heard.length, `${label}: a message came twice: ${heard}`);
+  for (const m of expected) check(heard.includes(m), `${label}: ${m} is missing`);
+  // Messages are `<sender>-<n>`: each sender's n rise.
+  const last = new Map();
+  for (const m of heard) {
+    const at = m.lastIndexOf("-");
+    const [sender, n] = [m.slice(0, at), Number(m.slice(at + 1))];
+    check(!(last.get(sender) >= n), `${label}: ${m} out of order: ${heard}`);
+    last.set(sender, n);
+  }
+}

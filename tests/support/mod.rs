@@ -419,3 +419,25 @@ pub fn write(path: &Path, content: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, content).unwrap();
 }
+
+/// A shared poll (docs/PROTOCOL.md, "Shared poll") sent to `addr` as a form POST by `by`
+/// (its connection id in the header), carrying each client's connector with its `ack`.
+pub fn shared_poll(addr: SocketAddr, by: &Client, carried: &[(&Client, u64)], wait: u64) -> Response {
+    let share: Vec<serde_json::Value> =
+        carried.iter().map(|(c, ack)| serde_json::json!({"connectionId": c.connection_id, "ack": ack})).collect();
+    let share = serde_json::Value::Array(share).to_string();
+    shared_poll_raw(addr, by, &format!("action=sync&wait={wait}&share={}", enc(&share)))
+}
+
+/// A shared poll with the form body exactly as given.
+pub fn shared_poll_raw(addr: SocketAddr, by: &Client, body: &str) -> Response {
+    let headers =
+        [("Content-Type", "application/x-www-form-urlencoded"), ("X-Pollgate-Connection", by.connection_id.as_str())];
+    post_with(addr, ENDPOINT, &headers, body.as_bytes())
+}
+
+/// The connectors of a shared poll's answer, in the order of the request.
+pub fn carried(r: &Response) -> Vec<serde_json::Value> {
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["connectors"].as_array().unwrap_or_else(|| panic!("no connectors in {}", r.text())).clone()
+}

@@ -7,14 +7,18 @@
 //! # Layout
 //!
 //! - [`config`]: the configuration file, its defaults and the flag/environment overrides.
-//! - [`server`]: listeners (plain and TLS), the accept loop, the reaper task, graceful shutdown.
+//! - [`server`]: listeners (plain and TLS), the accept loop, the reaper task, graceful
+//!   shutdown; the built-in plugins are assembled here ([`server::plugins`]).
 //! - `conn`: pollgate's HTTP/1.1, one loop per connection: every request's head is read
 //!   and its body framed in this one place (`conn::head`, `conn::chunked`), answers are
 //!   written (`conn::response`), and a client that stops reading is cut off
 //!   (`conn::write_deadline`).
 //! - [`timer`]: one timer per connection, lent in turn to the read deadlines and to a held
 //!   poll's wait.
-//! - [`http`]: one request → parameters → action, and the one place errors become responses.
+//! - [`http`]: one request → parameters → action; its leaves are bodies (`http::body`), the
+//!   one place errors become responses (`http::error`), what a request is read with
+//!   (`http::request`) and CORS; the admin API under `{context}/admin/` (`http::admin`) and
+//!   the document root under `/` and `{context}/` (`http::static_files`) are routed from it.
 //! - [`params`]: lenient query-string and form parsing.
 //! - [`protocol`]: identifiers, the token envelope and the wire strings.
 //! - [`engine`]: connectors and sessions: the only owner of their life cycle (open, close,
@@ -23,14 +27,12 @@
 //!   in-memory implementation ([`store::memory`]), a Redis one for a cluster
 //!   ([`store::redis`], its atomic steps in `store/lua/`) and the sequenced queue
 //!   ([`store::queue`]).
-//! - [`auth`]: users, password hashes, login rate limits.
+//! - [`auth`]: users, password hashes, login rate limits, and the rights checks on a session.
 //! - [`plugins`]: the [`plugins::Plugin`] trait an application implements, the system plugin
 //!   and the filesystem plugin that serves `download`.
-//! - [`static_files`]: the document root under `/` and `{context}/`.
 //! - [`metrics`]: the Prometheus metrics of `{context}/metrics`.
 //! - [`panics`]: panic isolation: a request or a reaper pass that panics ends alone, and the
 //!   process's panic hook logs each panic once.
-//! - [`admin`]: the admin API under `{context}/admin/` (sessions and connectors).
 //! - [`client`]: the Rust client, a session that queues requests and runs them in order with
 //!   safe retries, and streams pushed packets from a background long-poll.
 //!
@@ -67,7 +69,6 @@
 //! # Ok(()) }
 //! ```
 
-pub mod admin;
 pub mod auth;
 pub mod client;
 pub mod config;
@@ -80,7 +81,6 @@ pub mod params;
 pub mod plugins;
 pub mod protocol;
 pub mod server;
-pub mod static_files;
 pub mod store;
 pub mod timer;
 

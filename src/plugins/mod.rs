@@ -16,7 +16,7 @@ use crate::store::{CloseReason, ConnectorInfo, PushOutcome, StoreError, StoreRes
 pub use crate::protocol::{Token, TokenFields};
 
 /// A response to an HTTP action a plugin serves itself (such as `download`).
-pub type ActionResponse = hyper::Response<crate::http::Body>;
+pub type ActionResponse = hyper::Response<crate::http::body::Body>;
 
 /// A server-side extension. Tokens whose `ns` equals [`Plugin::namespace`] are handed to
 /// [`Plugin::process_token`]; the other hooks are optional.
@@ -41,8 +41,8 @@ pub trait Plugin: Send + Sync + 'static {
         _ctx: &mut RequestContext<'_>,
         _action: &str,
         _params: &Params,
-    ) -> Result<ActionResponse, crate::http::HttpError> {
-        Err(crate::http::HttpError::InvalidRequest)
+    ) -> Result<ActionResponse, crate::http::error::HttpError> {
+        Err(crate::http::error::HttpError::InvalidRequest)
     }
 
     /// A connector was opened (its welcome is queued). A store failure recorded through

@@ -50,8 +50,11 @@ pub enum StoreKind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+/// How log lines are written (`log_format`).
 pub enum LogFormat {
+    /// One line of text per event.
     Text,
+    /// One JSON object per line.
     Json,
 }
 

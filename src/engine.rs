@@ -85,10 +85,6 @@ impl Engine {
         Arc::new(Engine { config, store, users, plugins, draining, shutdown, metrics, limits })
     }
 
-    pub fn plugins(&self) -> &[Arc<dyn Plugin>] {
-        &self.plugins
-    }
-
     /// The plugin serving an extra HTTP action, if any.
     pub fn action_plugin(&self, action: &str) -> Option<Arc<dyn Plugin>> {
         self.plugins.iter().find(|p| p.actions().contains(&action)).cloned()
@@ -150,8 +146,9 @@ impl Engine {
             let Err(e) = ctx.take_store_error() else { continue };
             match self.store.close(id, CloseReason::Client, false, None).await {
                 Ok(Some(info)) => {
+                    let mut stopped = RequestContext::new(self, &info.id, &info.session_id, false);
                     for plugin in &self.plugins[..started] {
-                        plugin.connector_stopped(self, &info, CloseReason::Client).await;
+                        plugin.connector_stopped(&mut stopped, CloseReason::Client).await;
                     }
                 }
                 Ok(None) => {}
@@ -160,11 +157,6 @@ impl Engine {
             return Err(e.into());
         }
         Ok(())
-    }
-
-    /// The live connector of that id.
-    pub async fn connector(&self, id: &str) -> EngineResult<Option<ConnectorInfo>> {
-        Ok(self.store.connector(id).await?)
     }
 
     /// Records activity of a live connector (pushes its session's inactivity deadline) and
@@ -214,8 +206,9 @@ impl Engine {
         tracing::debug!(source_id = %id, reason = reason.as_str(), "connector closed");
         self.metrics.closed(reason.as_str());
         if events {
+            let mut ctx = RequestContext::new(self, &info.id, &info.session_id, false);
             for plugin in &self.plugins {
-                plugin.connector_stopped(self, &info, reason).await;
+                plugin.connector_stopped(&mut ctx, reason).await;
             }
         }
         Ok(true)

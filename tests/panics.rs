@@ -67,7 +67,7 @@ fn start(runtime: &tokio::runtime::Runtime, fs_root: &std::path::Path) -> (Socke
     let writer = log.clone();
     tracing_subscriber::fmt().with_env_filter("debug").with_ansi(false).with_writer(move || writer.clone()).init();
     // As the binary does: each panic logged once, without its message.
-    pollgate::panics::install_hook();
+    pollgate::install_panic_hook();
     let mut env: Vec<(String, String)> = [
         ("port", "0"),
         ("sslport", "0"),

@@ -12,26 +12,37 @@ use crate::store::StoreError;
 /// one into a status and a body.
 #[derive(Debug)]
 pub enum HttpError {
+    /// No connection id, in the `X-Pollgate-Connection` header or the `connectionId` parameter.
     MissingConnectionId,
     /// `open` on a live connector or another action on an unknown one; POST answers 411.
     InvalidState {
+        /// Whether the request was a POST.
         post: bool,
     },
+    /// An action without the parameters it needs (a `send` without data, a `login` without
+    /// its user name or password).
     InvalidParameters,
     /// A method the endpoint does not take (HEAD among them: it would run the action).
     MethodNotAllowed,
     /// A pollgate extension parameter that does not parse (`ack`, `wait`, `seq`).
     BadParameter(&'static str),
+    /// A `download` without a file name.
     MissingFilename,
+    /// A request from an origin `domains` does not allow.
     OriginNotAllowed,
+    /// An unknown action, or an action no plugin serves.
     InvalidRequest,
+    /// `maxconnections` reached with `onmaxconnections = "reject"`.
     TooManyConnections,
     /// Body or parameters larger than `maxframesize`.
     TooLarge(usize),
     /// The client did not send its body within `body_read_timeout`.
     BodyTimeout,
+    /// An `ack` beyond the last sequence number issued (which is given).
     AckAhead(u64),
+    /// A `send` with this `seq` is running right now.
     SendInProgress,
+    /// A `send` with this `seq` ran too long ago for its response to be kept.
     SendForgotten,
     /// The store cannot be reached.
     Unavailable(String),

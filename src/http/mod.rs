@@ -18,11 +18,10 @@ use std::time::{Duration, Instant};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-pub use body::{full, text_response, Body, BodyError, ReadBody};
+use body::{text_response, Body, ReadBody};
 use cors::{glob_match, preflight, with_cors};
-pub use error::HttpError;
-use request::{Identity, HEADER_CLOSE_REASON, HEADER_CONNECTION, HEADER_SEQ, X_FORWARDED_FOR};
-pub use request::{Peer, PlainRequest, ENDPOINT_HEADERS};
+use error::HttpError;
+use request::{Identity, Peer, PlainRequest, HEADER_CLOSE_REASON, HEADER_CONNECTION, HEADER_SEQ, X_FORWARDED_FOR};
 use static_files::StaticFiles;
 
 use crate::auth;
@@ -204,11 +203,6 @@ impl Service {
     ) -> impl std::future::Future<Output = Response<Body>> + Send {
         let req = Box::new(Inbound::Plain(req));
         self.serve(req, peer)
-    }
-
-    /// `{context}/http`.
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
     }
 
     /// How the access log names a request's path: a route's own path, the admin API's

@@ -18,7 +18,7 @@ use crate::engine::Engine;
 use crate::protocol::{
     self, error_response, get_bool, get_int, get_str, Token, TokenFields, ANONYMOUS, NS_SYSTEM, VENDOR, VERSION,
 };
-use crate::store::{CloseReason, ConnectorInfo};
+use crate::store::CloseReason;
 
 /// Session key with the events a client does not want, e.g. `,connect,disconnect`.
 pub const EVENTS_EXCLUDE: &str = "org.jwebsocket.plugins.system.events.exclude";
@@ -679,13 +679,14 @@ impl Plugin for SystemPlugin {
         }
     }
 
-    async fn connector_stopped(&self, engine: &Arc<Engine>, connector: &ConnectorInfo, _reason: CloseReason) {
+    async fn connector_stopped(&self, ctx: &mut RequestContext<'_>, _reason: CloseReason) {
+        let engine = ctx.engine;
         if engine.config.broadcast_close_event {
             let Some(count) = Self::client_count(engine).await else { return };
             let mut event = protocol::event("disconnect");
-            event.insert("sourceId".into(), connector.id.as_str().into());
+            event.insert("sourceId".into(), ctx.connector_id.into());
             event.insert("clientCount".into(), count.into());
-            engine.broadcast_event(Some(&connector.id), "disconnect", &event).await;
+            engine.broadcast_event(Some(ctx.connector_id), "disconnect", &event).await;
         }
     }
 }

@@ -312,7 +312,9 @@ impl Service {
             return Box::pin(admin::serve(&self.engine, req, &rest, caller)).await;
         }
         if path == self.metrics_path {
-            let text = self.engine.metrics.render(&*self.engine.store).await;
+            let store = &self.engine.store;
+            let (connectors, sessions) = (store.connector_count().await.ok(), store.session_count().await.ok());
+            let text = self.engine.metrics.render(connectors, sessions);
             let mut resp = text_response(StatusCode::OK, text);
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
             return resp;

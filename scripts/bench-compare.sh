@@ -16,7 +16,7 @@
 # SERVER is one of: baseline (hyper, :3000), node (socket.io, :3001),
 # sioxide (socketioxide, :3002) — all driven by the peers' load tool (peer-load, an
 # engine.io polling client) — and pollgate (:3003), driven by our own
-# target/release/pollgate-load. `one` also takes rawfloor (:3004, examples/raw_floor.rs:
+# target/release/pollgate-load. `one` also takes rawfloor (:3004, benches/peers/rust/src/bin/raw-floor.rs:
 # the floor's answer from a hand-written HTTP loop instead of hyper), driven by
 # peer-load's `floor` mode.
 #
@@ -84,7 +84,6 @@ build_for() {
   for s in "$@"; do
     case "$s" in
       pollgate) need_pollgate=1 ;;
-      rawfloor) need_peers=1; cargo build --release --example raw_floor ;;
       *) need_peers=1 ;;
     esac
   done
@@ -131,7 +130,7 @@ start_server() {
     baseline) PORT=$PORT taskset -c "$SERVER_CPU" "$PEERS_BIN/hyper-floor" >>"$LOG.server" 2>&1 & ;;
     node)     PORT=$PORT taskset -c "$SERVER_CPU" node "$PEERS/socketio/server.js" >>"$LOG.server" 2>&1 & ;;
     sioxide)  PORT=$PORT taskset -c "$SERVER_CPU" "$PEERS_BIN/sioxide-server" >>"$LOG.server" 2>&1 & ;;
-    rawfloor) PORT=$PORT taskset -c "$SERVER_CPU" "$TARGET_DIR/release/examples/raw_floor" >>"$LOG.server" 2>&1 & ;;
+    rawfloor) PORT=$PORT taskset -c "$SERVER_CPU" "$PEERS_BIN/raw-floor" >>"$LOG.server" 2>&1 & ;;
     pollgate)
       local penv=("${BENCH_ENV[@]}" POLLGATE_PORT=$PORT)
       # churn: connectors time out after 0.1 minutes so the reaper runs during the test, and

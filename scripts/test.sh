@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs pollgate's whole test suite on a fresh machine: installs what is missing (a C
 # toolchain, redis-server, nginx, Chromium, Node.js and npm, a JDK; the browser tests' npm
-# packages), then runs formatting and lint checks, the unit and
+# packages), then runs formatting, lint and layering checks, the unit and
 # integration tests, and compiles the benchmarks. The integration tests then run a second
 # time with every server keeping its state in Redis (the store of a cluster). Last, each
 # fuzz target runs for about a minute (scripts/fuzz.sh, which installs cargo-fuzz).
@@ -38,6 +38,8 @@ echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy --all-targets"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "== module layers (docs/ARCHITECTURE.md)"
+./scripts/check-layers.py
 echo "== cargo test (unit, integration, doc tests; benchmarks compiled)"
 cargo test --all-targets --quiet
 cargo test --doc --quiet

@@ -50,8 +50,11 @@ pub enum StoreKind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+/// How log lines are written (`log_format`).
 pub enum LogFormat {
+    /// One line of text per event.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
@@ -203,8 +206,6 @@ impl Config {
     /// kebab or snake case).
     pub fn load(path: Option<&Path>, flags: &[(String, String)]) -> Result<Config, ConfigError> {
         let env: Vec<(String, String)> = std::env::vars()
-            // The test-only fault hook is read by the system plugin, and is no configuration key.
-            .filter(|(k, _)| k != crate::plugins::system::FAULT_INJECTION_VAR)
             .filter_map(|(k, v)| k.strip_prefix("POLLGATE_").map(|k| (k.to_ascii_lowercase(), v)))
             .collect();
         Self::load_from(path, &env, flags)

@@ -60,7 +60,7 @@ pub struct Engine {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub users: Arc<Users>,
-    /// The system plugin first, then the application's plugins.
+    /// The system plugin first, then the application's plugins ([`crate::server::plugins`]).
     plugins: Vec<Arc<dyn Plugin>>,
     /// Cancelled when shutdown begins: `/readyz` answers 503 from then on.
     pub draining: CancellationToken,
@@ -72,25 +72,17 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine running `plugins`, the system plugin first ([`crate::server::plugins`]).
     pub fn new(
         config: Arc<Config>,
         store: Arc<dyn Store>,
         users: Arc<Users>,
-        extra: Vec<Arc<dyn Plugin>>,
+        plugins: Vec<Arc<dyn Plugin>>,
         metrics: Arc<Metrics>,
     ) -> Arc<Engine> {
-        let mut plugins: Vec<Arc<dyn Plugin>> = vec![
-            Arc::new(system::SystemPlugin::new()),
-            Arc::new(crate::plugins::filesystem::FilesystemPlugin::new(&config.fs_root)),
-        ];
-        plugins.extend(extra);
         let limits = QueueLimits { max_packets: config.max_queue_packets, max_bytes: config.max_queue_bytes };
         let (draining, shutdown) = (CancellationToken::new(), CancellationToken::new());
         Arc::new(Engine { config, store, users, plugins, draining, shutdown, metrics, limits })
-    }
-
-    pub fn plugins(&self) -> &[Arc<dyn Plugin>] {
-        &self.plugins
     }
 
     /// The plugin serving an extra HTTP action, if any.
@@ -154,8 +146,9 @@ impl Engine {
             let Err(e) = ctx.take_store_error() else { continue };
             match self.store.close(id, CloseReason::Client, false, None).await {
                 Ok(Some(info)) => {
+                    let mut stopped = RequestContext::new(self, &info.id, &info.session_id, false);
                     for plugin in &self.plugins[..started] {
-                        plugin.connector_stopped(self, &info, CloseReason::Client).await;
+                        plugin.connector_stopped(&mut stopped, CloseReason::Client).await;
                     }
                 }
                 Ok(None) => {}
@@ -164,11 +157,6 @@ impl Engine {
             return Err(e.into());
         }
         Ok(())
-    }
-
-    /// The live connector of that id.
-    pub async fn connector(&self, id: &str) -> EngineResult<Option<ConnectorInfo>> {
-        Ok(self.store.connector(id).await?)
     }
 
     /// Records activity of a live connector (pushes its session's inactivity deadline) and
@@ -218,8 +206,9 @@ impl Engine {
         tracing::debug!(source_id = %id, reason = reason.as_str(), "connector closed");
         self.metrics.closed(reason.as_str());
         if events {
+            let mut ctx = RequestContext::new(self, &info.id, &info.session_id, false);
             for plugin in &self.plugins {
-                plugin.connector_stopped(self, &info, reason).await;
+                plugin.connector_stopped(&mut ctx, reason).await;
             }
         }
         Ok(true)
@@ -460,18 +449,8 @@ impl Engine {
         Ok(body)
     }
 
-    /// Parses and dispatches one token; returns the body. `seq`: the idempotent send it runs.
-    pub async fn process_text(
-        self: &Arc<Self>,
-        id: &str,
-        session_id: &str,
-        data: &str,
-        seq: Option<u64>,
-    ) -> EngineResult<Option<String>> {
-        self.process_text_with(id, session_id, data, seq, None).await
-    }
-
-    /// [`Engine::process_text`], with the session's rights entries if they were read already.
+    /// Parses and dispatches one token; returns the body. `seq`: the idempotent send it runs;
+    /// `rights`: the session's rights entries, if they were read already.
     async fn process_text_with(
         self: &Arc<Self>,
         id: &str,

@@ -4,38 +4,57 @@
 //! single `{context}/http` endpoint. Each connection has a sequenced outbound queue that
 //! `sync` drains (and, as a long-poll, waits on); an inactivity reaper closes idle sessions.
 //!
-//! # Layout
+//! # The public API
+//!
+//! What an application embedding pollgate needs:
 //!
 //! - [`config`]: the configuration file, its defaults and the flag/environment overrides.
-//! - [`server`]: listeners (plain and TLS), the accept loop, the reaper task, graceful shutdown.
+//! - [`server`]: listeners (plain and TLS), the accept loop, the reaper task, graceful
+//!   shutdown; the built-in plugins are assembled here ([`server::plugins`]).
+//! - [`plugins`]: the [`plugins::Plugin`] trait an application implements, the
+//!   [`plugins::RequestContext`] a plugin works through, and the token types
+//!   ([`plugins::Token`], [`plugins::TokenFields`]).
+//! - [`client`]: the Rust client, a session that queues requests and runs them in order with
+//!   safe retries, and streams pushed packets from a background long-poll.
+//! - [`hash_password`] for the users file, and [`install_panic_hook`], which logs each panic
+//!   once, without its message (the binary installs it).
+//!
+//! # Features
+//!
+//! - `bin` (default): what only the binaries use (the load tool's command line, jemalloc,
+//!   log output). An application turns default features off.
+//! - `internals`: pollgate's own modules made public, hidden from the docs, for the
+//!   benchmarks, the fuzz targets (with the `fuzzing` entry points) and the integration
+//!   tests. Not an API: it changes with the code.
+//!
+//! # Layout
+//!
+//! The modules below are pollgate's own; `docs/ARCHITECTURE.md` draws their layers.
+//!
 //! - `conn`: pollgate's HTTP/1.1, one loop per connection: every request's head is read
 //!   and its body framed in this one place (`conn::head`, `conn::chunked`), answers are
 //!   written (`conn::response`), and a client that stops reading is cut off
 //!   (`conn::write_deadline`).
-//! - [`timer`]: one timer per connection, lent in turn to the read deadlines and to a held
+//! - `timer`: one timer per connection, lent in turn to the read deadlines and to a held
 //!   poll's wait.
-//! - [`http`]: one request → parameters → action, and the one place errors become responses.
-//! - [`params`]: lenient query-string and form parsing.
-//! - [`protocol`]: identifiers, the token envelope and the wire strings.
-//! - [`engine`]: connectors and sessions: the only owner of their life cycle (open, close,
+//! - `http`: one request → parameters → action; its leaves are bodies (`http::body`), the
+//!   one place errors become responses (`http::error`), what a request is read with
+//!   (`http::request`) and CORS; the admin API under `{context}/admin/` (`http::admin`) and
+//!   the document root under `/` and `{context}/` (`http::static_files`) are routed from it.
+//! - `params`: lenient query-string and form parsing.
+//! - `protocol`: identifiers, the token envelope and the wire strings.
+//! - `engine`: connectors and sessions: the only owner of their life cycle (open, close,
 //!   reap, evict), the long-poll, idempotent sends, events.
-//! - [`store`]: the state behind the engine, one small interface ([`store::Store`]) with an
-//!   in-memory implementation ([`store::memory`]), a Redis one for a cluster
-//!   ([`store::redis`], its atomic steps in `store/lua/`) and the sequenced queue
-//!   ([`store::queue`]).
-//! - [`auth`]: users, password hashes, login rate limits.
-//! - [`plugins`]: the [`plugins::Plugin`] trait an application implements, the system plugin
-//!   and the filesystem plugin that serves `download`.
-//! - [`static_files`]: the document root under `/` and `{context}/`.
-//! - [`metrics`]: the Prometheus metrics of `{context}/metrics`.
-//! - [`panics`]: panic isolation: a request or a reaper pass that panics ends alone, and the
+//! - `store`: the state behind the engine, one small interface (`store::Store`) with an
+//!   in-memory implementation (`store::memory`), a Redis one for a cluster
+//!   (`store::redis`, its atomic steps in `store/lua/`) and the sequenced queue
+//!   (`store::queue`).
+//! - `auth`: users, password hashes, login rate limits, and the rights checks on a session.
+//! - `plugins::system` and `plugins::filesystem`: the built-in plugins (the filesystem
+//!   plugin serves `download`).
+//! - `metrics`: the Prometheus metrics of `{context}/metrics`.
+//! - `panics`: panic isolation: a request or a reaper pass that panics ends alone, and the
 //!   process's panic hook logs each panic once.
-//! - [`admin`]: the admin API under `{context}/admin/` (sessions and connectors).
-//! - [`client`]: the Rust client, a session that queues requests and runs them in order with
-//!   safe retries, and streams pushed packets from a background long-poll.
-//!
-//! `fuzzing` (hidden from the docs) exposes private functions (the connection loop, download
-//! path resolution, the client's form encoding) to the fuzz targets in `fuzz/`; the fuzzers and their corpus are described in the README.
 //!
 //! Beside the server binary (`src/main.rs`), `src/bin/pollgate-load/` is the load tool of
 //! the benchmarks (`docs/PERFORMANCE.md`); it talks to a running server over HTTP only.
@@ -56,7 +75,7 @@
 //!     }
 //!     async fn process_token(&self, ctx: &mut RequestContext<'_>, token: &Token) {
 //!         let mut reply = ctx.response(token);
-//!         reply.insert("now".into(), pollgate::protocol::now_ms().into());
+//!         reply.insert("now".into(), pollgate::plugins::now_ms().into());
 //!         ctx.reply(reply).await;
 //!     }
 //! }
@@ -67,33 +86,62 @@
 //! # Ok(()) }
 //! ```
 
-pub mod admin;
-pub mod auth;
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod config;
-mod conn;
-pub mod engine;
-pub mod http;
-pub mod metrics;
-pub mod panics;
-pub mod params;
 pub mod plugins;
-pub mod protocol;
 pub mod server;
-pub mod shared_poll;
-pub mod static_files;
-pub mod store;
-pub mod timer;
+
+/// Declares modules that are pollgate's own: `pub(crate)`, or, with the `internals` feature,
+/// `pub` (hidden from the docs) for the benchmarks, the fuzz targets and the integration
+/// tests that drive them directly. Not an API: they change with the code.
+macro_rules! internal_modules {
+    ($($(#[$attr:meta])* $name:ident),* $(,)?) => {
+        $(
+            $(#[$attr])*
+            #[cfg(feature = "internals")]
+            #[doc(hidden)]
+            #[allow(missing_docs)]
+            pub mod $name;
+            $(#[$attr])*
+            #[cfg(not(feature = "internals"))]
+            pub(crate) mod $name;
+        )*
+    };
+}
+
+internal_modules!(
+    auth,
+    engine,
+    http,
+    metrics,
+    panics,
+    params,
+    protocol,
+    shared_poll,
+    // The store's whole interface is what the store contract tests and the benchmarks
+    // exercise (through `internals`); the server alone leaves a little of it unused. Its one
+    // public item is `CloseReason` (of `Plugin::connector_stopped`).
+    #[cfg_attr(not(feature = "internals"), allow(dead_code, missing_docs))]
+    store,
+    timer,
+);
+mod conn;
+
+pub use auth::hash_password;
+pub use panics::install_hook as install_panic_hook;
 
 /// Entry points for the fuzz targets in `fuzz/` (cargo-fuzz): private functions that take
 /// untrusted input, made reachable without widening the public API. Not for applications.
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod fuzzing {
     use std::path::{Path, PathBuf};
 
     pub use crate::conn::{escape_target, serve as serve_connection, Handler, Limits};
     use crate::plugins::filesystem::FilesystemPlugin;
-    pub use crate::plugins::filesystem::Resolve;
+    pub use crate::plugins::filesystem::{content_disposition, Resolve};
 
     /// The download alias folder, as the `download` action picks it
     /// (`FilesystemPlugin::alias_root`).

@@ -68,8 +68,8 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config);
-    // Panics are logged once, through tracing, without their message (pollgate::panics).
-    pollgate::panics::install_hook();
+    // Panics are logged once, through tracing, without their message.
+    pollgate::install_panic_hook();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.on_thread_park(|| {
         empty_thread_cache();
@@ -165,7 +165,7 @@ fn hash_password(given: Option<String>) -> ExitCode {
         eprintln!("refusing to hash an empty password");
         return ExitCode::FAILURE;
     }
-    println!("{}", pollgate::auth::hash_password(&password));
+    println!("{}", pollgate::hash_password(&password));
     ExitCode::SUCCESS
 }
 

@@ -14,8 +14,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::store::Store;
-
 /// The content type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -167,12 +165,13 @@ impl Metrics {
         self.logins.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
-    /// The text of a scrape. The store gauges keep their last value if the store fails.
-    pub async fn render(&self, store: &dyn Store) -> String {
-        if let Ok(n) = store.connector_count().await {
+    /// The text of a scrape, with the store's counts of connectors and sessions as read for
+    /// it; a count the store could not give (`None`) keeps its gauge's last value.
+    pub fn render(&self, connectors: Option<usize>, sessions: Option<usize>) -> String {
+        if let Some(n) = connectors {
             self.connectors.set(n as i64);
         }
-        if let Ok(n) = store.session_count().await {
+        if let Some(n) = sessions {
             self.sessions.set(n as i64);
         }
         let mut text = String::new();

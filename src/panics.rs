@@ -71,7 +71,7 @@ pub fn guard<F: Future>(make: impl FnOnce() -> F) -> impl Future<Output = Result
 }
 
 /// Replaces the default panic hook (which prints the message to stderr): a panic inside a
-/// [`guard`] is logged by whoever caught it, any other (a spawned task, the runtime) is
+/// `guard` is logged by whoever caught it, any other (a spawned task, the runtime) is
 /// logged here, once, at error, with the thread and location but not the message.
 pub fn install_hook() {
     std::panic::set_hook(Box::new(|info| {

@@ -112,6 +112,8 @@ fn offset(at: usize) -> u32 {
 
 /// Decodes `+` and `%XX`; a `%` not followed by two hex digits stays as it is. Invalid UTF-8
 /// becomes U+FFFD rather than an error, so a request is never refused for its encoding.
+/// (What [`Params`] does to each name and value; the fuzz targets check it alone.)
+#[cfg(any(test, feature = "internals"))]
 pub fn decode(input: &[u8]) -> String {
     let mut out = Vec::with_capacity(input.len());
     decode_into(&mut out, input, false);

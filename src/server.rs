@@ -18,8 +18,11 @@ use crate::auth::Users;
 use crate::config::{Config, ConfigError, StoreKind};
 use crate::conn::write_deadline::WriteDeadline;
 use crate::engine::Engine;
-use crate::http::{Peer, Service};
+use crate::http::request::Peer;
+use crate::http::Service;
 use crate::metrics::Metrics;
+use crate::plugins::filesystem::FilesystemPlugin;
+use crate::plugins::system::SystemPlugin;
 use crate::plugins::Plugin;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisOptions, RedisStore};
@@ -61,6 +64,7 @@ impl Server {
                 RedisStore::new(options, metrics.store.clone()).map_err(|e| ConfigError(format!("redis_url: {e}")))?
             }
         };
+        let plugins = self::plugins(&config, plugins);
         let engine = Engine::new(config, store, users, plugins, metrics);
         Ok(Server { service: Arc::new(Service::new(engine)), plain, tls })
     }
@@ -125,6 +129,15 @@ impl Server {
         }
         tracing::info!("stopped");
     }
+}
+
+/// The plugins a node runs: the built-in ones (the system plugin first, then the filesystem
+/// plugin), then the application's.
+pub fn plugins(config: &Config, application: Vec<Arc<dyn Plugin>>) -> Vec<Arc<dyn Plugin>> {
+    let mut plugins: Vec<Arc<dyn Plugin>> =
+        vec![Arc::new(SystemPlugin::new()), Arc::new(FilesystemPlugin::new(&config.fs_root))];
+    plugins.extend(application);
+    plugins
 }
 
 /// Convenience: bind and serve until a signal.

@@ -3,7 +3,7 @@
 //!
 //! Checks beyond "no panic": an error is one line; a config that loads keeps every duration
 //! the server derives from it in range (the arithmetic of `server.rs`, `engine.rs`,
-//! `http.rs` and the system plugin, done here with checked operations: an overflow there
+//! `http/mod.rs` and the system plugin, done here with checked operations: an overflow there
 //! would be a panic in a debug build and a wrong deadline in a release one); and a loaded
 //! config written back as TOML loads to the same config.
 //!
@@ -41,7 +41,7 @@ fn assert_derived_values_in_range(c: &Config) {
     let timeout_ms = i64::try_from(timeout.as_millis()).ok();
     let ttl = timeout_ms.and_then(|t| t.checked_mul(2)).and_then(|t| t.checked_add(now_ms));
     assert!(ttl.is_some(), "timeout = {} overflows the server's millisecond arithmetic", c.timeout);
-    // http.rs: a held poll waits at most half the timeout and max_sync_wait from now.
+    // http/mod.rs: a held poll waits at most half the timeout and max_sync_wait from now.
     let wait = (timeout / 2).min(Duration::from_millis(c.max_sync_wait));
     assert!(now.checked_add(wait).is_some(), "max_sync_wait = {} overflows a deadline", c.max_sync_wait);
     // server.rs, engine.rs: record_retention_ms = session_retention as i64 * 1000.
@@ -52,7 +52,7 @@ fn assert_derived_values_in_range(c: &Config) {
     let window =
         c.login_window.checked_mul(1000).and_then(|w| i64::try_from(w).ok()).and_then(|w| w.checked_add(now_ms));
     assert!(window.is_some(), "login_window = {} overflows", c.login_window);
-    // server.rs, http.rs: read and shutdown timeouts become deadlines from now.
+    // server.rs, http/mod.rs: read and shutdown timeouts become deadlines from now.
     for (key, secs) in [
         ("header_read_timeout", c.header_read_timeout),
         ("body_read_timeout", c.body_read_timeout),

@@ -14,9 +14,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use pollgate::fuzzing::{download_alias_root, resolve_download, Resolve};
+use pollgate::fuzzing::{content_disposition, download_alias_root, resolve_download, Resolve};
 use pollgate::params::decode;
-use pollgate::plugins::filesystem::content_disposition;
 
 /// A download tree made once per process, beside a file that must never be served:
 ///

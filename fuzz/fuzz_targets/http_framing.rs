@@ -19,7 +19,8 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode};
 use libfuzzer_sys::fuzz_target;
 use pollgate::fuzzing::{escape_target, serve_connection, Handler, Limits};
-use pollgate::http::{text_response, Body, BodyError, Peer, PlainRequest, ReadBody};
+use pollgate::http::body::{text_response, Body, BodyError, ReadBody};
+use pollgate::http::request::{Peer, PlainRequest};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 

@@ -124,8 +124,8 @@ fuzz_target!(|data: &[u8]| {
     let fx = fixture();
     fx.runtime.block_on(async {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
-        let engine =
-            Engine::new(fx.config.clone(), store.clone(), fx.users.clone(), Vec::new(), Arc::new(Metrics::default()));
+        let plugins = pollgate::server::plugins(&fx.config, Vec::new());
+        let engine = Engine::new(fx.config.clone(), store.clone(), fx.users.clone(), plugins, Arc::new(Metrics::default()));
         // Two connectors, `a` (the sender) and `b` (a `targetId` to reach): ids are opaque
         // to the engine.
         for (id, session) in [("a", "session-a"), ("b", "session-b")] {

@@ -69,6 +69,7 @@ mod poller;
 mod transport;
 
 // For `crate::fuzzing`: the fuzzer checks that the server decodes what the client encodes.
+#[cfg(feature = "internals")]
 pub(crate) use transport::form_value;
 
 use std::fmt;
@@ -619,6 +620,7 @@ impl Session {
         self.shared.close_reason()
     }
 
+    /// Whether the session closed.
     pub fn is_closed(&self) -> bool {
         self.close_reason().is_some()
     }

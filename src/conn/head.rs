@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use hyper::{Method, StatusCode};
 
-use crate::http::ENDPOINT_HEADERS;
+use crate::http::request::ENDPOINT_HEADERS;
 
 /// The largest head (request line and header lines) read; a larger one gets 431.
 pub const MAX_HEAD: usize = 400 * 1024;

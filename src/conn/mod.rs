@@ -30,7 +30,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{text_response, Body, BodyError, Peer, PlainRequest, ReadBody, ENDPOINT_HEADERS};
+use crate::http::body::{text_response, Body, BodyError, ReadBody};
+use crate::http::request::{Peer, PlainRequest, ENDPOINT_HEADERS};
 use crate::timer::Lent;
 use head::{Framing, Head, Parsed, MAX_HEAD};
 use response::Manner;

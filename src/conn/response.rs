@@ -11,7 +11,7 @@ use hyper::header;
 use hyper::{Response, StatusCode};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::http::Body;
+use crate::http::body::Body;
 
 /// Room for a response head: the status line and the few headers the endpoint answers.
 const HEAD_SIZE: usize = 512;

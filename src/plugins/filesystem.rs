@@ -12,9 +12,10 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
-use super::system::Right;
 use super::{ActionResponse, Plugin, RequestContext};
-use crate::http::{text_response, HttpError};
+use crate::auth::{has_right, Right};
+use crate::http::body::text_response;
+use crate::http::error::HttpError;
 use crate::params::Params;
 use crate::protocol::{self, get_str, Token, NS_FILESYSTEM};
 
@@ -77,7 +78,7 @@ impl FilesystemPlugin {
         let alias = params.non_empty("alias").unwrap_or("privateDir");
         // A store failure answers 503, never `access denied` for an empty session read.
         let session = ctx.engine.store.session_storage(ctx.session_id).await?;
-        if !super::system::has_right(&session, &RIGHT_LOAD) {
+        if !has_right(&session, &RIGHT_LOAD) {
             return Ok(Self::error("access denied"));
         }
         let user = get_str(&session, "$username").unwrap_or_default();

@@ -1,22 +1,29 @@
 //! Plugins: the trait an application embedding pollgate implements, and the context a
-//! plugin works through. The system plugin and the filesystem plugin are built this way.
+//! plugin works through. The system plugin and the filesystem plugin are built this way
+//! ([`crate::server::plugins`] assembles them).
+//!
+//! The plugins and the engine face each other: the engine runs the plugins, and a plugin
+//! reaches the engine only through its [`RequestContext`].
 
-pub mod filesystem;
-pub mod system;
+pub(crate) mod filesystem;
+pub(crate) mod system;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::config::StoreKind;
+use crate::config::{Config, StoreKind};
 use crate::engine::Engine;
-use crate::params::Params;
-use crate::store::{CloseReason, ConnectorInfo, PushOutcome, StoreError, StoreResult};
+use crate::store::{PushOutcome, StoreError, StoreResult};
 
-pub use crate::protocol::{Token, TokenFields};
+pub use crate::http::body::Body;
+pub use crate::http::error::HttpError;
+pub use crate::params::Params;
+pub use crate::protocol::{now_ms, Token, TokenFields};
+pub use crate::store::CloseReason;
 
 /// A response to an HTTP action a plugin serves itself (such as `download`).
-pub type ActionResponse = hyper::Response<crate::http::Body>;
+pub type ActionResponse = hyper::Response<Body>;
 
 /// A server-side extension. Tokens whose `ns` equals [`Plugin::namespace`] are handed to
 /// [`Plugin::process_token`]; the other hooks are optional.
@@ -34,23 +41,25 @@ pub trait Plugin: Send + Sync + 'static {
         &[]
     }
 
-    /// Serves one of [`Plugin::actions`] for a live connector. A store failure recorded
+    /// Serves one of [`Plugin::actions`] for a live connector. A store failure met
     /// through `ctx` fails the action (503), whatever it returns.
     async fn process_action(
         &self,
         _ctx: &mut RequestContext<'_>,
         _action: &str,
         _params: &Params,
-    ) -> Result<ActionResponse, crate::http::HttpError> {
-        Err(crate::http::HttpError::InvalidRequest)
+    ) -> Result<ActionResponse, HttpError> {
+        Err(HttpError::InvalidRequest)
     }
 
-    /// A connector was opened (its welcome is queued). A store failure recorded through
-    /// `ctx` fails the open (503) and undoes it (see [`Engine::open`]).
+    /// A connector was opened (its welcome is queued). A store failure met through `ctx`
+    /// fails the open (503) and undoes it (`Engine::open`).
     async fn connector_started(&self, _ctx: &mut RequestContext<'_>) {}
 
-    /// A connector was closed, for any reason. Runs once per connector.
-    async fn connector_stopped(&self, _engine: &Arc<Engine>, _connector: &ConnectorInfo, _reason: CloseReason) {}
+    /// A connector was closed, for any reason. Runs once per connector; `ctx` is the closed
+    /// connector's (its id and session), with nothing to answer: what it sends goes to other
+    /// connectors, best effort.
+    async fn connector_stopped(&self, _ctx: &mut RequestContext<'_>, _reason: CloseReason) {}
 }
 
 /// What became of a packet sent to one connector ([`RequestContext::deliver_text`]).
@@ -67,9 +76,10 @@ pub enum Delivery {
 
 /// What a plugin sees of one request: who sent it, and the ways to answer and reach others.
 pub struct RequestContext<'a> {
-    pub engine: &'a Arc<Engine>,
+    pub(crate) engine: &'a Arc<Engine>,
     /// The requesting connector's id (its public `sourceId`).
     pub connector_id: &'a str,
+    /// The id of the requesting connector's session.
     pub session_id: &'a str,
     /// The first packet addressed to the requester, which becomes the response body.
     body: Option<String>,
@@ -88,7 +98,14 @@ pub struct RequestContext<'a> {
 }
 
 impl<'a> RequestContext<'a> {
-    pub fn new(engine: &'a Arc<Engine>, connector_id: &'a str, session_id: &'a str, captures_body: bool) -> Self {
+    /// The context of a request of `connector_id`; `captures_body`: whether its first packet
+    /// for the requester becomes the response body.
+    pub(crate) fn new(
+        engine: &'a Arc<Engine>,
+        connector_id: &'a str,
+        session_id: &'a str,
+        captures_body: bool,
+    ) -> Self {
         RequestContext {
             engine,
             connector_id,
@@ -116,7 +133,7 @@ impl<'a> RequestContext<'a> {
     }
 
     /// Marks this context as running the idempotent send `seq`.
-    pub fn set_send_seq(&mut self, seq: Option<u64>) {
+    pub(crate) fn set_send_seq(&mut self, seq: Option<u64>) {
         self.send_seq = seq.map(|s| (s, 0));
     }
 
@@ -127,6 +144,11 @@ impl<'a> RequestContext<'a> {
         *count += 1;
         let shared = self.engine.config.store != StoreKind::Memory;
         shared.then(|| format!("{}:{seq}:{count}", self.connector_id))
+    }
+
+    /// The server's configuration.
+    pub fn config(&self) -> &Config {
+        &self.engine.config
     }
 
     /// The response envelope for `request` (code 0, `ok`).
@@ -215,7 +237,7 @@ impl<'a> RequestContext<'a> {
     /// Records a store failure met while handling the request (the first one wins): the
     /// request then fails with 503, and an idempotent send gives its claim back so that a
     /// retry runs it again, instead of answering as if the store had said "no".
-    pub fn store_failed(&mut self, e: StoreError) {
+    pub(crate) fn store_failed(&mut self, e: StoreError) {
         self.store_error.get_or_insert(e);
     }
 
@@ -223,13 +245,13 @@ impl<'a> RequestContext<'a> {
     /// [`RequestContext::store_failed`]). On `None` a handler stops (`let Some(x) =
     /// ctx.checked(..) else { return }`): whatever it would answer next rests on a reading
     /// the store did not give.
-    pub fn checked<T>(&mut self, result: StoreResult<T>) -> Option<T> {
+    pub(crate) fn checked<T>(&mut self, result: StoreResult<T>) -> Option<T> {
         result.map_err(|e| self.store_failed(e)).ok()
     }
 
-    /// The requester's session storage, or `None` if the store failed (recorded, as
-    /// [`RequestContext::checked`]): never an empty session in its place, which would read
-    /// as "not logged in" or "no rights".
+    /// The requester's session storage, or `None` if the store failed (recorded: the request
+    /// then fails with 503): never an empty session in its place, which would read as "not
+    /// logged in" or "no rights".
     pub async fn session(&mut self) -> Option<Token> {
         let storage = self.engine.store.session_storage(self.session_id).await;
         self.checked(storage)
@@ -237,14 +259,14 @@ impl<'a> RequestContext<'a> {
 
     /// The body collected so far, taken; a store failure while queuing comes first, so the
     /// request does not look delivered.
-    pub fn take_body(&mut self) -> Result<Option<String>, StoreError> {
+    pub(crate) fn take_body(&mut self) -> Result<Option<String>, StoreError> {
         self.take_store_error()?;
         Ok(self.body.take())
     }
 
     /// The store failure recorded so far, taken: for the requests whose answer is not the
     /// body (an action a plugin serves, an open), which fail with it all the same.
-    pub fn take_store_error(&mut self) -> Result<(), StoreError> {
+    pub(crate) fn take_store_error(&mut self) -> Result<(), StoreError> {
         self.store_error.take().map_or(Ok(()), Err)
     }
 }

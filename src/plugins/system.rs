@@ -10,17 +10,18 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::{Delivery, Plugin, RequestContext};
+use crate::auth::{authorities, has_right, is_authenticated, Right};
+// The engine reads these keys with a request's touch, for the first check of a `send`.
+pub(crate) use crate::auth::RIGHTS_KEYS;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::protocol::{
     self, error_response, get_bool, get_int, get_str, Token, TokenFields, ANONYMOUS, NS_SYSTEM, VENDOR, VERSION,
 };
-use crate::store::{CloseReason, ConnectorInfo};
+use crate::store::CloseReason;
 
 /// Session key with the events a client does not want, e.g. `,connect,disconnect`.
 pub const EVENTS_EXCLUDE: &str = "org.jwebsocket.plugins.system.events.exclude";
-/// The session keys a rights check reads.
-pub(crate) const RIGHTS_KEYS: [&str; 2] = ["$is_authenticated", "$authorities"];
 
 static RIGHT_SEND: LazyLock<Right> = LazyLock::new(|| Right::new("org.jwebsocket.plugins.system.send"));
 static RIGHT_BROADCAST: LazyLock<Right> = LazyLock::new(|| Right::new("org.jwebsocket.plugins.system.broadcast"));
@@ -28,36 +29,12 @@ static RIGHT_JVMINFO: LazyLock<Right> = LazyLock::new(|| Right::new("org.jwebsoc
 const PUBLIC_PREFIX: &str = "public::";
 const ECHO_TEST_DATA: &str = "jWebSocket Echo Simulation Data - ";
 
-pub struct SystemPlugin {
-    /// Test-only fault injection (see [`FAULT_INJECTION_VAR`]); false in production.
-    panic_on_test_token: bool,
-}
-
-/// The environment variable of the test-only fault hook. Off unless the server process is
-/// started with `POLLGATE_FAULT_INJECTION=panic-on-token`; then a token of type
-/// [`PANIC_TOKEN_TYPE`] makes this plugin panic, so that `tests/resilience.rs` can prove that
-/// a panic in a request answers 500 and harms nothing else. A client cannot turn it on: it
-/// is read once at start-up from the server's own environment, it is not a configuration key
-/// (no file entry, no flag), and without it that type is an unknown type like any other.
-pub const FAULT_INJECTION_VAR: &str = "POLLGATE_FAULT_INJECTION";
-/// The token type that panics when fault injection is on.
-pub const PANIC_TOKEN_TYPE: &str = "pollgate.test.panic";
+pub struct SystemPlugin;
 
 impl SystemPlugin {
-    /// The system plugin, with fault injection as the environment says (normally off).
+    /// The system plugin.
     pub fn new() -> SystemPlugin {
-        let panic_on_test_token = match std::env::var(FAULT_INJECTION_VAR).as_deref() {
-            Ok("panic-on-token") => {
-                tracing::warn!("fault injection on: a '{PANIC_TOKEN_TYPE}' token panics (for tests only)");
-                true
-            }
-            Ok(other) => {
-                tracing::warn!(value = other, "{FAULT_INJECTION_VAR}: unknown fault, ignored");
-                false
-            }
-            Err(_) => false,
-        };
-        SystemPlugin { panic_on_test_token }
+        SystemPlugin
     }
 }
 
@@ -91,60 +68,6 @@ pub fn welcome(config: &Config, connector_id: &str, session: &Token) -> Token {
         t.insert("anonymous".into(), (username.as_deref() == Some(ANONYMOUS)).into());
     }
     t
-}
-
-/// A right as [`has_right`] checks it: its name, and the search for its last segment, made
-/// once (making it cost a third of the check it serves).
-pub struct Right {
-    name: &'static str,
-    tail: memchr::memmem::FinderRev<'static>,
-}
-
-impl Right {
-    pub fn new(name: &'static str) -> Right {
-        // The entries share long prefixes (`org.jwebsocket.plugins.`), so the check looks
-        // for the right's last segment, which few entries share, and then at what surrounds
-        // each find.
-        let tail_at = name.rfind('.').map_or(0, |dot| dot + 1);
-        Right { name, tail: memchr::memmem::FinderRev::new(&name[tail_at..]) }
-    }
-}
-
-/// Whether a session is authenticated and holds `right` (jWebSocket's `hasAuthority`).
-pub fn has_right(session: &Token, right: &Right) -> bool {
-    is_authenticated(session) && holds(get_str(session, "$authorities").unwrap_or_default(), right)
-}
-
-/// Whether space-terminated `authorities` contain `right` as a whole entry. One vectorised
-/// search finds the right's last segment, and only what surrounds each find is compared:
-/// `split(' ')` took 7,500 instructions per check over the fifty-odd entries of a login (an
-/// eighth of an echo), and a search for the whole name more, since the entries share long
-/// prefixes. The search runs from the end: a login's authorities are sorted (see
-/// conf/users.toml), and the system plugin's, checked on every `send` and `broadcast`, sort
-/// near the end. Any order gives the same answer.
-fn holds(authorities: &str, right: &Right) -> bool {
-    if right.name.is_empty() {
-        return false;
-    }
-    let (list, name, tail_len) = (authorities.as_bytes(), right.name.as_bytes(), right.tail.needle().len());
-    right.tail.rfind_iter(list).any(|at| {
-        let end = at + tail_len;
-        let whole_entry_ends = end == list.len() || list[end] == b' ';
-        whole_entry_ends
-            && end >= name.len()
-            && &list[end - name.len()..end] == name
-            && (end == name.len() || list[end - name.len() - 1] == b' ')
-    })
-}
-
-/// Whether a session logged in (the auto-assigned `anonymous` name does not count).
-pub fn is_authenticated(session: &Token) -> bool {
-    get_bool(session, "$is_authenticated") == Some(true)
-}
-
-/// The authorities stored at login (`$authorities`, space-terminated ids), in login order.
-pub fn authorities(session: &Token) -> Vec<&str> {
-    get_str(session, "$authorities").unwrap_or_default().split(' ').filter(|a| !a.is_empty()).collect()
 }
 
 /// Whether a session's rights entries ([`RIGHTS_KEYS`]) allow a `send`.
@@ -229,7 +152,7 @@ impl SystemPlugin {
     }
 
     /// `send`, for a [`Token`] or, on the hot path, a [`protocol::TokenView`] (see
-    /// [`Engine::process_text`]).
+    /// [`Engine::send`]).
     pub(crate) async fn send(ctx: &mut RequestContext<'_>, token: &(impl TokenFields + Sync)) {
         if !Self::allowed(ctx, &RIGHT_SEND).await {
             return Self::fail(ctx, token, "access denied").await;
@@ -496,7 +419,7 @@ impl SystemPlugin {
     }
 
     /// `echo`, for a [`Token`] or, on the hot path, a [`protocol::TokenView`] (see
-    /// [`Engine::process_text`]): the envelope with the request's `data`, written directly.
+    /// [`Engine::send`]): the envelope with the request's `data`, written directly.
     pub(crate) async fn echo(ctx: &mut RequestContext<'_>, token: &(impl TokenFields + Sync)) {
         let Some(data) = token.str_field("data") else {
             return Self::fail(ctx, token, "missing 'data' argument for 'echo' command").await;
@@ -736,7 +659,6 @@ impl Plugin for SystemPlugin {
                 };
                 Self::fail(ctx, token, msg).await;
             }
-            PANIC_TOKEN_TYPE if self.panic_on_test_token => panic!("fault injection: a '{PANIC_TOKEN_TYPE}' token"),
             other => Self::fail(ctx, token, &format!("unknown type '{other}'")).await,
         }
     }
@@ -757,41 +679,14 @@ impl Plugin for SystemPlugin {
         }
     }
 
-    async fn connector_stopped(&self, engine: &Arc<Engine>, connector: &ConnectorInfo, _reason: CloseReason) {
+    async fn connector_stopped(&self, ctx: &mut RequestContext<'_>, _reason: CloseReason) {
+        let engine = ctx.engine;
         if engine.config.broadcast_close_event {
             let Some(count) = Self::client_count(engine).await else { return };
             let mut event = protocol::event("disconnect");
-            event.insert("sourceId".into(), connector.id.as_str().into());
+            event.insert("sourceId".into(), ctx.connector_id.into());
             event.insert("clientCount".into(), count.into());
-            engine.broadcast_event(Some(&connector.id), "disconnect", &event).await;
+            engine.broadcast_event(Some(ctx.connector_id), "disconnect", &event).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{holds, Right};
-
-    #[test]
-    fn rights_match_whole_entries_only() {
-        let authorities = "a.send a.broadcast.all b.send ";
-        assert!(holds(authorities, &Right::new("a.send")));
-        assert!(holds(authorities, &Right::new("b.send")));
-        assert!(holds(authorities, &Right::new("a.broadcast.all")));
-        assert!(!holds(authorities, &Right::new("a.broadcast")));
-        assert!(!holds(authorities, &Right::new("send")));
-        assert!(!holds(authorities, &Right::new("")));
-        assert!(holds("x y", &Right::new("y")));
-        // A partial match first, the whole entry later.
-        assert!(holds("za.send a.sendz a.send ", &Right::new("a.send")));
-        assert!(!holds("za.send a.sendz ", &Right::new("a.send")));
-        // The whole entry first, partial matches after it (the search runs from the end).
-        assert!(holds("a.send za.send a.sendz ", &Right::new("a.send")));
-        // The last segment alone, or longer than the list, is no match.
-        assert!(!holds("send ", &Right::new("a.send")));
-        assert!(!holds("x.send", &Right::new("ax.send")));
-        assert!(holds("a.send", &Right::new("a.send")));
-        assert!(holds("plain ", &Right::new("plain")));
-        assert!(!holds("plainer ", &Right::new("plain")));
     }
 }

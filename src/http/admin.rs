@@ -22,10 +22,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use md5::{Digest, Md5};
 use serde_json::{json, Value};
 
+use super::body::{text_response, Body, BodyError, ReadBody};
+use crate::auth;
 use crate::engine::Engine;
-use crate::http::{text_response, Body, BodyError, ReadBody};
 use crate::params::Params;
-use crate::plugins::system;
 use crate::store::{CloseReason, SessionRecord, StoreError};
 
 const DEFAULT_TAKE: usize = 50;
@@ -121,10 +121,10 @@ async fn authorize(engine: &Arc<Engine>, caller: &Caller) -> Result<(), AdminErr
     let now = crate::protocol::now_ms();
     let Some(session_id) = engine.store.touch(id, now).await? else { return Err(AdminError::Unauthorized) };
     let session = engine.store.session_storage(&session_id).await?;
-    if !system::is_authenticated(&session) {
+    if !auth::is_authenticated(&session) {
         return Err(AdminError::Unauthorized);
     }
-    match system::authorities(&session).contains(&config.admin_right.as_str()) {
+    match auth::authorities(&session).contains(&config.admin_right.as_str()) {
         true => Ok(()),
         false => Err(AdminError::Forbidden),
     }

@@ -1,40 +1,37 @@
-//! One HTTP request: routing (endpoint, static files), parameters, CORS, the dispatch order of
-//! docs/PROTOCOL.md ("How a request is handled"), and the one place where errors become
-//! status codes and bodies.
+//! One HTTP request: routing (endpoint, admin API, static files), parameters, the dispatch
+//! order of docs/PROTOCOL.md ("How a request is handled"). Below it, as leaves: bodies
+//! ([`body`]), the one place where errors become status codes and bodies ([`error`]), what a
+//! request is read with ([`request`]) and CORS (`cors`).
+
+mod admin;
+pub mod body;
+mod cors;
+pub mod error;
+pub mod request;
+mod static_files;
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use crate::admin;
+use body::{text_response, Body, ReadBody};
+use cors::{glob_match, preflight, with_cors};
+use error::HttpError;
+use request::{Identity, Peer, PlainRequest, HEADER_CLOSE_REASON, HEADER_CONNECTION, HEADER_SEQ, X_FORWARDED_FOR};
+use static_files::StaticFiles;
+
+use crate::auth;
 use crate::engine::{Engine, EngineError, OpenRequest};
 use crate::params::Params;
-use crate::plugins::{system, RequestContext};
-use crate::protocol::{self, text, Token, NS_SYSTEM};
+use crate::plugins::RequestContext;
+use crate::protocol::{self, Token, NS_SYSTEM};
 use crate::shared_poll::{self, Carried, ShareError};
-use crate::static_files::StaticFiles;
-use crate::store::{self, StoreError};
+use crate::store;
 use crate::timer::ConnTimer;
-
-/// The body type of every response.
-pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
-
-// Names, not strings: a lookup or an insert by string parses the name every time.
-pub const HEADER_CONNECTION: HeaderName = HeaderName::from_static("x-pollgate-connection");
-pub const HEADER_SEQ: HeaderName = HeaderName::from_static("x-pollgate-seq");
-pub const HEADER_CLOSE_REASON: HeaderName = HeaderName::from_static("x-pollgate-close-reason");
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-
-/// Every request header an endpoint request is read for (but a preflight's, which
-/// [`crate::conn`] reads as a [`PlainRequest`]): such a request keeps these and no others.
-pub static ENDPOINT_HEADERS: [HeaderName; 5] =
-    [header::ORIGIN, header::CONTENT_TYPE, header::USER_AGENT, HEADER_CONNECTION, X_FORWARDED_FOR];
 
 /// A request as the service takes it.
 enum Inbound {
@@ -42,28 +39,6 @@ enum Inbound {
     Full(Request<ReadBody>),
     /// A GET or POST of the endpoint, as it came.
     Plain(PlainRequest),
-}
-
-/// An endpoint GET or POST, as the connection read it ([`crate::conn`]).
-pub struct PlainRequest {
-    pub post: bool,
-    /// The request target after its first `?`, as it came (raw JSON and all).
-    pub query: Bytes,
-    /// Of the request's headers, those in [`ENDPOINT_HEADERS`].
-    pub headers: HeaderMap,
-    pub body: ReadBody,
-}
-
-/// A request's body, read whole by the connection before the request is handled.
-pub type ReadBody = Result<Bytes, BodyError>;
-
-/// Why a request has no body to hand on; the connection closes after the answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyError {
-    /// Not received within `body_read_timeout`.
-    TimedOut,
-    /// Larger than this many bytes (`maxframesize`): refused unread.
-    TooLarge(usize),
 }
 
 impl Inbound {
@@ -100,42 +75,6 @@ impl Inbound {
     }
 }
 
-/// Every way a request can fail; [`HttpError::into_response`] is the only place that turns
-/// one into a status and a body.
-#[derive(Debug)]
-pub enum HttpError {
-    MissingConnectionId,
-    /// `open` on a live connector or another action on an unknown one; POST answers 411.
-    InvalidState {
-        post: bool,
-    },
-    InvalidParameters,
-    /// A method the endpoint does not take (HEAD among them: it would run the action).
-    MethodNotAllowed,
-    /// A pollgate extension parameter that does not parse (`ack`, `wait`, `seq`).
-    BadParameter(&'static str),
-    /// A shared poll's `share` parameter that cannot be carried.
-    BadShare(ShareError),
-    MissingFilename,
-    OriginNotAllowed,
-    InvalidRequest,
-    TooManyConnections,
-    /// Body or parameters larger than `maxframesize`.
-    TooLarge(usize),
-    /// The client did not send its body within `body_read_timeout`.
-    BodyTimeout,
-    AckAhead(u64),
-    SendInProgress,
-    SendForgotten,
-    /// The store cannot be reached.
-    Unavailable(String),
-    /// A server fault; the text is logged, the client gets a short message.
-    Internal(String),
-    /// The request panicked (in a plugin or in the engine) and was caught; the location is
-    /// logged, never the panic's message (it may quote the request).
-    Panicked(Option<String>),
-}
-
 impl From<EngineError> for HttpError {
     fn from(e: EngineError) -> Self {
         match e {
@@ -147,87 +86,6 @@ impl From<EngineError> for HttpError {
             EngineError::Store(e) => HttpError::Unavailable(e.0),
         }
     }
-}
-
-impl From<StoreError> for HttpError {
-    fn from(e: StoreError) -> Self {
-        HttpError::Unavailable(e.0)
-    }
-}
-
-impl HttpError {
-    fn status_and_body(&self) -> (StatusCode, String) {
-        use HttpError::*;
-        match self {
-            MissingConnectionId => (StatusCode::BAD_REQUEST, text::MISSING_CONNECTION_ID.into()),
-            InvalidState { post: false } => (StatusCode::BAD_REQUEST, text::INVALID_STATE.into()),
-            InvalidState { post: true } => (StatusCode::LENGTH_REQUIRED, text::INVALID_STATE.into()),
-            InvalidParameters => (StatusCode::BAD_REQUEST, text::INVALID_PARAMETERS.into()),
-            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed!".into()),
-            BadParameter(name) => (StatusCode::BAD_REQUEST, format!("Invalid '{name}' parameter value!")),
-            BadShare(why) => (StatusCode::BAD_REQUEST, why.text()),
-            MissingFilename => (StatusCode::BAD_REQUEST, text::MISSING_FILENAME.into()),
-            OriginNotAllowed => (StatusCode::UNAUTHORIZED, text::ORIGIN_NOT_ALLOWED.into()),
-            InvalidRequest => (StatusCode::NOT_FOUND, text::INVALID_REQUEST.into()),
-            TooManyConnections => (StatusCode::SERVICE_UNAVAILABLE, text::TOO_MANY_CONNECTIONS.into()),
-            TooLarge(max) => (StatusCode::PAYLOAD_TOO_LARGE, format!("Request too large: the limit is {max} bytes!")),
-            BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "Request body not received in time!".into()),
-            AckAhead(last) => {
-                (StatusCode::BAD_REQUEST, format!("Invalid 'ack' parameter value: the last sequence number is {last}!"))
-            }
-            SendInProgress => (StatusCode::CONFLICT, "A send with this 'seq' is in progress!".into()),
-            SendForgotten => {
-                (StatusCode::CONFLICT, "A send with this 'seq' was processed; its response is no longer kept!".into())
-            }
-            Unavailable(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable: the store cannot be reached!".into())
-            }
-            Internal(_) | Panicked(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error!".into()),
-        }
-    }
-
-    /// The response; client mistakes are logged at debug, server faults once at error.
-    pub fn into_response(self) -> Response<Body> {
-        let (status, body) = self.status_and_body();
-        match &self {
-            HttpError::Internal(why) => tracing::error!(status = status.as_u16(), "{why}"),
-            HttpError::Panicked(location) => tracing::error!(
-                status = status.as_u16(),
-                location = location.as_deref().unwrap_or("unknown"),
-                "request panicked; answered 500, the server goes on serving"
-            ),
-            HttpError::Unavailable(why) => tracing::error!(status = status.as_u16(), "store unavailable: {why}"),
-            other => tracing::debug!(status = status.as_u16(), error = ?other, "request refused"),
-        }
-        let mut resp = text_response(status, body);
-        if let HttpError::MethodNotAllowed = self {
-            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, OPTIONS"));
-        }
-        resp
-    }
-}
-
-impl From<BodyError> for HttpError {
-    fn from(e: BodyError) -> Self {
-        match e {
-            BodyError::TimedOut => HttpError::BodyTimeout,
-            BodyError::TooLarge(limit) => HttpError::TooLarge(limit),
-        }
-    }
-}
-
-/// A plain-text response (every non-download answer of the endpoint).
-pub fn text_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut resp = Response::new(full(body));
-    *resp.status_mut() = status;
-    let headers = resp.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
-}
-
-pub fn full(body: impl Into<Bytes>) -> Body {
-    Full::new(body.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
 /// What [`Service::read_request`] takes from an endpoint request.
@@ -307,31 +165,6 @@ struct HeldPoll {
     origin: Option<HeaderValue>,
 }
 
-/// What the requests of one TCP connection share: the peer's address, the identity derived
-/// for the last request, and the connection's timer. A client sends the same connection id
-/// from the same address on every request, so the md5 and the address text are made once per
-/// connection.
-pub struct Peer {
-    pub addr: SocketAddr,
-    last: parking_lot::Mutex<Option<Identity>>,
-    /// Lent to the read deadlines of [`crate::conn`] and to a held poll's
-    /// wait, in turn.
-    pub timer: ConnTimer,
-}
-
-/// A request's identity: its connection id, client address and connector id.
-struct Identity {
-    connection_id: String,
-    address: Arc<str>,
-    id: Arc<str>,
-}
-
-impl Peer {
-    pub fn new(addr: SocketAddr) -> Peer {
-        Peer { addr, last: parking_lot::Mutex::new(None), timer: ConnTimer::default() }
-    }
-}
-
 /// Everything a request needs besides itself, shared by all connections.
 pub struct Service {
     pub engine: Arc<Engine>,
@@ -382,11 +215,6 @@ impl Service {
     ) -> impl std::future::Future<Output = Response<Body>> + Send {
         let req = Box::new(Inbound::Plain(req));
         self.serve(req, peer)
-    }
-
-    /// `{context}/http`.
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
     }
 
     /// How the access log names a request's path: a route's own path, the admin API's
@@ -507,7 +335,9 @@ impl Service {
             return Box::pin(admin::serve(&self.engine, req, &rest, caller)).await;
         }
         if path == self.metrics_path {
-            let text = self.engine.metrics.render(&*self.engine.store).await;
+            let store = &self.engine.store;
+            let (connectors, sessions) = (store.connector_count().await.ok(), store.session_count().await.ok());
+            let text = self.engine.metrics.render(connectors, sessions);
             let mut resp = text_response(StatusCode::OK, text);
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
             return resp;
@@ -694,8 +524,8 @@ impl Service {
             }
             "whoami" => {
                 let storage = engine.store.session_storage(session_id).await?;
-                let authenticated = system::is_authenticated(&storage);
-                let authorities = if authenticated { system::authorities(&storage) } else { Vec::new() };
+                let authenticated = auth::is_authenticated(&storage);
+                let authorities = if authenticated { auth::authorities(&storage) } else { Vec::new() };
                 let body = serde_json::json!({
                     "sourceId": &*id,
                     "username": if authenticated { protocol::get_str(&storage, "$username") } else { None },
@@ -743,14 +573,14 @@ impl Service {
         let params = &request.params;
         let share = params.get("share").unwrap_or("");
         if request.share_in_query {
-            return Err(HttpError::BadShare(ShareError::InQuery));
+            return Err(HttpError::BadShare(ShareError::InQuery.text()));
         }
         if params.non_empty("ack").is_some() {
-            return Err(HttpError::BadShare(ShareError::AckOutside));
+            return Err(HttpError::BadShare(ShareError::AckOutside.text()));
         }
         let wait = parse_param(params, "wait")?.unwrap_or(0);
         let ip_part = if self.engine.config.bind_connection_to_ip { &*request.address } else { "" };
-        let carried = shared_poll::parse(share, |c| protocol::connector_id(c, ip_part)).map_err(HttpError::BadShare)?;
+        let carried = shared_poll::parse(share, |c| protocol::connector_id(c, ip_part)).map_err(|e| HttpError::BadShare(e.text()))?;
         Ok(SharedPoll { carried, wait, origin: None })
     }
 
@@ -823,37 +653,6 @@ fn parse_param(params: &Params, name: &'static str) -> Result<Option<u64>, HttpE
     }
 }
 
-/// The response with the CORS headers for `origin` (an allowed one), if any.
-fn with_cors(mut resp: Response<Body>, origin: Option<HeaderValue>) -> Response<Body> {
-    if let Some(origin) = origin {
-        cors_headers(resp.headers_mut(), origin);
-    }
-    resp
-}
-
-fn cors_headers(headers: &mut HeaderMap, origin: HeaderValue) {
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-    headers.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("X-Pollgate-Seq, X-Pollgate-Close-Reason"),
-    );
-}
-
-/// The answer to a CORS preflight from an allowed origin (headers added by the caller).
-fn preflight(request_headers: &HeaderMap) -> Response<Body> {
-    let mut resp = text_response(StatusCode::NO_CONTENT, "");
-    let headers = resp.headers_mut();
-    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
-    let allow = request_headers
-        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
-        .cloned()
-        .unwrap_or(HeaderValue::from_static("Content-Type, X-Pollgate-Connection"));
-    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow);
-    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-    resp
-}
-
 impl crate::conn::Handler for Service {
     fn endpoint(&self) -> &str {
         &self.endpoint
@@ -882,42 +681,5 @@ impl crate::conn::Handler for Service {
         peer: Arc<Peer>,
     ) -> impl std::future::Future<Output = Response<Body>> + Send {
         Service::handle(self, req, peer)
-    }
-}
-
-/// Matches `text` against a pattern where `*` stands for any run of characters.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if pi < p.len() && p[pi].eq_ignore_ascii_case(&t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|b| *b == b'*')
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn domain_patterns() {
-        assert!(glob_match("*", "http://evil.example"));
-        assert!(glob_match("http*://localhost*", "https://localhost:8787"));
-        assert!(glob_match("http*://*.jwebsocket.org", "http://www.jwebsocket.org"));
-        assert!(!glob_match("http*://*.jwebsocket.org", "http://jwebsocket.org.evil.com"));
-        assert!(!glob_match("http://a.com", "http://a.com.evil"));
     }
 }

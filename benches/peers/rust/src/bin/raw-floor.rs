@@ -1,6 +1,6 @@
 //! The HTTP floor without hyper: what one keep-alive HTTP/1.1 request costs here when the
 //! server's HTTP layer is a loop written by hand. A measuring instrument for
-//! docs/PERFORMANCE.md, not part of pollgate.
+//! docs/PERFORMANCE.md, not part of pollgate, built with the peers (scripts/bench-compare.sh).
 //!
 //! It answers what the peers' bare hyper server (`hyper-baseline`) answers, byte for byte
 //! but the date: `200 {"ok":true}` as `application/json`, on keep-alive connections. It

@@ -9,7 +9,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_staticfile::{AcceptEncoding, ResolveResult, Resolver, ResponseBuilder};
 
-use crate::http::{text_response, Body};
+use super::body::{full, text_response, Body};
 
 pub struct StaticFiles {
     resolver: Resolver,
@@ -62,7 +62,7 @@ impl StaticFiles {
         {
             parts.status = StatusCode::NOT_MODIFIED;
             parts.headers.remove(header::CONTENT_LENGTH);
-            return Response::from_parts(parts, crate::http::full(""));
+            return Response::from_parts(parts, full(""));
         }
         if let Some(location) = parts.headers.get(header::LOCATION).and_then(|l| l.to_str().ok()) {
             if let Ok(v) = HeaderValue::from_str(&format!("{mount}{location}")) {

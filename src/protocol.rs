@@ -107,21 +107,21 @@ pub fn response(request: &Token) -> Token {
 }
 
 /// What the envelope helpers and the system plugin's `send` read of a request token, from a
-/// [`Token`] or from a [`TokenView`] (the same code serves both).
+/// [`Token`] or from a view of a request's text read in place (the same code serves both).
 pub trait TokenFields {
-    /// A JSON string field, as [`get_str`].
+    /// A JSON string field; `None` if absent or not a string.
     fn str_field(&self, key: &str) -> Option<Cow<'_, str>>;
-    /// A JSON boolean field, as [`get_bool`].
+    /// A JSON boolean field; `None` if absent or not a boolean.
     fn bool_field(&self, key: &str) -> Option<bool>;
-    /// A JSON integer in the 32-bit range, as [`get_int`].
+    /// A JSON integer in the 32-bit range; `None` if absent, not an integer or out of range.
     fn int_field(&self, key: &str) -> Option<i64>;
-    /// The request's `utid`, as [`utid`].
+    /// The request's `utid`, -1 without one.
     fn utid(&self) -> i64 {
         self.int_field("utid").unwrap_or(-1)
     }
     /// Appends the JSON text of `key`'s value; false (nothing written) if there is none.
     fn write_field(&self, key: &str, out: &mut Vec<u8>) -> bool;
-    /// The token's text with `sourceId` set to `source`, as [`to_text_with_source`].
+    /// The token's JSON text with `sourceId` set to `source`.
     fn text_with_source(&self, source: &str) -> String;
 }
 

@@ -47,6 +47,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// The reason as logs, the admin API and `X-Pollgate-Close-Reason` name it.
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::Client => "client",

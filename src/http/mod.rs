@@ -398,10 +398,10 @@ impl Service {
             line.address = request.address.to_string();
             line.source_id = request.id.to_string();
         }
-        if request.params.get("action") == Some("sync") && request.params.get("share").is_some() {
-            return self.shared_poll(&request).map(|poll| Routed::Shared(Box::new(poll)));
-        }
         if request.params.get("action") == Some("sync") {
+            if request.params.get("share").is_some() {
+                return self.shared_poll(&request).map(|poll| Routed::Shared(Box::new(poll)));
+            }
             let ack = parse_param(&request.params, "ack")?;
             let wait = parse_param(&request.params, "wait")?.unwrap_or(0);
             // A held poll keeps only the connector id: the parameters and the rest go now,

@@ -330,12 +330,12 @@ fn a_send_whose_packet_is_not_stored_is_not_acknowledged_and_its_retry_queues_it
     let (receiver, receiver_id, sender, _) = receiver_and_guest_sender(&c);
     // Queues made read-only (a Redis ACL): the push fails, every step before it works.
     let writable_but_queues = format!("%W~{}[^q]*", c.prefix);
-    c.redis.cli(&["ACL", "SETUSER", "default", "resetkeys", "%R~*", &writable_but_queues]);
+    c.redis.cli_all(&["ACL", "SETUSER", "default", "resetkeys", "%R~*", &writable_but_queues]);
     let token = json!({"ns": SYSTEM, "type": "send", "targetId": receiver_id, "data": "kept", "utid": 7});
     let query = format!("action=send&seq=1&data={token}");
     let r = sender.get(&query);
     assert_eq!(r.status, 503, "the sender's response was ready, the packet was not stored: {}", r.text());
-    c.redis.cli(&["ACL", "SETUSER", "default", "resetkeys", "~*"]);
+    c.redis.cli_all(&["ACL", "SETUSER", "default", "resetkeys", "~*"]);
     // The claim was given back: the retry runs at once, on any node, and is acknowledged.
     let r = via(&sender, c.nodes[2].addr).get(&query);
     assert_eq!(r.status, 200, "{}", r.text());

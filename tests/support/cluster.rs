@@ -1,13 +1,15 @@
 //! Real `redis-server` and `nginx` processes for the cluster tests, on loopback ports, each in
-//! a scratch folder, killed on drop, and a [`Cluster`] of three pollgate nodes made of them.
-//! The test command installs both; a missing one fails the test with the command that
-//! installs it.
+//! a scratch folder, killed on drop, and a [`Cluster`] of three pollgate nodes made of them,
+//! over one `redis-server` or, with `TEST_REDIS_CLUSTER=1`, over a Redis Cluster
+//! ([`super::redis_cluster`]). The test command installs both; a missing one fails the test
+//! with the command that installs it.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::redis_cluster::RedisCluster;
 use super::{Client, Server};
 
 /// A port nobody listens on right now.
@@ -15,7 +17,8 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+/// Waits until `child` listens on `port`; fails the test if it exits or takes over 20 s.
+pub fn wait_for_port(port: u16, what: &str, child: &mut Child) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -29,7 +32,8 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child) {
     panic!("{what} did not listen on {port} within 20 s");
 }
 
-fn program(name: &str, package: &str) -> PathBuf {
+/// The path of an installed program; fails the test with the command that installs it.
+pub fn program(name: &str, package: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
         let p = Path::new(dir).join(name);
         if p.exists() {
@@ -209,47 +213,148 @@ impl Drop for Nginx {
     }
 }
 
-/// Three pollgate nodes sharing a real `redis-server`, behind a real `nginx` that round-robins
-/// every request with no stickiness, all on loopback.
+/// Whether the environment asks for the cluster tests to run over a Redis Cluster
+/// (`TEST_REDIS_CLUSTER=1`) instead of one `redis-server`.
+pub fn on_redis_cluster() -> bool {
+    std::env::var("TEST_REDIS_CLUSTER").is_ok_and(|v| v == "1")
+}
+
+/// The Redis a [`Cluster`]'s nodes share: one server, or a Redis Cluster. What a test does to
+/// "the" Redis has one meaning for each.
+pub enum Redis {
+    Server(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Redis {
+    /// One `redis-server`, or, when [`on_redis_cluster`], a Redis Cluster of three masters
+    /// without replicas.
+    pub fn from_environment() -> Redis {
+        if on_redis_cluster() {
+            Redis::Cluster(RedisCluster::start(3, 0))
+        } else {
+            Redis::Server(RedisServer::start())
+        }
+    }
+
+    /// The `POLLGATE_*` settings that point a node at it.
+    fn node_env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Redis::Server(r) => vec![("REDIS_URL", r.url())],
+            Redis::Cluster(c) => vec![("REDIS_CLUSTER_NODES", c.seeds())],
+        }
+    }
+
+    /// Runs one command with `redis-cli`; its output, trimmed. On a Redis Cluster the
+    /// command goes to the instance that serves its key (`redis-cli -c`); a command that
+    /// must reach every instance needs [`Redis::cli_all`].
+    pub fn cli(&self, args: &[&str]) -> String {
+        match self {
+            Redis::Server(r) => r.cli(args),
+            Redis::Cluster(c) => c.cli_on_key(args),
+        }
+    }
+
+    /// Runs one command on every instance (one on a single server); the outputs.
+    pub fn cli_all(&self, args: &[&str]) -> Vec<String> {
+        match self {
+            Redis::Server(r) => vec![r.cli(args)],
+            Redis::Cluster(c) => c.cli_all(args),
+        }
+    }
+
+    /// Stops Redis cleanly: the server, or every instance of the cluster at once (SIGTERM:
+    /// each writes its data and exits).
+    pub fn stop(&mut self) {
+        match self {
+            Redis::Server(r) => r.stop(),
+            Redis::Cluster(c) => c.stop_all(),
+        }
+    }
+
+    /// Stops and starts it again, on the same ports with the same data: on a cluster every
+    /// instance with its `nodes.conf` and append-only file, and the cluster whole again.
+    pub fn restart(&mut self) {
+        match self {
+            Redis::Server(r) => r.restart(),
+            Redis::Cluster(c) => c.restart_all(),
+        }
+    }
+
+    /// Each process's `run_id` (one per instance of a cluster).
+    pub fn run_ids(&self) -> Vec<String> {
+        self.cli_all(&["INFO", "server"])
+            .iter()
+            .map(|info| info.lines().find_map(|l| l.strip_prefix("run_id:")).expect("a run_id").trim().to_owned())
+            .collect()
+    }
+
+    /// The Redis Cluster, for a test that runs only on one.
+    pub fn cluster(&mut self) -> &mut RedisCluster {
+        match self {
+            Redis::Cluster(c) => c,
+            Redis::Server(_) => panic!("this test needs a Redis Cluster"),
+        }
+    }
+}
+
+/// Three pollgate nodes sharing a real Redis (one `redis-server`, or a Redis Cluster), behind
+/// a real `nginx` that round-robins every request with no stickiness, all on loopback.
 pub struct Cluster {
-    pub redis: RedisServer,
+    pub redis: Redis,
     pub nodes: Vec<Server>,
     /// The nodes' ports, kept so a node killed can come back on its own.
     pub ports: Vec<u16>,
     pub nginx: Nginx,
     /// The Redis key prefix the nodes share.
     pub prefix: String,
-    /// Each node's Redis URL (the same server, maybe through a link of its own).
-    redis_urls: Vec<String>,
+    /// Each node's settings that point it at Redis (the same Redis, maybe through a link of
+    /// its own).
+    redis_env: Vec<Vec<(&'static str, String)>>,
     extra: Vec<(&'static str, String)>,
 }
 
 impl Cluster {
-    /// Starts the cluster with `extra` as `POLLGATE_*` overrides on every node.
+    /// Starts the cluster over [`Redis::from_environment`] with `extra` as `POLLGATE_*`
+    /// overrides on every node.
     pub fn start(extra: &[(&'static str, &str)]) -> Cluster {
-        Self::start_with(extra, |_, redis| redis.url())
+        Self::start_on(Redis::from_environment(), extra)
     }
 
-    /// The same, node `i` reaching Redis at `redis_url(i, redis)` (a link that can be cut).
+    /// The same over `redis`.
+    pub fn start_on(redis: Redis, extra: &[(&'static str, &str)]) -> Cluster {
+        let env = redis.node_env();
+        Self::assemble(redis, vec![env.clone(), env.clone(), env], extra)
+    }
+
+    /// Starts the cluster over one `redis-server`, node `i` reaching it at
+    /// `redis_url(i, redis)` (a link that can be cut). Always one server, even with
+    /// `TEST_REDIS_CLUSTER=1`: a client of a Redis Cluster learns every instance's address
+    /// from the cluster itself (`CLUSTER SLOTS`), the one each instance announces to all, so
+    /// a link in front of a seed cuts only the first contact, and no address can be given to
+    /// one pollgate node alone.
     pub fn start_with(
         extra: &[(&'static str, &str)],
         mut redis_url: impl FnMut(usize, &RedisServer) -> String,
     ) -> Cluster {
         let redis = RedisServer::start();
+        let env = (0..3).map(|i| vec![("REDIS_URL", redis_url(i, &redis))]).collect();
+        Self::assemble(Redis::Server(redis), env, extra)
+    }
+
+    fn assemble(redis: Redis, redis_env: Vec<Vec<(&'static str, String)>>, extra: &[(&'static str, &str)]) -> Cluster {
         let prefix = format!("c{:08x}:", rand::random::<u32>());
         let extra: Vec<(&'static str, String)> = extra.iter().map(|(k, v)| (*k, v.to_string())).collect();
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let redis_urls: Vec<String> = (0..3).map(|i| redis_url(i, &redis)).collect();
-        let nodes: Vec<Server> = (0..3).map(|i| Self::node(&redis_urls[i], &prefix, ports[i], &extra)).collect();
+        let nodes: Vec<Server> = (0..3).map(|i| Self::node(&redis_env[i], &prefix, ports[i], &extra)).collect();
         let nginx = Nginx::start(&nodes.iter().map(|n| n.addr).collect::<Vec<_>>());
-        Cluster { redis, nodes, ports, nginx, prefix, redis_urls, extra }
+        Cluster { redis, nodes, ports, nginx, prefix, redis_env, extra }
     }
 
-    fn node(url: &str, prefix: &str, port: u16, extra: &[(&'static str, String)]) -> Server {
+    fn node(redis_env: &[(&'static str, String)], prefix: &str, port: u16, extra: &[(&'static str, String)]) -> Server {
         let port = port.to_string();
         let mut env: Vec<(&str, &str)> = vec![
             ("STORE", "redis"),
-            ("REDIS_URL", url),
             ("REDIS_PREFIX", prefix),
             ("PORT", &port),
             ("TRUSTED_PROXIES", "127.0.0.1"),
@@ -260,13 +365,14 @@ impl Cluster {
             ("BROADCAST_LOGIN_EVENT", "false"),
             ("BROADCAST_LOGOUT_EVENT", "false"),
         ];
+        env.extend(redis_env.iter().map(|(k, v)| (*k, v.as_str())));
         env.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
         Server::start(&env)
     }
 
     /// Starts node `i` again on its port (after a kill).
     pub fn restart(&mut self, i: usize) {
-        self.nodes[i] = Self::node(&self.redis_urls[i], &self.prefix, self.ports[i], &self.extra);
+        self.nodes[i] = Self::node(&self.redis_env[i], &self.prefix, self.ports[i], &self.extra);
     }
 
     /// A raw client through the balancer.

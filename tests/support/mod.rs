@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod faults;
+pub mod redis_cluster;
 pub mod two_way;
 
 use std::io::{BufRead, BufReader, Read, Write};

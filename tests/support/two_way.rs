@@ -59,6 +59,11 @@ impl TwoWay {
         TwoWay { sessions, received, senders, receivers, closes, messages }
     }
 
+    /// The connector ids (`sourceId`) of the two sessions.
+    pub fn source_ids(&self) -> [String; 2] {
+        [self.sessions[0].source_id(), self.sessions[1].source_id()]
+    }
+
     /// The fewer of the two sides' received counts.
     pub fn received(&self) -> usize {
         self.received.iter().map(|r| r.load(Ordering::SeqCst)).min().unwrap()

@@ -1,0 +1,245 @@
+//! pollgate on a Redis Cluster: what only a cluster of Redis masters can show. Each test
+//! starts its own Redis Cluster (real `redis-server` processes in cluster mode) and three
+//! pollgate nodes over it behind a real round-robin `nginx`, all on loopback: keys spread over
+//! the masters, a master killed and replaced by its replica, a slot moved to another master,
+//! and the system plugin's cluster-wide tokens across masters. The streams are the two-way
+//! streams of `cluster_faults.rs` (see `support::two_way`).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use pollgate::client::{Builder, Session};
+use serde_json::{json, Value};
+use support::cluster::{Cluster, Redis};
+use support::redis_cluster::RedisCluster;
+use support::two_way::TwoWay;
+use support::Client;
+
+/// Every node: no access log of thousands of lines.
+const QUIET: &[(&str, &str)] = &[("ACCESS_LOG", "false")];
+
+/// Messages each way in a stream: 300 unless `TEST_STREAM_MESSAGES` says otherwise (few, so
+/// that the file stays near two minutes on two cores; the fault comes a third of the way in
+/// whatever the count).
+fn messages() -> usize {
+    std::env::var("TEST_STREAM_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(300)
+}
+
+/// How long any wait for a third of a stream may take on a loaded machine: 120 s per 1,000
+/// messages, 60 s at least.
+fn limit() -> Duration {
+    Duration::from_secs((120 * messages() as u64).div_ceil(1_000).max(60))
+}
+
+/// Sessions through the balancer with retries that outlast a failover or a migration (a few
+/// seconds of 503 at most).
+fn through(addr: SocketAddr) -> impl Fn() -> Builder {
+    move || {
+        Session::builder(format!("http://{addr}/jWebSocket/http"))
+            .max_retries(400)
+            .retry_timeout(Duration::from_millis(100))
+            .timeout(Duration::from_secs(90))
+            .poll_wait(Duration::from_secs(2))
+    }
+}
+
+/// Three pollgate nodes behind nginx over a Redis Cluster of `masters` masters with
+/// `replicas` replicas each.
+fn cluster_of(masters: usize, replicas: usize) -> Cluster {
+    Cluster::start_on(Redis::Cluster(RedisCluster::start(masters, replicas)), QUIET)
+}
+
+/// The keys under the nodes' prefix that name connector `id`.
+fn keys_of(c: &mut Cluster, id: &str) -> Vec<String> {
+    let pattern = format!("{}*{id}*", c.prefix);
+    c.redis.cluster().keys(&pattern)
+}
+
+/// The slot of connector `id`'s state: that of its keys, which must all share it (each of the
+/// store's scripts reaches one slot).
+fn slot_of_connector(c: &mut Cluster, id: &str) -> u16 {
+    let keys = keys_of(c, id);
+    assert!(!keys.is_empty(), "no key of connector {id} under {}", c.prefix);
+    let redis = c.redis.cluster();
+    let slots: Vec<(u16, &String)> = keys.iter().map(|k| (redis.slot_of(k), k)).collect();
+    assert!(slots.iter().all(|(s, _)| *s == slots[0].0), "connector {id}'s keys span slots: {slots:?}");
+    slots[0].0
+}
+
+/// With 200 connectors opened through the balancer, each of the three masters holds at least
+/// 15 % of the keys: the store spreads its state over the cluster, not onto one master.
+#[test]
+fn keys_spread_over_every_master() {
+    let mut c = cluster_of(3, 0);
+    for _ in 0..200 {
+        let r = c.client().get("action=open");
+        assert_eq!(r.status, 200, "open: {}", r.text());
+    }
+    let sizes = c.redis.cluster().dbsize_per_master();
+    let total: u64 = sizes.iter().map(|(_, n)| n).sum();
+    let shares: Vec<String> =
+        sizes.iter().map(|(port, n)| format!("{port}: {n} ({:.1} %)", 100.0 * *n as f64 / total as f64)).collect();
+    eprintln!("keys per master, {total} in all: {}", shares.join(", "));
+    assert!(total >= 200, "{total} keys for 200 connectors");
+    for (port, n) in &sizes {
+        assert!(*n as f64 >= 0.15 * total as f64, "master {port} holds {n} of {total} keys: {shares:?}");
+    }
+}
+
+/// SIGKILL of the master that holds a streaming connector's state, a third of the way
+/// through a two-way stream (3 masters, a replica each): its replica takes over, and the
+/// stream completes with every message delivered once, in order.
+///
+/// Redis replicates asynchronously: a write the master acknowledged (and synced to its own
+/// append-only file) may not have reached the replica when the master dies, and the promoted
+/// replica then lacks it. A failure of this test names what was lost (a message, or a
+/// sequence number the receiver had already seen); it is not weakened to allow it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_killed_mid_stream_fails_over_without_loss() {
+    let started = Instant::now();
+    let mut c = tokio::task::block_in_place(|| cluster_of(3, 1));
+    let stream = TwoWay::start(through(c.nginx.addr), messages()).await;
+    stream.until_received(messages() / 3, limit()).await;
+    let [a, _] = stream.source_ids();
+    let killed = tokio::task::block_in_place(|| {
+        let slot = slot_of_connector(&mut c, &a);
+        let redis = c.redis.cluster();
+        let owner = redis.owner_of(slot);
+        let i = redis.masters().iter().position(|&p| p == owner).unwrap();
+        let killed = redis.kill_master(i);
+        redis.wait_failover();
+        assert_ne!(redis.owner_of(slot), killed, "slot {slot} is still the killed master's");
+        eprintln!("master {killed} (slot {slot}) killed; its replica took over at {:.1?}", started.elapsed());
+        killed
+    });
+    assert!(stream.received() < messages(), "the stream ended before the failover");
+    stream.finish().await;
+    assert!(!tokio::task::block_in_place(|| c.redis.cluster().masters()).contains(&killed));
+    eprintln!("{} each way, a master killed, in {:.1?}", messages(), started.elapsed());
+}
+
+/// The slot of a streaming connector's state moved to another master a third of the way
+/// through a two-way stream, its keys migrated a few at a time so that the stream's requests
+/// meet the slot while it migrates (`ASK`, `TRYAGAIN`) and after (`MOVED`): the stream
+/// completes with every message delivered once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_moved_mid_stream_is_followed() {
+    let started = Instant::now();
+    let mut c = tokio::task::block_in_place(|| cluster_of(3, 0));
+    let stream = TwoWay::start(through(c.nginx.addr), messages()).await;
+    stream.until_received(messages() / 3, limit()).await;
+    let [a, _] = stream.source_ids();
+    let (slot, from, to, moved) = tokio::task::block_in_place(|| {
+        let slot = slot_of_connector(&mut c, &a);
+        let redis = c.redis.cluster();
+        let from = redis.owner_of(slot);
+        let to = *redis.masters().iter().find(|&&p| p != from).unwrap();
+        let moved = redis.migrate_slot(slot, from, to, 2, Duration::from_millis(200));
+        assert_eq!(redis.owner_of(slot), to);
+        (slot, from, to, moved)
+    });
+    eprintln!("slot {slot}: {moved} keys moved from {from} to {to} by {:.1?}", started.elapsed());
+    assert!(moved > 0, "slot {slot} held no key to move");
+    assert!(stream.received() < messages(), "the stream ended before the slot had moved");
+    stream.finish().await;
+    // The connector's keys are all on the new owner now.
+    let keys = tokio::task::block_in_place(|| keys_of(&mut c, &a));
+    for key in &keys {
+        let on_to = c.redis.cluster().cli(to, &["EXISTS", key]);
+        assert_eq!(on_to, "1", "{key} is not on {to}");
+    }
+    eprintln!("{} each way, a slot moved, in {:.1?}", messages(), started.elapsed());
+}
+
+/// getClients lists, and broadcast reaches, connectors whose state lies on every master of
+/// the cluster, each polling through another node than the one it opened on.
+#[test]
+fn broadcast_and_get_clients_reach_connectors_on_every_master() {
+    let mut c = cluster_of(3, 0);
+    // Enough receivers that their state lies on each of the three masters.
+    let receivers: Vec<(Client, String)> = (0..12)
+        .map(|i| {
+            let r = Client::new(c.nodes[i % 3].addr);
+            let id = r.open();
+            (r, id)
+        })
+        .collect();
+    let mut masters_used: Vec<u16> = receivers
+        .iter()
+        .map(|(_, id)| {
+            let slot = slot_of_connector(&mut c, id);
+            c.redis.cluster().owner_of(slot)
+        })
+        .collect();
+    masters_used.sort_unstable();
+    masters_used.dedup();
+    assert_eq!(masters_used, c.redis.cluster().masters(), "the receivers' state is not on every master");
+
+    let sender = c.client();
+    let sender_id = sender.open();
+    sender.login("guest", "guest");
+    let clients = sender.system("getClients", json!({"utid": 1}));
+    let listed: Vec<String> = clients["clients"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no clients in {clients}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    for (_, id) in &receivers {
+        assert!(listed.iter().any(|l| l.ends_with(&format!("@{id}"))), "{id} missing from {listed:?}");
+    }
+    assert!(listed.iter().any(|l| l == &format!("guest@{sender_id}")), "{listed:?}");
+    assert_eq!(listed.len(), receivers.len() + 1, "{listed:?}");
+
+    let polls: Vec<_> = receivers
+        .iter()
+        .enumerate()
+        .map(|(i, (r, _))| {
+            let held = Client { addr: c.nodes[(i + 1) % 3].addr, connection_id: r.connection_id.clone() };
+            std::thread::spawn(move || held.get("action=sync&wait=20000"))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    sender.system("broadcast", json!({"data": "to all", "senderIncluded": false, "responseRequested": false}));
+    for p in polls {
+        let r = p.join().unwrap();
+        let got: Vec<Value> = r.packets().iter().map(|p| serde_json::from_str(p).unwrap()).collect();
+        assert!(got.iter().any(|t| t["data"] == "to all"), "{got:?}");
+    }
+}
+
+/// The harness itself, with `redis-cli` alone: keys written land on their masters, a slot
+/// moves with its keys, a killed master is replaced by its replica with its keys, and a
+/// restart of every instance keeps the data and the cluster whole.
+#[test]
+fn the_redis_cluster_harness_does_what_it_says() {
+    let mut redis = RedisCluster::start(3, 1);
+    assert_eq!(redis.ports().len(), 6);
+    for i in 0..60 {
+        assert_eq!(redis.cli_on_key(&["SET", &format!("k{i}"), &i.to_string()]), "OK");
+    }
+    let total = |redis: &RedisCluster| redis.dbsize_per_master().iter().map(|(_, n)| n).sum::<u64>();
+    assert_eq!(total(&redis), 60);
+    let slot = redis.slot_of("k1");
+    let from = redis.owner_of(slot);
+    let to = *redis.masters().iter().find(|&&p| p != from).unwrap();
+    assert_eq!(redis.migrate_slot(slot, from, to, 2, Duration::ZERO), 1);
+    assert_eq!(redis.owner_of(slot), to);
+    assert_eq!(redis.cli(to, &["GET", "k1"]), "1");
+    assert_eq!(redis.cli_on_key(&["GET", "k1"]), "1");
+    // Every write reached the replicas (WAIT) before the kill: none may be lost.
+    for port in redis.masters() {
+        assert_eq!(redis.cli(port, &["WAIT", "1", "5000"]), "1", "the replica of {port}");
+    }
+    let killed = redis.kill_master(0);
+    redis.wait_failover();
+    assert_eq!(redis.masters().len(), 3);
+    assert!(!redis.masters().contains(&killed));
+    assert_eq!(total(&redis), 60);
+    redis.restart_all();
+    assert_eq!(redis.running_ports().len(), 6, "the killed master came back too");
+    assert_eq!(total(&redis), 60, "the data survives a restart of every instance");
+    assert_eq!(redis.cli_on_key(&["GET", "k59"]), "59");
+}

@@ -3,7 +3,8 @@
 # toolchain, redis-server, nginx, Chromium, Node.js and npm, a JDK; the browser tests' npm
 # packages), then runs formatting, lint and layering checks, the unit and
 # integration tests, and compiles the benchmarks. The integration tests then run a second
-# time with every server keeping its state in Redis (the store of a cluster). Last, each
+# time with every server keeping its state in Redis (the store of a cluster), and a third
+# time on a Redis Cluster of three masters. Last, each
 # fuzz target runs for about a minute (scripts/fuzz.sh, which installs cargo-fuzz).
 # Usage: ./scripts/test.sh
 set -euo pipefail
@@ -66,6 +67,32 @@ for f in tests/*.rs; do
   esac
 done
 TEST_REDIS_URL="redis://127.0.0.1:$redis_port" cargo test --quiet "${suites[@]}"
+
+echo "== integration tests a third time, every server on a Redis Cluster of three masters"
+cluster_ports=()
+cluster_pids=()
+for _ in 1 2 3; do
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p "$redis_dir/$port"
+  (cd "$redis_dir/$port" && exec redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+    --cluster-config-file nodes.conf --save "" --appendonly no >log 2>&1) &
+  cluster_pids+=($!)
+  cluster_ports+=("$port")
+done
+trap 'kill $redis_pid "${cluster_pids[@]}" 2>/dev/null; rm -rf "$redis_dir"' EXIT
+for port in "${cluster_ports[@]}"; do
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+done
+redis-cli --cluster create "${cluster_ports[@]/#/127.0.0.1:}" --cluster-yes >"$redis_dir/create.log"
+for _ in $(seq 1 100); do
+  redis-cli -p "${cluster_ports[0]}" CLUSTER INFO | grep -q cluster_state:ok && break
+  sleep 0.1
+done
+seeds=$(printf 'redis://127.0.0.1:%s,' "${cluster_ports[@]}")
+TEST_REDIS_CLUSTER_NODES="${seeds%,}" cargo test --quiet "${suites[@]}"
 
 # Five targets of 45 s each keep the step near four minutes once the targets are built.
 echo "== fuzz (scripts/fuzz.sh: every target, 45 s each)"

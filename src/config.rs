@@ -119,6 +119,9 @@ pub struct Config {
     pub store: StoreKind,
     /// The Redis server of `store = "redis"`. Default `redis://127.0.0.1:6379`.
     pub redis_url: String,
+    /// Seed nodes of a Redis Cluster (`redis://host:port` each); when not empty, the store
+    /// of `store = "redis"` is that Redis Cluster and `redis_url` is not used. Default empty.
+    pub redis_cluster_nodes: Vec<String>,
     /// Prefix of every key (and channel) this cluster uses in Redis. Default `pollgate:`.
     pub redis_prefix: String,
     /// Send the `connect` event to other clients. Default false.
@@ -182,6 +185,7 @@ impl Default for Config {
             session_retention: 600,
             store: StoreKind::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
+            redis_cluster_nodes: Vec::new(),
             redis_prefix: "pollgate:".into(),
             broadcast_open_event: false,
             broadcast_close_event: false,

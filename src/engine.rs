@@ -340,7 +340,9 @@ impl Engine {
     ) -> EngineResult<Option<Option<String>>> {
         if self.store.sends_in_one_step() {
             if let Some(token) = system::one_step_send(data) {
-                return self.send_in_one_step(id, &token, seq).await;
+                if let Some(answer) = self.send_in_one_step(id, &token, seq).await? {
+                    return Ok(answer);
+                }
             }
         }
         let Some((session_id, rights)) = self.touch_for_send(id).await? else { return Ok(None) };
@@ -349,13 +351,15 @@ impl Engine {
 
     /// [`system::SystemPlugin::send`] of `token` as one store step ([`Store::send_step`]):
     /// the same packets and answers, decided by the store. Only a send that fails (access
-    /// denied, no target) with a `seq` takes a second step, to record its answer.
+    /// denied, no target) with a `seq` takes a second step, to record its answer. `None`
+    /// when the store cannot take this send in one step ([`SendStepped::Split`]): nothing
+    /// was done, and the caller takes it step by step.
     async fn send_in_one_step(
         self: &Arc<Self>,
         id: &str,
         token: &protocol::TokenView<'_>,
         seq: Option<u64>,
-    ) -> EngineResult<Option<Option<String>>> {
+    ) -> EngineResult<Option<Option<Option<String>>>> {
         let target = token.str_field("targetId").unwrap_or_default();
         let forwarded = token.text_with_source(id);
         let reply = (token.bool_field("responseRequested") != Some(false)).then(|| protocol::response_text(token));
@@ -388,14 +392,15 @@ impl Engine {
             }
         };
         let failure = match stepped {
-            SendStepped::Unknown => return Ok(None),
-            SendStepped::Replay(body) => return Ok(Some(body)),
+            SendStepped::Split => return Ok(None),
+            SendStepped::Unknown => return Ok(Some(None)),
+            SendStepped::Replay(body) => return Ok(Some(Some(body))),
             SendStepped::InProgress => return Err(EngineError::SendInProgress),
             SendStepped::Forgotten => return Err(EngineError::SendForgotten),
             SendStepped::Done { overflowed } => {
                 self.metrics.packets_queued.inc_by((packets.len() - overflowed.len()) as u64);
                 self.close_overflowed(overflowed);
-                return Ok(Some(body.map(str::to_owned)));
+                return Ok(Some(Some(body.map(str::to_owned))));
             }
             SendStepped::Denied => protocol::error_text(token, "access denied"),
             SendStepped::NoTarget => protocol::error_text(token, &system::no_target(&target)),
@@ -405,7 +410,7 @@ impl Engine {
             self.store.complete_send(id, seq, Some(failure.clone())).await?;
             claim.disarm();
         }
-        Ok(Some(Some(failure)))
+        Ok(Some(Some(Some(failure))))
     }
 
     /// Runs a token sent with `send`, at most once per `seq` when one is given. Returns the

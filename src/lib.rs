@@ -47,7 +47,7 @@
 //!   reap, evict), the long-poll, idempotent sends, events.
 //! - `store`: the state behind the engine, one small interface (`store::Store`) with an
 //!   in-memory implementation (`store::memory`), a Redis one for a cluster
-//!   (`store::redis`, its atomic steps in `store/lua/`) and the sequenced queue
+//!   (`store::redis`, its atomic steps in `store/redis/lua/`) and the sequenced queue
 //!   (`store::queue`).
 //! - `auth`: users, password hashes, login rate limits, and the rights checks on a session.
 //! - `plugins::system` and `plugins::filesystem`: the built-in plugins (the filesystem

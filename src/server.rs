@@ -54,6 +54,7 @@ impl Server {
                 let timeout_ms = config.session_timeout().as_millis() as i64;
                 let options = RedisOptions {
                     url: config.redis_url.clone(),
+                    cluster_nodes: config.redis_cluster_nodes.clone(),
                     prefix: config.redis_prefix.clone(),
                     // Twice the inactivity timeout, and at least ten minutes.
                     key_ttl_ms: (2 * timeout_ms).max(600_000),

@@ -583,6 +583,7 @@ fn redis_store(
 ) -> std::sync::Arc<pollgate::store::redis::RedisStore> {
     let options = pollgate::store::redis::RedisOptions {
         url: redis.url(),
+        cluster_nodes: Vec::new(),
         prefix: "t:".into(),
         key_ttl_ms: 60_000,
         retention_ms: 60_000,

@@ -123,6 +123,7 @@ async fn the_redis_store_keeps_the_contract() {
     let redis = RedisServer::start();
     let options = RedisOptions {
         url: redis.url(),
+        cluster_nodes: Vec::new(),
         prefix: "contract:".into(),
         key_ttl_ms: 600_000,
         retention_ms: 60_000,

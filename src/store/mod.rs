@@ -252,6 +252,9 @@ pub enum SendStepped {
     /// Queued (but for the returned targets, whose queues would have overflowed: the caller
     /// closes them), the body recorded for `seq`, the request recorded as a touch.
     Done { overflowed: Vec<String> },
+    /// The store cannot take this send in one step (on a Redis Cluster, a target lives in
+    /// another partition than the requester): nothing done; the caller takes it step by step.
+    Split,
 }
 
 /// The store could not do what was asked (a shared store that is unreachable).

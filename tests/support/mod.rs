@@ -53,11 +53,16 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        // The test command runs the suite twice: the second time every server keeps its
-        // state in the Redis at TEST_REDIS_URL, under a prefix of its own.
-        if let Ok(url) = std::env::var("TEST_REDIS_URL") {
-            if !env.iter().any(|(k, _)| *k == "STORE") {
-                let prefix: u64 = rand::random();
+        // The test command runs the suite three times: the second time every server keeps
+        // its state in the Redis at TEST_REDIS_URL, the third in the Redis Cluster of
+        // TEST_REDIS_CLUSTER_NODES, under a prefix of its own.
+        if !env.iter().any(|(k, _)| *k == "STORE") {
+            let prefix: u64 = rand::random();
+            if let Ok(seeds) = std::env::var("TEST_REDIS_CLUSTER_NODES") {
+                cmd.env("POLLGATE_STORE", "redis")
+                    .env("POLLGATE_REDIS_CLUSTER_NODES", seeds)
+                    .env("POLLGATE_REDIS_PREFIX", format!("t{prefix:016x}:"));
+            } else if let Ok(url) = std::env::var("TEST_REDIS_URL") {
                 cmd.env("POLLGATE_STORE", "redis")
                     .env("POLLGATE_REDIS_URL", url)
                     .env("POLLGATE_REDIS_PREFIX", format!("t{prefix:016x}:"));

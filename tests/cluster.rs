@@ -294,31 +294,40 @@ fn a_send_cut_by_a_dying_node_is_rerun_after_its_lease_without_doubling_packets(
     let (receiver, receiver_id, sender, sender_id) = receiver_and_guest_sender(&c);
     // What a node leaves behind when it dies inside `send seq=5`, after queuing the packet
     // for the receiver and before recording the response: the claim, and the packet's once
-    // key. (Written straight into Redis: the tests cannot time a kill that precisely.)
-    let p = &c.prefix;
+    // key. (Written straight into Redis: the tests cannot time a kill that precisely.) Each
+    // connector's keys are in its session's partition (on a Redis Cluster, one of sixteen);
+    // the once key is in the receiver's, where the packet was queued.
+    let (rp, sp) = (c.partition_of(&receiver_id), c.partition_of(&sender_id));
     let token = send_to(&receiver_id, "once");
     let queued = json!({"ns": SYSTEM, "type": "send", "targetId": receiver_id, "responseRequested": false,
         "data": "once", "sourceId": sender_id, "sender": "guest"});
-    let pushed = c.redis.cli(&["RPUSH", &format!("{p}q:{receiver_id}"), &queued.to_string()]);
+    let pushed = c.redis.cli(&["RPUSH", &format!("{rp}q:{receiver_id}"), &queued.to_string()]);
     assert_eq!(pushed, "1", "the receiver's queue held nothing else");
-    c.redis.cli(&["HINCRBY", &format!("{p}c:{receiver_id}"), "last", "1"]);
-    c.redis.cli(&["HSET", &format!("{p}c:{sender_id}"), "sendlast", "5"]);
-    c.redis.cli(&["HSET", &format!("{p}once:{sender_id}:5"), &format!("1:{receiver_id}"), "1"]);
+    c.redis.cli(&["HINCRBY", &format!("{rp}c:{receiver_id}"), "last", "1"]);
+    c.redis.cli(&["HSET", &format!("{sp}c:{sender_id}"), "sendlast", "5"]);
+    let once = format!("{rp}once:{sender_id}:5");
+    c.redis.cli(&["HSET", &once, &format!("1:{receiver_id}"), "1"]);
     let now = protocol_now_ms();
     // Claimed a moment ago: still its node's; the retry is told to wait.
-    c.redis.cli(&["HSET", &format!("{p}sp:{sender_id}"), "5", &now.to_string()]);
+    c.redis.cli(&["HSET", &format!("{sp}sp:{sender_id}"), "5", &now.to_string()]);
     let r = via(&sender, c.nodes[2].addr).get(&format!("action=send&seq=5&data={token}"));
     assert_eq!(r.status, 409, "{}", r.text());
     assert!(r.text().contains("in progress"), "{}", r.text());
     // Claimed longer ago than the lease (10 s): the node died; another node re-runs it.
-    c.redis.cli(&["HSET", &format!("{p}sp:{sender_id}"), "5", &(now - 11_000).to_string()]);
+    c.redis.cli(&["HSET", &format!("{sp}sp:{sender_id}"), "5", &(now - 11_000).to_string()]);
     let r = via(&sender, c.nodes[2].addr).get(&format!("action=send&seq=5&data={token}"));
     assert_eq!(r.status, 200, "{}", r.text());
     let got = parse(&via(&receiver, c.nodes[0].addr).get("action=sync&wait=1000").packets());
     let copies = got.iter().filter(|t| t["data"] == "once").count();
     assert_eq!(copies, 1, "queued once, not again by the re-run: {got:?}");
-    // Completed: its once keys are gone, and a retry is answered from the record.
-    assert_eq!(c.redis.cli(&["EXISTS", &format!("{p}once:{sender_id}:5")]), "0");
+    // Completed: its once keys are gone (in another partition than the sender's, a Redis
+    // Cluster's, they expire instead), and a retry is answered from the record.
+    if rp == sp {
+        assert_eq!(c.redis.cli(&["EXISTS", &once]), "0");
+    } else {
+        let ttl: i64 = c.redis.cli(&["PTTL", &once]).parse().unwrap();
+        assert!(ttl > 0, "{once} does not expire: PTTL {ttl}");
+    }
     let again = via(&sender, c.nodes[0].addr).get(&format!("action=send&seq=5&data={token}"));
     assert_eq!((again.status, again.body), (r.status, r.body));
 }
@@ -328,9 +337,14 @@ fn a_send_cut_by_a_dying_node_is_rerun_after_its_lease_without_doubling_packets(
 fn a_send_whose_packet_is_not_stored_is_not_acknowledged_and_its_retry_queues_it_once() {
     let c = Cluster::start(&[]);
     let (receiver, receiver_id, sender, _) = receiver_and_guest_sender(&c);
-    // Queues made read-only (a Redis ACL): the push fails, every step before it works.
-    let writable_but_queues = format!("%W~{}[^q]*", c.prefix);
-    c.redis.cli_all(&["ACL", "SETUSER", "default", "resetkeys", "%R~*", &writable_but_queues]);
+    // Queues made read-only (a Redis ACL on every instance): the push fails, every step
+    // before it works. Keys are the prefix, on a Redis Cluster a partition's hash tag, then
+    // a name (`q:` for queues); a script declares its partition's prefix alone as its key.
+    let p = &c.prefix;
+    let writable_but_queues = [format!("%W~{p}[^q{{]*"), format!("%W~{p}{{*}}[^q]*"), format!("%W~{p}{{*}}")];
+    let mut rules = vec!["ACL", "SETUSER", "default", "resetkeys", "%R~*"];
+    rules.extend(writable_but_queues.iter().map(String::as_str));
+    c.redis.cli_all(&rules);
     let token = json!({"ns": SYSTEM, "type": "send", "targetId": receiver_id, "data": "kept", "utid": 7});
     let query = format!("action=send&seq=1&data={token}");
     let r = sender.get(&query);
@@ -499,9 +513,9 @@ fn redis_down_means_503_with_a_reason_and_the_node_recovers_by_itself() {
 fn a_sync_that_begins_wakes_the_one_held_on_its_node_and_not_itself() {
     use pollgate::metrics::StoreMeter;
     use pollgate::store::{QueueLimits, Store, Wakeup};
-    use support::cluster::RedisServer;
+    use support::cluster::Redis;
 
-    let redis = RedisServer::start();
+    let redis = Redis::from_environment();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let fired = |wakeup: &mut Wakeup, within: Duration| {
         runtime.block_on(async { tokio::time::timeout(within, wakeup.changed()).await.is_ok() })
@@ -510,7 +524,7 @@ fn a_sync_that_begins_wakes_the_one_held_on_its_node_and_not_itself() {
     // The node's subscription, once made, wakes every poll once (it may have missed a
     // message): wait for it, so that no wake-up below is that one.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while redis.cli(&["PUBSUB", "CHANNELS", "t:n:*"]).is_empty() {
+    while redis.channels("t:*n:*") < redis.partitions() {
         assert!(Instant::now() < deadline, "the store never subscribed");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -537,17 +551,14 @@ fn a_sync_that_begins_wakes_the_one_held_on_its_node_and_not_itself() {
 fn a_push_publishes_a_wake_up_only_while_a_sync_waits() {
     use pollgate::metrics::StoreMeter;
     use pollgate::store::{QueueLimits, Store};
-    use support::cluster::RedisServer;
+    use support::cluster::Redis;
 
-    let redis = RedisServer::start();
+    let redis = Redis::from_environment();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let store = redis_store(&redis, &runtime, StoreMeter::default());
-    let publishes = || -> u64 {
-        let stats = redis.cli(&["INFO", "commandstats"]);
-        let line = stats.lines().find(|l| l.starts_with("cmdstat_publish:")).unwrap_or("calls=0,");
-        line.split("calls=").nth(1).and_then(|v| v.split(',').next()).unwrap().parse().unwrap()
-    };
-    let holder = || redis.cli(&["HGET", "t:c:c1", "holder"]);
+    // Plain pub/sub on one server, sharded on a Redis Cluster.
+    let publishes = || redis.calls("publish") + redis.calls("spublish");
+    let holder = || redis.cli(&["HGET", &redis.key("t:", "c:c1"), "holder"]);
     let limits = QueueLimits { max_packets: 10, max_bytes: 1000 };
     let push = |text: &str| runtime.block_on(store.push("c1", text.into(), limits, None)).unwrap();
     let round = |ticket, at, waited| runtime.block_on(store.poll_round("c1", None, ticket, at, waited)).unwrap();
@@ -577,13 +588,13 @@ fn a_push_publishes_a_wake_up_only_while_a_sync_waits() {
 
 /// A Redis store of its own on `redis` (prefix `t:`), as the server makes one.
 fn redis_store(
-    redis: &support::cluster::RedisServer,
+    redis: &support::cluster::Redis,
     runtime: &tokio::runtime::Runtime,
     meter: pollgate::metrics::StoreMeter,
 ) -> std::sync::Arc<pollgate::store::redis::RedisStore> {
     let options = pollgate::store::redis::RedisOptions {
         url: redis.url(),
-        cluster_nodes: Vec::new(),
+        cluster_nodes: redis.cluster_nodes(),
         prefix: "t:".into(),
         key_ttl_ms: 60_000,
         retention_ms: 60_000,
@@ -611,25 +622,31 @@ fn connector(id: &str, session_id: &str) -> pollgate::store::ConnectorInfo {
 fn a_touch_for_a_send_reads_the_session_keys_in_the_same_round_trip() {
     use pollgate::metrics::StoreMeter;
     use pollgate::store::Store;
-    use support::cluster::RedisServer;
+    use support::cluster::Redis;
 
-    let redis = RedisServer::start();
+    let redis = Redis::from_environment();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let meter = StoreMeter::default();
     let store = redis_store(&redis, &runtime, meter.clone());
-    runtime.block_on(store.open(connector("c1", "s1"), false, 10, "welcome".into())).unwrap();
+    // Opened now: on a Redis Cluster a node refreshes a connector's directory entry (a round
+    // trip of its own, in the background) once its last refresh, at first the open, is a
+    // quarter of the key expiry old; a connector opened at time 0 would count one here.
+    let now = pollgate::protocol::now_ms();
+    let opened = pollgate::store::ConnectorInfo { opened_ms: now, last_active_ms: now, ..connector("c1", "s1") };
+    runtime.block_on(store.open(opened, false, 10, "welcome".into())).unwrap();
     runtime.block_on(store.session_put("s1", "$authorities", json!("a.b a.c"))).unwrap();
     runtime.block_on(store.session_put("s1", "other", json!(1))).unwrap();
     let keys = ["$is_authenticated", "$authorities"];
     let before = meter.round_trips.get();
-    let touched = runtime.block_on(store.touch_reading("c1", 5_000, &keys)).unwrap();
+    let touched = runtime.block_on(store.touch_reading("c1", now + 5_000, &keys)).unwrap();
     assert_eq!(meter.round_trips.get() - before, 1, "one round trip");
     let (session_id, entries) = touched.expect("a live connector");
     assert_eq!(session_id, "s1");
     let entries = entries.expect("read with the touch");
     assert_eq!(serde_json::to_value(&entries).unwrap(), json!({"$authorities": "a.b a.c"}));
-    assert_eq!(redis.cli(&["HGET", "t:c:c1", "active"]), "5000", "the request is recorded");
-    assert_eq!(runtime.block_on(store.touch_reading("nobody", 5_000, &keys)).unwrap(), None);
+    let active = redis.cli(&["HGET", &redis.key("t:", "c:c1"), "active"]);
+    assert_eq!(active, (now + 5_000).to_string(), "the request is recorded");
+    assert_eq!(runtime.block_on(store.touch_reading("nobody", now + 5_000, &keys)).unwrap(), None);
     // A plain touch answers the session id alone, as before.
-    assert_eq!(runtime.block_on(store.touch("c1", 9_000)).unwrap().as_deref(), Some("s1"));
+    assert_eq!(runtime.block_on(store.touch("c1", now + 9_000)).unwrap().as_deref(), Some("s1"));
 }

@@ -1,5 +1,6 @@
 //! The `Store` contract, proved once for every store: the same checks run against the memory
-//! store and against the Redis store on a real `redis-server` started by the test.
+//! store, against the Redis store on a real `redis-server`, and against the Redis store on a
+//! real Redis Cluster of three masters, each started by the test.
 
 mod support;
 
@@ -11,6 +12,7 @@ use pollgate::store::memory::MemoryStore;
 use pollgate::store::redis::{RedisOptions, RedisStore};
 use pollgate::store::{CloseReason, ConnectorInfo, OpenOutcome, PushOutcome, QueueLimits, SendClaim, Store};
 use support::cluster::RedisServer;
+use support::redis_cluster::RedisCluster;
 
 const LIMITS: QueueLimits = QueueLimits { max_packets: 3, max_bytes: 1000 };
 
@@ -131,4 +133,23 @@ async fn the_redis_store_keeps_the_contract() {
         record_retention_ms: 60_000,
     };
     contract(RedisStore::new(options, StoreMeter::default()).unwrap()).await;
+}
+
+/// The contract holds for the Redis store on a Redis Cluster of three masters, its keys
+/// spread over their slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_store_keeps_the_contract_on_a_redis_cluster() {
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0));
+    let options = RedisOptions {
+        url: String::new(),
+        cluster_nodes: cluster.seeds().split(',').map(str::to_owned).collect(),
+        prefix: "contract:".into(),
+        key_ttl_ms: 600_000,
+        retention_ms: 60_000,
+        touch_granularity_ms: 1_000,
+        record_retention_ms: 60_000,
+    };
+    contract(RedisStore::new(options, StoreMeter::default()).unwrap()).await;
+    let sizes = tokio::task::block_in_place(|| cluster.dbsize_per_master());
+    assert!(sizes.iter().filter(|(_, n)| *n > 0).count() > 1, "every key on one master: {sizes:?}");
 }

@@ -289,6 +289,68 @@ impl Redis {
             .collect()
     }
 
+    /// How many partitions the store spreads its keys over here: one on a server, sixteen
+    /// (hash tags) on a Redis Cluster.
+    pub fn partitions(&self) -> usize {
+        match self {
+            Redis::Server(_) => 1,
+            Redis::Cluster(_) => 16,
+        }
+    }
+
+    /// The seeds of a Redis Cluster as the store's options take them; none on a server.
+    pub fn cluster_nodes(&self) -> Vec<String> {
+        match self {
+            Redis::Server(_) => Vec::new(),
+            Redis::Cluster(c) => c.seeds().split(',').map(str::to_owned).collect(),
+        }
+    }
+
+    /// The URL of the server (unused on a Redis Cluster, whose seeds the store takes).
+    pub fn url(&self) -> String {
+        match self {
+            Redis::Server(r) => r.url(),
+            Redis::Cluster(_) => String::new(),
+        }
+    }
+
+    /// The key the store names `name` under `prefix` (`t:` + `c:c1`): `prefix` + `name` on
+    /// a server, `prefix` + a partition's hash tag + `name` on a Redis Cluster (found there
+    /// by `SCAN`: it must exist, once).
+    pub fn key(&self, prefix: &str, name: &str) -> String {
+        match self {
+            Redis::Server(_) => format!("{prefix}{name}"),
+            Redis::Cluster(c) => {
+                let pattern = format!("{prefix}{{*}}{name}");
+                let keys = c.keys(&pattern);
+                assert_eq!(keys.len(), 1, "the keys matching {pattern}: {keys:?}");
+                keys[0].clone()
+            }
+        }
+    }
+
+    /// The channels matching `pattern` that a client subscribes to: pub/sub channels on a
+    /// server, sharded ones (`PUBSUB SHARDCHANNELS`) on every master of a Redis Cluster.
+    pub fn channels(&self, pattern: &str) -> usize {
+        let count = |out: &str| out.lines().filter(|l| !l.is_empty()).count();
+        match self {
+            Redis::Server(r) => count(&r.cli(&["PUBSUB", "CHANNELS", pattern])),
+            Redis::Cluster(c) => {
+                c.masters().into_iter().map(|port| count(&c.cli(port, &["PUBSUB", "SHARDCHANNELS", pattern]))).sum()
+            }
+        }
+    }
+
+    /// How many times `command` ran (`INFO commandstats`), over every instance.
+    pub fn calls(&self, command: &str) -> u64 {
+        let field = format!("cmdstat_{command}:calls=");
+        self.cli_all(&["INFO", "commandstats"])
+            .iter()
+            .filter_map(|stats| stats.lines().find_map(|l| l.strip_prefix(&field)))
+            .map(|rest| rest.split(',').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    }
+
     /// The Redis Cluster, for a test that runs only on one.
     pub fn cluster(&mut self) -> &mut RedisCluster {
         match self {
@@ -373,6 +435,13 @@ impl Cluster {
     /// Starts node `i` again on its port (after a kill).
     pub fn restart(&mut self, i: usize) {
         self.nodes[i] = Self::node(&self.redis_env[i], &self.prefix, self.ports[i], &self.extra);
+    }
+
+    /// The prefix of connector `id`'s keys: the nodes' prefix on one server, that and its
+    /// partition's hash tag on a Redis Cluster (`c0123abcd:{07}`).
+    pub fn partition_of(&self, id: &str) -> String {
+        let key = self.redis.key(&self.prefix, &format!("c:{id}"));
+        key.strip_suffix(&format!("c:{id}")).unwrap().to_owned()
     }
 
     /// A raw client through the balancer.

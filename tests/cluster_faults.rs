@@ -179,7 +179,13 @@ async fn a_partitioned_node_recovers_by_itself() {
 }
 
 /// A cluster whose node 2 reaches Redis through a [`Link`] (to cut it off with), and the link.
+/// Always over one `redis-server`, even with `TEST_REDIS_CLUSTER=1`: a Redis Cluster client
+/// learns every instance's address from the cluster, so no link can stand between one
+/// pollgate node and the cluster alone (see [`Cluster::start_with`]).
 fn cluster_with_node_2_behind_a_link() -> (Cluster, Link) {
+    if support::cluster::on_redis_cluster() {
+        eprintln!("TEST_REDIS_CLUSTER=1, but this test partitions a node from one redis-server");
+    }
     let mut link = None;
     let c = tokio::task::block_in_place(|| {
         Cluster::start_with(QUIET, |i, redis| {

@@ -4,7 +4,8 @@
 # packages), then runs formatting, lint and layering checks, the unit and
 # integration tests, and compiles the benchmarks. The integration tests then run a second
 # time with every server keeping its state in Redis (the store of a cluster), and a third
-# time on a Redis Cluster of three masters. Last, each
+# time on a Redis Cluster of three masters; the cluster tests run again on a Redis Cluster.
+# Last, each
 # fuzz target runs for about a minute (scripts/fuzz.sh, which installs cargo-fuzz).
 # Usage: ./scripts/test.sh
 set -euo pipefail
@@ -56,13 +57,13 @@ for _ in $(seq 1 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null && break
   sleep 0.1
 done
-# The cluster and store fault tests (cluster, cluster_faults, store_faults) start their own
-# Redis; the rest are the core engine's suites.
+# The cluster and store fault tests (cluster, cluster_faults, store_faults, redis_cluster)
+# start their own Redis; the rest are the core engine's suites.
 suites=()
 for f in tests/*.rs; do
   name=$(basename "$f" .rs)
   case "$name" in
-    cluster | cluster_faults | store_faults) ;;
+    cluster | cluster_faults | store_faults | redis_cluster) ;;
     *) suites+=(--test "$name") ;;
   esac
 done
@@ -71,8 +72,22 @@ TEST_REDIS_URL="redis://127.0.0.1:$redis_port" cargo test --quiet "${suites[@]}"
 echo "== integration tests a third time, every server on a Redis Cluster of three masters"
 cluster_ports=()
 cluster_pids=()
+# A cluster node also listens on its port + 10000 (the cluster bus): both must be free.
+free_cluster_port() {
+  python3 -c '
+import random, socket
+while True:
+    port = random.randint(20000, 29999)
+    try:
+        for p in (port, port + 10000):
+            socket.socket().bind(("127.0.0.1", p))
+        print(port)
+        break
+    except OSError:
+        pass'
+}
 for _ in 1 2 3; do
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(free_cluster_port)
   mkdir -p "$redis_dir/$port"
   (cd "$redis_dir/$port" && exec redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
     --cluster-config-file nodes.conf --save "" --appendonly no >log 2>&1) &
@@ -93,6 +108,9 @@ for _ in $(seq 1 100); do
 done
 seeds=$(printf 'redis://127.0.0.1:%s,' "${cluster_ports[@]}")
 TEST_REDIS_CLUSTER_NODES="${seeds%,}" cargo test --quiet "${suites[@]}"
+
+echo "== cluster tests again, the nodes on a Redis Cluster of three masters"
+TEST_REDIS_CLUSTER=1 cargo test --quiet --test cluster --test cluster_faults
 
 # Five targets of 45 s each keep the step near four minutes once the targets are built.
 echo "== fuzz (scripts/fuzz.sh: every target, 45 s each)"

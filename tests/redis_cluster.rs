@@ -141,14 +141,15 @@ async fn a_slot_moved_mid_stream_is_followed() {
     eprintln!("slot {slot}: {moved} keys moved from {from} to {to} by {:.1?}", started.elapsed());
     assert!(moved > 0, "slot {slot} held no key to move");
     assert!(stream.received() < messages(), "the stream ended before the slot had moved");
-    stream.finish().await;
-    // The connector's state is on the new owner, none of the slot's keys on the old one.
+    // The connector's state is on the new owner, none of the slot's keys on the old one
+    // (checked before the stream ends: its end closes the connectors, and their keys go).
     tokio::task::block_in_place(|| {
         let key = connector_key(&mut c, &a);
         let redis = c.redis.cluster();
         assert_eq!(redis.cli(to, &["EXISTS", &key]), "1", "{key} is not on {to}");
         assert_eq!(redis.cli(from, &["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]), "0");
     });
+    stream.finish().await;
     eprintln!("{} each way, a slot moved, in {:.1?}", messages(), started.elapsed());
 }
 

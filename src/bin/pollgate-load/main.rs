@@ -39,9 +39,11 @@ struct Cli {
     /// Warmup seconds (load applied, not recorded).
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
-    /// Server pid: sample its CPU and RSS (from /proc) over the window.
-    #[arg(long)]
-    pid: Option<u32>,
+    /// Server pid: sample its CPU and RSS (from /proc) over the window. A comma-separated
+    /// list sums the CPU and RSS of all (a Redis Cluster's masters, say); the first is the
+    /// one whose descriptors and RSS the churn, idle and soak modes follow.
+    #[arg(long, value_delimiter = ',')]
+    pid: Vec<u32>,
     /// Free-text label echoed in the result line.
     #[arg(long, default_value = "")]
     label: String,
@@ -213,6 +215,8 @@ pub struct Ctx {
     pub addr: SocketAddr,
     pub path: String,
     pub pid: Option<u32>,
+    /// Every process sampled over the window (`--pid`), `pid` first.
+    pub pids: Vec<u32>,
     pub timeout: Duration,
     pub wait_ms: u64,
     /// The account of clients that send.
@@ -253,7 +257,8 @@ async fn run(cli: Cli) -> i32 {
     let ctx = Arc::new(Ctx {
         addr: cli.addr,
         path: cli.path.clone(),
-        pid: cli.pid,
+        pid: cli.pid.first().copied(),
+        pids: cli.pid.clone(),
         timeout: Duration::from_secs_f64(cli.req_timeout),
         wait_ms: cli.wait_ms,
         user: cli.user.clone(),
@@ -382,17 +387,35 @@ impl Report {
 /// Samples of one process at the start and at the end of a window.
 pub type Span = Option<(ProcSample, ProcSample)>;
 
-/// Samples the server's and the load tool's CPU and RSS at `from` and at `until`.
-pub fn spawn_sampler(pid: Option<u32>, from: Instant, until: Instant) -> tokio::task::JoinHandle<(Span, Span)> {
+/// Samples the servers' (summed) and the load tool's CPU and RSS at `from` and at `until`.
+pub fn spawn_sampler(pids: Vec<u32>, from: Instant, until: Instant) -> tokio::task::JoinHandle<(Span, Span)> {
     tokio::spawn(async move {
         tokio::time::sleep_until(from.into()).await;
-        let s0 = pid.and_then(|p| sample(Some(p)));
+        let s0 = sample_all(&pids);
         let m0 = sample(None);
         tokio::time::sleep_until(until.into()).await;
-        let s1 = pid.and_then(|p| sample(Some(p)));
+        let s1 = sample_all(&pids);
         let m1 = sample(None);
         (s0.zip(s1), m0.zip(m1))
     })
+}
+
+/// The sum of the samples of `pids`; `None` without pids or when one is gone.
+fn sample_all(pids: &[u32]) -> Option<ProcSample> {
+    let mut all: Option<ProcSample> = None;
+    for pid in pids {
+        let one = sample(Some(*pid))?;
+        all = Some(match all {
+            None => one,
+            Some(sum) => ProcSample {
+                cpu_ticks: sum.cpu_ticks + one.cpu_ticks,
+                rss_kb: sum.rss_kb + one.rss_kb,
+                hwm_kb: sum.hwm_kb + one.hwm_kb,
+                at: one.at,
+            },
+        });
+    }
+    all
 }
 
 /// Opens a TCP connection and a pollgate connection on it, under the setup semaphore.

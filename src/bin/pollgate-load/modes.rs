@@ -49,7 +49,7 @@ pub async fn timed(ctx: &Arc<Ctx>, out: &mut Report, clients: usize, window: Win
     }
     let from = Instant::now() + window.warmup;
     let until = from + window.duration;
-    let sampler = spawn_sampler(ctx.pid, from, until);
+    let sampler = spawn_sampler(ctx.pids.clone(), from, until);
     let mut handles = Vec::with_capacity(clients_ready.len());
     for (i, (mut conn, mut session)) in clients_ready.into_iter().enumerate() {
         let ctx = ctx.clone();
@@ -202,7 +202,7 @@ pub async fn targeted(ctx: &Arc<Ctx>, out: &mut Report, clients: usize, senders:
     tokio::time::sleep(Duration::from_millis(500)).await; // let the receivers' polls land
     let from = Instant::now() + window.warmup;
     let until = from + window.duration;
-    let sampler = spawn_sampler(ctx.pid, from, until);
+    let sampler = spawn_sampler(ctx.pids.clone(), from, until);
     let mut handles = Vec::new();
     for (s, mut inbox) in (0..senders).zip(inboxes) {
         let ctx = ctx.clone();
@@ -276,7 +276,7 @@ pub async fn broadcast(ctx: &Arc<Ctx>, out: &mut Report, clients: usize, rounds:
     tokio::time::sleep(Duration::from_millis(500)).await; // let the receivers' polls land
     let from = Instant::now() + window.warmup;
     let until = from + window.duration;
-    let sampler = spawn_sampler(ctx.pid, from, until);
+    let sampler = spawn_sampler(ctx.pids.clone(), from, until);
     let mut deliveries: Vec<u32> = Vec::new();
     let mut fanout: Vec<u32> = Vec::new();
     let (mut done_rounds, mut incomplete, mut measured_deliveries) = (0u64, 0u64, 0u64);

@@ -44,7 +44,13 @@ impl Link {
 
     /// A link to the Redis Cluster of `seeds`; it connects in the background.
     pub(super) fn cluster(seeds: &[String]) -> Result<Link, RedisError> {
-        let client = ClusterClientBuilder::new(seeds.to_vec()).retries(2).build()?;
+        // Redirects and TRYAGAIN (a slot moving) are retried soon and often; a failover
+        // takes about the cluster's node timeout, which these retries span (a second or two).
+        let client = ClusterClientBuilder::new(seeds.to_vec())
+            .retries(8)
+            .min_retry_wait(20)
+            .max_retry_wait(500)
+            .build()?;
         let config =
             ClusterConfig::new().set_connection_timeout(CONNECTION_TIMEOUT).set_response_timeout(RESPONSE_TIMEOUT);
         Ok(Link::Cluster(client.get_pending_async_connection_with_config(config)))

@@ -153,6 +153,8 @@ struct Sender {
 /// Where a connector's keys are (Redis Cluster), as this node read it from the directory.
 struct Home {
     part: usize,
+    /// The connector's session (its keys are declared by the scripts that touch them).
+    session: Arc<str>,
     /// When this node last refreshed the directory entry's expiry (or read it).
     refreshed_ms: i64,
 }
@@ -272,12 +274,42 @@ impl RedisStore {
         format!("{}{name}", self.options.prefix)
     }
 
-    /// `script` run in partition `part`: its prefix is the script's first argument, and also
-    /// its one declared key, by which a Redis Cluster routes it to the master of that slot.
-    fn invoke<'a>(&self, script: &'a Script, part: usize) -> ScriptInvocation<'a> {
+    /// `script` run in partition `part`, whose prefix is the script's first argument. On a
+    /// Redis Cluster the script declares `keys()`, the keys it touches: the cluster routes it
+    /// by them to the master of their slot, and while that slot moves to another master it
+    /// runs the script where all of them are, or answers TRYAGAIN until they are together
+    /// again (which the link retries), so a script never sees a connector half moved. On one
+    /// server it declares none.
+    fn invoke<'a>(&self, script: &'a Script, part: usize, keys: impl FnOnce() -> Vec<String>) -> ScriptInvocation<'a> {
         let mut invocation = script.prepare_invoke();
-        invocation.key(self.parts.prefix(part)).arg(self.parts.prefix(part));
+        if self.parts.clustered() {
+            for key in keys() {
+                invocation.key(key);
+            }
+        }
+        invocation.arg(self.parts.prefix(part));
         invocation
+    }
+
+    /// The keys of connector `id` itself in partition `part`.
+    fn own_keys(&self, part: usize, id: &str) -> Vec<String> {
+        ["c", "q", "sp", "sr", "so"].iter().map(|kind| self.key_in(part, kind, id)).collect()
+    }
+
+    /// The keys of session `sid` in partition `part`.
+    fn session_keys(&self, part: usize, sid: &str) -> Vec<String> {
+        ["sm", "s", "sc", "sx"].iter().map(|kind| self.key_in(part, kind, sid)).collect()
+    }
+
+    /// Every key a script about connector `id` may touch: its own, its partition's indexes
+    /// and, when this node knows it (Redis Cluster: from the directory), its session's.
+    fn connector_keys(&self, part: usize, id: &str) -> Vec<String> {
+        let mut keys = self.own_keys(part, id);
+        keys.extend(["live", "active", "sessions"].iter().map(|name| self.index_in(part, name)));
+        if let Some(session) = self.homes.lock().get(id).map(|home| home.session.clone()) {
+            keys.extend(self.session_keys(part, &session));
+        }
+        keys
     }
 
     /// The partition of connector `id`; `None` when no connector of that id is known.
@@ -312,7 +344,7 @@ impl RedisStore {
             .map_err(|e| self.failed(e))?;
         let Some(session) = session else { return Ok(None) };
         let part = self.parts.of(&session);
-        self.homes.lock().insert(id.to_owned(), Home { part, refreshed_ms: now });
+        self.homes.lock().insert(id.to_owned(), Home { part, session: session.into(), refreshed_ms: now });
         Ok(Some(part))
     }
 
@@ -475,7 +507,7 @@ impl RedisStore {
     /// The touch script (`touch.lua`) for a request of `id` in partition `part`, reading
     /// `keys` of its session; `None` when no live connector has the id there.
     async fn touch_in<T: FromRedisValue>(&self, part: usize, id: &str, now_ms: i64, keys: &[&str]) -> StoreResult<Option<T>> {
-        let mut invocation = self.invoke(&self.scripts.touch, part);
+        let mut invocation = self.invoke(&self.scripts.touch, part, || self.connector_keys(part, id));
         invocation
             .arg(id)
             .arg(now_ms)
@@ -489,7 +521,11 @@ impl RedisStore {
     async fn sends_op(&self, id: &str, op: &str, seq: u64, args: &[&str]) -> StoreResult<Vec<String>> {
         // An unknown connector: the script answers as for one that is gone, in any partition.
         let part = self.home(id).await?.unwrap_or(0);
-        let mut call = self.invoke(&self.scripts.sends, part);
+        let mut call = self.invoke(&self.scripts.sends, part, || {
+            let mut keys = self.connector_keys(part, id);
+            keys.push(self.key_in(part, "once", &format!("{id}:{seq}")));
+            keys
+        });
         call.arg(id).arg(op).arg(seq);
         for a in args {
             call.arg(*a);
@@ -498,7 +534,8 @@ impl RedisStore {
     }
 
     async fn session_op(&self, session_id: &str, op: &str, args: &[&str]) -> StoreResult<redis::Value> {
-        let mut call = self.invoke(&self.scripts.session, self.parts.of(session_id));
+        let part = self.parts.of(session_id);
+        let mut call = self.invoke(&self.scripts.session, part, || self.session_keys(part, session_id));
         call.arg(session_id).arg(op);
         for a in args {
             call.arg(*a);
@@ -518,7 +555,15 @@ impl RedisStore {
     ) -> StoreResult<Vec<String>> {
         let mut statuses = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(PUSH_CHUNK) {
-            let mut call = self.invoke(&self.scripts.push, part);
+            let mut call = self.invoke(&self.scripts.push, part, || {
+                let mut keys: Vec<String> =
+                    chunk.iter().flat_map(|id| [self.key_in(part, "c", id), self.key_in(part, "q", id)]).collect();
+                // The send's record of what it queued: `once` is '<sender>:<seq>:<n>'.
+                if let Some((record, _)) = once.and_then(|once| once.rsplit_once(':')) {
+                    keys.push(self.key_in(part, "once", record));
+                }
+                keys
+            });
             call.arg(text).arg(limits.max_packets).arg(limits.max_bytes);
             // A send cut by a dying node may be re-run as long as its connector lives: its once
             // keys live as long (a completed send deletes its own at once).
@@ -532,17 +577,25 @@ impl RedisStore {
         Ok(statuses)
     }
 
+    /// Connector `id`'s `closed` field, then what [`info_from`] reads.
+    async fn connector_fields(&self, part: usize, id: &str) -> StoreResult<Vec<Option<String>>> {
+        redis::cmd("HMGET")
+            .arg(self.key_in(part, "c", id))
+            .arg(&["closed", "sid", "addr", "ua", "opened", "active"])
+            .query_async(&mut self.conn()?)
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
     /// The live connectors of partition `part`.
     async fn connectors_in(&self, part: usize) -> StoreResult<Vec<ConnectorInfo>> {
         let ids = self.live_ids(part).await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("HMGET").arg(self.key_in(part, "c", id)).arg(&["closed", "sid", "addr", "ua", "opened", "active"]);
-        }
-        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.conn()?).await.map_err(|e| self.failed(e))?;
+        // Commands one by one, not a pipeline, which a Redis Cluster would not redirect while
+        // the slot moves; the shared connection writes them together all the same.
+        let rows = try_join_all(ids.iter().map(|id| self.connector_fields(part, id))).await?;
         Ok(ids
             .iter()
             .zip(rows)
@@ -564,15 +617,21 @@ impl RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for sid in &ids {
-            pipe.cmd("HGETALL").arg(self.key_in(part, "sx", sid));
-            pipe.cmd("HGET").arg(self.key_in(part, "sm", sid)).arg("last");
-            pipe.cmd("SMEMBERS").arg(self.key_in(part, "sc", sid));
-            pipe.cmd("HGETALL").arg(self.key_in(part, "s", sid));
-        }
+        // One command at a time, as in `connectors_in`.
+        let query = |cmd: &mut redis::Cmd| {
+            let cmd = cmd.clone();
+            async move { cmd.query_async::<redis::Value>(&mut self.conn()?).await.map_err(|e| self.failed(e)) }
+        };
+        let values = try_join_all(ids.iter().flat_map(|sid| {
+            [
+                query(redis::cmd("HGETALL").arg(self.key_in(part, "sx", sid))),
+                query(redis::cmd("HGET").arg(self.key_in(part, "sm", sid)).arg("last")),
+                query(redis::cmd("SMEMBERS").arg(self.key_in(part, "sc", sid))),
+                query(redis::cmd("HGETALL").arg(self.key_in(part, "s", sid))),
+            ]
+        }))
+        .await?;
         type Row = (HashMap<String, String>, Option<i64>, Vec<String>, Vec<(String, String)>);
-        let values: Vec<redis::Value> = pipe.query_async(&mut self.conn()?).await.map_err(|e| self.failed(e))?;
         let mut records = Vec::new();
         let mut expired = Vec::new();
         for (sid, row) in ids.iter().zip(values.chunks(4)) {
@@ -622,7 +681,7 @@ impl Store for RedisStore {
                 redis::cmd("GET").arg(&directory).query_async(&mut self.conn()?).await.map_err(|e| self.failed(e))?;
             if let Some(old_part) = old.map(|sid| self.parts.of(&sid)).filter(|old| *old != part) {
                 let retired: String = self
-                    .invoke(&self.scripts.retire, old_part)
+                    .invoke(&self.scripts.retire, old_part, || self.own_keys(old_part, &info.id))
                     .arg(&info.id)
                     .invoke_async(&mut self.conn()?)
                     .await
@@ -646,7 +705,12 @@ impl Store for RedisStore {
                 .map_err(|e| self.failed(e))?;
         }
         let outcome: String = self
-            .invoke(&self.scripts.open, part)
+            .invoke(&self.scripts.open, part, || {
+                let mut keys = self.own_keys(part, &info.id);
+                keys.extend(["live", "active", "sessions"].iter().map(|name| self.index_in(part, name)));
+                keys.extend(self.session_keys(part, &info.session_id));
+                keys
+            })
             .arg(&info.id)
             .arg(&info.session_id)
             .arg(&info.address)
@@ -662,7 +726,7 @@ impl Store for RedisStore {
         Ok(match outcome.as_str() {
             "opened" => {
                 if self.parts.clustered() {
-                    let home = Home { part, refreshed_ms: info.opened_ms };
+                    let home = Home { part, session: info.session_id.as_str().into(), refreshed_ms: info.opened_ms };
                     self.homes.lock().insert(info.id.clone(), home);
                 }
                 OpenOutcome::Opened
@@ -678,14 +742,7 @@ impl Store for RedisStore {
                 id,
                 Vec::new,
                 |fields: &Vec<Option<String>>| fields.first().is_some_and(Option::is_some),
-                |part| async move {
-                    redis::cmd("HMGET")
-                        .arg(self.key_in(part, "c", id))
-                        .arg(&["closed", "sid", "addr", "ua", "opened", "active"])
-                        .query_async(&mut self.conn()?)
-                        .await
-                        .map_err(|e| self.failed(e))
-                },
+                |part| self.connector_fields(part, id),
             )
             .await?;
         if fields.first().and_then(|c| c.as_deref()) != Some("") {
@@ -756,7 +813,7 @@ impl Store for RedisStore {
     ) -> StoreResult<Option<ConnectorInfo>> {
         let fields: Option<Vec<Option<String>>> = self
             .at_home(id, || None, Option::is_some, |part| async move {
-                self.invoke(&self.scripts.close, part)
+                self.invoke(&self.scripts.close, part, || self.connector_keys(part, id))
                     .arg(id)
                     .arg(reason.as_str())
                     .arg(if notify { "1" } else { "0" })
@@ -898,7 +955,7 @@ impl Store for RedisStore {
                 |part| {
                     let ticket_arg = &ticket_arg;
                     async move {
-                        self.invoke(&self.scripts.poll, part)
+                        self.invoke(&self.scripts.poll, part, || self.connector_keys(part, id))
                             .arg(id)
                             .arg(ticket_arg)
                             .arg(ack.map(|a| a.to_string()).unwrap_or_default())
@@ -988,7 +1045,17 @@ impl Store for RedisStore {
                 // No session id is empty: the script answers `stale`.
                 None => (String::new(), String::new(), false),
             };
-            let mut call = self.invoke(&self.scripts.send, part);
+            let mut call = self.invoke(&self.scripts.send, part, || {
+                let mut keys = self.connector_keys(part, step.id);
+                if let Some(seq) = step.seq {
+                    keys.push(self.key_in(part, "once", &format!("{}:{seq}", step.id)));
+                }
+                for (target, _) in step.packets.iter().filter(|(target, _)| *target != step.id) {
+                    keys.push(self.key_in(part, "c", target));
+                    keys.push(self.key_in(part, "q", target));
+                }
+                keys
+            });
             call.arg(step.id)
                 .arg(step.now_ms)
                 .arg(self.options.key_ttl_ms)
@@ -1172,25 +1239,19 @@ impl Store for RedisStore {
         // left: index entries of connectors whose keys expired while no node ran (their last
         // activity is older than the key expiry), and what this node keeps for nobody.
         let stale = format!("({}", now_ms - self.options.key_ttl_ms);
-        self.in_every_part(|part| {
+        let indexes = (0..self.parts.len()).flat_map(|part| [self.index_in(part, "live"), self.index_in(part, "active")]);
+        try_join_all(indexes.map(|index| {
             let stale = &stale;
             async move {
-                redis::pipe()
-                    .cmd("ZREMRANGEBYSCORE")
-                    .arg(self.index_in(part, "live"))
+                redis::cmd("ZREMRANGEBYSCORE")
+                    .arg(index)
                     .arg("-inf")
                     .arg(stale)
-                    .ignore()
-                    .cmd("ZREMRANGEBYSCORE")
-                    .arg(self.index_in(part, "active"))
-                    .arg("-inf")
-                    .arg(stale)
-                    .ignore()
                     .query_async::<()>(&mut self.conn()?)
                     .await
                     .map_err(|e| self.failed(e))
             }
-        })
+        }))
         .await?;
         self.waiters.lock().retain(|_, tx| tx.receiver_count() > 0);
         let unused_since = now_ms - self.options.key_ttl_ms;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind};
 use tokio::sync::{mpsc, watch};
 
@@ -87,6 +88,13 @@ pub(super) async fn subscribe_single(client: redis::Client, channel: String, wai
     }
 }
 
+async fn ssubscribe_each(conn: &mut ClusterConnection, channels: &[String]) -> redis::RedisResult<()> {
+    for channel in channels {
+        conn.ssubscribe(channel).await?;
+    }
+    Ok(())
+}
+
 /// Holds this node's sharded subscriptions to `channels` (one per partition) on the Redis
 /// Cluster of `seeds`. The cluster connection subscribes again by itself after a
 /// disconnection or a slot's move; each of those, announced as a push, wakes every local
@@ -103,7 +111,8 @@ pub(super) async fn subscribe_cluster(seeds: Vec<String>, channels: Vec<String>,
             Err(e) => Err(e),
         };
         match connection {
-            Ok(mut conn) => match conn.ssubscribe(&channels).await {
+            // One channel at a time: each lives in its partition's slot.
+            Ok(mut conn) => match ssubscribe_each(&mut conn, &channels).await {
                 Ok(()) => {
                     wake_all(&waiters);
                     while let Some(push) = pushes.recv().await {

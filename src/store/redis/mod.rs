@@ -657,7 +657,11 @@ impl RedisStore {
 /// Whether `e` is a failure of the link to Redis (refused, dropped, timed out) rather than an
 /// answer from it (a script error, `LOADING`, a type error).
 fn unreachable(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
 }
 
 #[async_trait]

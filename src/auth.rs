@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -149,6 +149,14 @@ impl Right {
         let tail_at = name.rfind('.').map_or(0, |dot| dot + 1);
         Right { name, tail: memchr::memmem::FinderRev::new(&name[tail_at..]) }
     }
+}
+
+/// The system plugin's `send` right, which the engine also checks on its one-step sends.
+pub(crate) static RIGHT_SEND: LazyLock<Right> = LazyLock::new(|| Right::new("org.jwebsocket.plugins.system.send"));
+
+/// Whether a session's rights entries ([`RIGHTS_KEYS`]) allow the system plugin's `send`.
+pub(crate) fn may_send(session: &Token) -> bool {
+    has_right(session, &RIGHT_SEND)
 }
 
 /// Whether a session is authenticated and holds `right` (jWebSocket's `hasAuthority`).

@@ -12,10 +12,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Users;
+use crate::auth::{may_send, Users, RIGHTS_KEYS};
 use crate::config::{Config, OnMaxConnections};
 use crate::metrics::Metrics;
-use crate::plugins::{system, Plugin, RequestContext};
+use crate::plugins::{HotTokens, Plugin, RequestContext};
+use crate::protocol::system::{no_target, one_step_send, welcome, EVENTS_EXCLUDE};
 use crate::protocol::{self, Token, TokenFields};
 use crate::store::{
     CloseReason, ConnectorInfo, Drained, OpenOutcome, PushOutcome, QueueLimits, SendClaim, SendStep, SendStepped,
@@ -62,6 +63,8 @@ pub struct Engine {
     pub users: Arc<Users>,
     /// The system plugin first, then the application's plugins ([`crate::server::plugins`]).
     plugins: Vec<Arc<dyn Plugin>>,
+    /// The system plugin's `send` and `echo`, run on the hot path without the generic dispatch.
+    hot: Arc<dyn HotTokens>,
     /// Cancelled when shutdown begins: `/readyz` answers 503 from then on.
     pub draining: CancellationToken,
     /// Cancelled once this node has handed over or closed its connectors (the last step of
@@ -73,16 +76,17 @@ pub struct Engine {
 
 impl Engine {
     /// An engine running `plugins`, the system plugin first ([`crate::server::plugins`]).
-    pub fn new(
+    pub(crate) fn new(
         config: Arc<Config>,
         store: Arc<dyn Store>,
         users: Arc<Users>,
         plugins: Vec<Arc<dyn Plugin>>,
+        hot: Arc<dyn HotTokens>,
         metrics: Arc<Metrics>,
     ) -> Arc<Engine> {
         let limits = QueueLimits { max_packets: config.max_queue_packets, max_bytes: config.max_queue_bytes };
         let (draining, shutdown) = (CancellationToken::new(), CancellationToken::new());
-        Arc::new(Engine { config, store, users, plugins, draining, shutdown, metrics, limits })
+        Arc::new(Engine { config, store, users, plugins, hot, draining, shutdown, metrics, limits })
     }
 
     /// The plugin serving an extra HTTP action, if any.
@@ -98,7 +102,7 @@ impl Engine {
             None => protocol::random_session_id(),
         };
         let storage = self.store.session_storage(&session_id).await?;
-        let welcome: Arc<str> = protocol::to_text(&system::welcome(&self.config, req.connector_id, &storage)).into();
+        let welcome: Arc<str> = protocol::to_text(&welcome(&self.config, req.connector_id, &storage)).into();
         let info = ConnectorInfo {
             id: req.connector_id.to_owned(),
             session_id: session_id.clone(),
@@ -169,7 +173,7 @@ impl Engine {
     /// where the store reads them in the same step ([`Store::touch_reading`]), to be passed
     /// to [`Engine::send`].
     pub async fn touch_for_send(&self, id: &str) -> EngineResult<Option<(String, Option<Token>)>> {
-        Ok(self.store.touch_reading(id, protocol::now_ms(), &system::RIGHTS_KEYS).await?)
+        Ok(self.store.touch_reading(id, protocol::now_ms(), &RIGHTS_KEYS).await?)
     }
 
     /// Closes a connector once: server-side reasons queue the close command, a client's
@@ -339,7 +343,7 @@ impl Engine {
         seq: Option<u64>,
     ) -> EngineResult<Option<Option<String>>> {
         if self.store.sends_in_one_step() {
-            if let Some(token) = system::one_step_send(data) {
+            if let Some(token) = one_step_send(data) {
                 if let Some(answer) = self.send_in_one_step(id, &token, seq).await? {
                     return Ok(answer);
                 }
@@ -349,7 +353,7 @@ impl Engine {
         self.send(id, &session_id, data, seq, rights).await.map(Some)
     }
 
-    /// [`system::SystemPlugin::send`] of `token` as one store step ([`Store::send_step`]):
+    /// The system plugin's `send` of `token` as one store step ([`Store::send_step`]):
     /// the same packets and answers, decided by the store. Only a send that fails (access
     /// denied, no target) with a `seq` takes a second step, to record its answer. `None`
     /// when the store cannot take this send in one step ([`SendStepped::Split`]): nothing
@@ -374,8 +378,8 @@ impl Engine {
             id,
             now_ms: protocol::now_ms(),
             seq,
-            allowed: &system::may_send,
-            rights_keys: &system::RIGHTS_KEYS,
+            allowed: &may_send,
+            rights_keys: &RIGHTS_KEYS,
             packets: &packets,
             body,
             limits: self.limits,
@@ -403,7 +407,7 @@ impl Engine {
                 return Ok(Some(Some(body.map(str::to_owned))));
             }
             SendStepped::Denied => protocol::error_text(token, "access denied"),
-            SendStepped::NoTarget => protocol::error_text(token, &system::no_target(&target)),
+            SendStepped::NoTarget => protocol::error_text(token, &no_target(&target)),
         };
         if let Some(seq) = seq {
             let mut claim = ClaimGuard(Some((self.clone(), id.to_owned(), seq)));
@@ -485,10 +489,8 @@ impl Engine {
                 ctx.set_send_seq(seq);
                 if kind == "send" {
                     ctx.set_rights(rights);
-                    system::SystemPlugin::send(&mut ctx, &view).await;
-                } else {
-                    system::SystemPlugin::echo(&mut ctx, &view).await;
                 }
+                self.hot.run(&mut ctx, kind == "send", &view).await;
                 return Ok(ctx.take_body()?);
             }
             view.to_token()
@@ -551,7 +553,7 @@ impl Engine {
             let excluded = match excluded_sessions.get(&c.session_id) {
                 Some(x) => *x,
                 None => {
-                    let x = match self.store.session_get(&c.session_id, system::EVENTS_EXCLUDE).await? {
+                    let x = match self.store.session_get(&c.session_id, EVENTS_EXCLUDE).await? {
                         Some(serde_json::Value::String(list)) => list.contains(&format!(",{name}")),
                         _ => false,
                     };

@@ -23,7 +23,7 @@ use crate::http::Service;
 use crate::metrics::Metrics;
 use crate::plugins::filesystem::FilesystemPlugin;
 use crate::plugins::system::SystemPlugin;
-use crate::plugins::Plugin;
+use crate::plugins::{HotTokens, Plugin};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisOptions, RedisStore};
 use crate::store::Store;
@@ -65,8 +65,8 @@ impl Server {
                 RedisStore::new(options, metrics.store.clone()).map_err(|e| ConfigError(format!("redis_url: {e}")))?
             }
         };
-        let plugins = self::plugins(&config, plugins);
-        let engine = Engine::new(config, store, users, plugins, metrics);
+        let (plugins, hot) = assemble(&config, plugins);
+        let engine = Engine::new(config, store, users, plugins, hot, metrics);
         Ok(Server { service: Arc::new(Service::new(engine)), plain, tls })
     }
 
@@ -135,10 +135,15 @@ impl Server {
 /// The plugins a node runs: the built-in ones (the system plugin first, then the filesystem
 /// plugin), then the application's.
 pub fn plugins(config: &Config, application: Vec<Arc<dyn Plugin>>) -> Vec<Arc<dyn Plugin>> {
-    let mut plugins: Vec<Arc<dyn Plugin>> =
-        vec![Arc::new(SystemPlugin::new()), Arc::new(FilesystemPlugin::new(&config.fs_root))];
+    assemble(config, application).0
+}
+
+/// [`plugins`], and the system plugin's hot path, which the engine runs itself.
+fn assemble(config: &Config, application: Vec<Arc<dyn Plugin>>) -> (Vec<Arc<dyn Plugin>>, Arc<dyn HotTokens>) {
+    let system = Arc::new(SystemPlugin::new());
+    let mut plugins: Vec<Arc<dyn Plugin>> = vec![system.clone(), Arc::new(FilesystemPlugin::new(&config.fs_root))];
     plugins.extend(application);
-    plugins
+    (plugins, system)
 }
 
 /// Convenience: bind and serve until a signal.

@@ -11,9 +11,11 @@ pub(crate) mod system;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 
 use crate::config::{Config, StoreKind};
 use crate::engine::Engine;
+use crate::protocol::TokenView;
 use crate::store::{PushOutcome, StoreError, StoreResult};
 
 pub use crate::http::body::Body;
@@ -21,6 +23,15 @@ pub use crate::http::error::HttpError;
 pub use crate::params::Params;
 pub use crate::protocol::{now_ms, Token, TokenFields};
 pub use crate::store::CloseReason;
+
+/// The system plugin's hot path, which the engine runs itself: a `send` or an `echo` read in
+/// place ([`TokenView`]), without the token map the generic dispatch
+/// ([`Plugin::process_token`]) builds. The system plugin is the one implementation;
+/// [`crate::server::plugins`] hands it to the engine with the plugins.
+pub(crate) trait HotTokens: Send + Sync {
+    /// Runs a system `send` (`send` true) or `echo` (false).
+    fn run<'a>(&'a self, ctx: &'a mut RequestContext<'_>, send: bool, view: &'a TokenView<'_>) -> BoxFuture<'a, ()>;
+}
 
 /// A response to an HTTP action a plugin serves itself (such as `download`).
 pub type ActionResponse = hyper::Response<Body>;

@@ -9,21 +9,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{Delivery, Plugin, RequestContext};
-use crate::auth::{authorities, has_right, is_authenticated, Right};
-// The engine reads these keys with a request's touch, for the first check of a `send`.
-pub(crate) use crate::auth::RIGHTS_KEYS;
-use crate::config::Config;
+use futures_util::future::BoxFuture;
+
+use super::{Delivery, HotTokens, Plugin, RequestContext};
+use crate::auth::{authorities, has_right, is_authenticated, Right, RIGHTS_KEYS, RIGHT_SEND};
 use crate::engine::Engine;
+use crate::protocol::system::no_target;
 use crate::protocol::{
-    self, error_response, get_bool, get_int, get_str, Token, TokenFields, ANONYMOUS, NS_SYSTEM, VENDOR, VERSION,
+    self, error_response, get_bool, get_int, get_str, Token, TokenFields, TokenView, ANONYMOUS, NS_SYSTEM, VENDOR,
+    VERSION,
 };
 use crate::store::CloseReason;
 
-/// Session key with the events a client does not want, e.g. `,connect,disconnect`.
-pub const EVENTS_EXCLUDE: &str = "org.jwebsocket.plugins.system.events.exclude";
-
-static RIGHT_SEND: LazyLock<Right> = LazyLock::new(|| Right::new("org.jwebsocket.plugins.system.send"));
 static RIGHT_BROADCAST: LazyLock<Right> = LazyLock::new(|| Right::new("org.jwebsocket.plugins.system.broadcast"));
 static RIGHT_JVMINFO: LazyLock<Right> = LazyLock::new(|| Right::new("org.jwebsocket.plugins.system.getjvminfo"));
 const PUBLIC_PREFIX: &str = "public::";
@@ -44,53 +41,15 @@ impl Default for SystemPlugin {
     }
 }
 
-/// The welcome token queued at open (field order of docs/PROTOCOL.md, "Welcome").
-pub fn welcome(config: &Config, connector_id: &str, session: &Token) -> Token {
-    let username = get_str(session, "$username")
-        .map(str::to_owned)
-        .or_else(|| config.allow_anonymous.then(|| ANONYMOUS.to_owned()));
-    let mut t = Token::new();
-    t.insert("ns".into(), NS_SYSTEM.into());
-    t.insert("type".into(), "welcome".into());
-    t.insert("vendor".into(), VENDOR.into());
-    t.insert("version".into(), VERSION.into());
-    t.insert("engines".into(), json!([{"id": "http0", "class": "pollgate.HTTPEngine"}]));
-    t.insert("sourceId".into(), connector_id.into());
-    t.insert("maxFrameSize".into(), config.maxframesize.into());
-    t.insert("timeout".into(), config.timeout_minutes().into());
-    if let Some(name) = &username {
-        t.insert("username".into(), name.as_str().into());
+impl HotTokens for SystemPlugin {
+    fn run<'a>(&'a self, ctx: &'a mut RequestContext<'_>, send: bool, view: &'a TokenView<'_>) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            match send {
+                true => Self::send(ctx, view).await,
+                false => Self::echo(ctx, view).await,
+            }
+        })
     }
-    t.insert("protocolVersion".into(), 13.into());
-    t.insert("subProtocol".into(), Value::Null);
-    t.insert("encodingFormats".into(), json!(["base64", "zipBase64"]));
-    if config.allow_anonymous {
-        t.insert("anonymous".into(), (username.as_deref() == Some(ANONYMOUS)).into());
-    }
-    t
-}
-
-/// Whether a session's rights entries ([`RIGHTS_KEYS`]) allow a `send`.
-pub(crate) fn may_send(session: &Token) -> bool {
-    has_right(session, &RIGHT_SEND)
-}
-
-/// A token the store may take in one step ([`crate::store::Store::send_step`]): a system
-/// `send` to a `targetId`, not a `forward.json` and without `unid` (whose answers
-/// [`SystemPlugin::send`] words itself). `None` for any other text.
-pub(crate) fn one_step_send(data: &str) -> Option<protocol::TokenView<'_>> {
-    let view = protocol::TokenView::parse(data)?;
-    let plain = view.str_field("ns").as_deref() == Some(protocol::NS_SYSTEM)
-        && view.str_field("type").as_deref() == Some("send")
-        && view.str_field("targetId").is_some()
-        && view.str_field("unid").is_none()
-        && view.str_field("action").as_deref() != Some("forward.json");
-    plain.then_some(view)
-}
-
-/// The answer to a `send` or `respond` whose target does not exist.
-pub(crate) fn no_target(id: &str) -> String {
-    format!("No target connector with endpoint-id '{id}' found.")
 }
 
 /// Sets `sourceId`, in place if present, else at the end.

@@ -51,8 +51,7 @@ pub struct Panicked {
 /// soon as it ends: an `async fn` would hold it twice (its argument and the pinned copy), and
 /// the caller's future would be sized for it even after it ended. It is made once the box is
 /// there, so the compiler writes it in place: a future made first and then boxed was copied
-/// whole (a request's routing future is over a kilobyte; callgrind: 600 instructions per
-/// long-poll round trip).
+/// whole (a request's routing future is over a kilobyte).
 pub fn guard<F: Future>(make: impl FnOnce() -> F) -> impl Future<Output = Result<F::Output, Panicked>> {
     let mut future = Some(Box::into_pin(Box::write(Box::new_uninit(), make())));
     std::future::poll_fn(move |cx| {

@@ -159,4 +159,15 @@ pub mod fuzzing {
     pub fn resolve_download(alias_root: &Path, filename: &str) -> Result<PathBuf, Resolve> {
         FilesystemPlugin::resolve(alias_root, filename)
     }
+
+    /// An engine with the built-in plugins, as a server assembles it.
+    pub fn engine(
+        config: std::sync::Arc<crate::config::Config>,
+        store: std::sync::Arc<dyn crate::store::Store>,
+        users: std::sync::Arc<crate::auth::Users>,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> std::sync::Arc<crate::engine::Engine> {
+        let (plugins, hot) = crate::server::assemble(&config, Vec::new());
+        crate::engine::Engine::new(config, store, users, plugins, hot, metrics)
+    }
 }

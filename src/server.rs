@@ -139,7 +139,10 @@ pub fn plugins(config: &Config, application: Vec<Arc<dyn Plugin>>) -> Vec<Arc<dy
 }
 
 /// [`plugins`], and the system plugin's hot path, which the engine runs itself.
-fn assemble(config: &Config, application: Vec<Arc<dyn Plugin>>) -> (Vec<Arc<dyn Plugin>>, Arc<dyn HotTokens>) {
+pub(crate) fn assemble(
+    config: &Config,
+    application: Vec<Arc<dyn Plugin>>,
+) -> (Vec<Arc<dyn Plugin>>, Arc<dyn HotTokens>) {
     let system = Arc::new(SystemPlugin::new());
     let mut plugins: Vec<Arc<dyn Plugin>> = vec![system.clone(), Arc::new(FilesystemPlugin::new(&config.fs_root))];
     plugins.extend(application);

@@ -16,7 +16,7 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use pollgate::auth::Users;
 use pollgate::config::Config;
-use pollgate::engine::{Engine, OpenRequest};
+use pollgate::engine::OpenRequest;
 use pollgate::metrics::Metrics;
 use pollgate::protocol::{self, Token, TokenFields};
 use pollgate::store::memory::MemoryStore;
@@ -124,8 +124,8 @@ fuzz_target!(|data: &[u8]| {
     let fx = fixture();
     fx.runtime.block_on(async {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
-        let plugins = pollgate::server::plugins(&fx.config, Vec::new());
-        let engine = Engine::new(fx.config.clone(), store.clone(), fx.users.clone(), plugins, Arc::new(Metrics::default()));
+        let engine =
+            pollgate::fuzzing::engine(fx.config.clone(), store.clone(), fx.users.clone(), Arc::new(Metrics::default()));
         // Two connectors, `a` (the sender) and `b` (a `targetId` to reach): ids are opaque
         // to the engine.
         for (id, session) in [("a", "session-a"), ("b", "session-b")] {

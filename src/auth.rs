@@ -167,9 +167,10 @@ pub fn has_right(session: &Token, right: &Right) -> bool {
 /// Whether space-terminated `authorities` contain `right` as a whole entry. One vectorised
 /// search finds the right's last segment, and only what surrounds each find is compared:
 /// splitting the fifty-odd entries of a login cost a large share of an echo, and a search
-/// for the whole name more, since the entries share long prefixes. The search runs from the end: a login's authorities are sorted (see
-/// conf/users.toml), and the system plugin's, checked on every `send` and `broadcast`, sort
-/// near the end. Any order gives the same answer.
+/// for the whole name more, since the entries share long prefixes. The search runs from the
+/// end: a login's authorities are sorted (see conf/users.toml), and the system plugin's,
+/// checked on every `send` and `broadcast`, sort near the end. Any order gives the same
+/// answer.
 fn holds(authorities: &str, right: &Right) -> bool {
     if right.name.is_empty() {
         return false;

@@ -74,6 +74,15 @@ pub struct Engine {
     limits: QueueLimits,
 }
 
+/// What [`Engine::send_in_one_step`] did.
+enum OneStep {
+    /// The send's answer, as [`Engine::send_request`] gives it.
+    Done(Option<Option<String>>),
+    /// Nothing: the store cannot take this send in one step ([`SendStepped::Split`]), and
+    /// the caller takes it step by step.
+    Split,
+}
+
 impl Engine {
     /// An engine running `plugins`, the system plugin first ([`crate::server::plugins`]).
     pub(crate) fn new(
@@ -344,7 +353,7 @@ impl Engine {
     ) -> EngineResult<Option<Option<String>>> {
         if self.store.sends_in_one_step() {
             if let Some(token) = one_step_send(data) {
-                if let Some(answer) = self.send_in_one_step(id, &token, seq).await? {
+                if let OneStep::Done(answer) = self.send_in_one_step(id, &token, seq).await? {
                     return Ok(answer);
                 }
             }
@@ -355,15 +364,13 @@ impl Engine {
 
     /// The system plugin's `send` of `token` as one store step ([`Store::send_step`]):
     /// the same packets and answers, decided by the store. Only a send that fails (access
-    /// denied, no target) with a `seq` takes a second step, to record its answer. `None`
-    /// when the store cannot take this send in one step ([`SendStepped::Split`]): nothing
-    /// was done, and the caller takes it step by step.
+    /// denied, no target) with a `seq` takes a second step, to record its answer.
     async fn send_in_one_step(
         self: &Arc<Self>,
         id: &str,
         token: &protocol::TokenView<'_>,
         seq: Option<u64>,
-    ) -> EngineResult<Option<Option<Option<String>>>> {
+    ) -> EngineResult<OneStep> {
         let target = token.str_field("targetId").unwrap_or_default();
         let forwarded = token.text_with_source(id);
         let reply = (token.bool_field("responseRequested") != Some(false)).then(|| protocol::response_text(token));
@@ -396,15 +403,15 @@ impl Engine {
             }
         };
         let failure = match stepped {
-            SendStepped::Split => return Ok(None),
-            SendStepped::Unknown => return Ok(Some(None)),
-            SendStepped::Replay(body) => return Ok(Some(Some(body))),
+            SendStepped::Split => return Ok(OneStep::Split),
+            SendStepped::Unknown => return Ok(OneStep::Done(None)),
+            SendStepped::Replay(body) => return Ok(OneStep::Done(Some(body))),
             SendStepped::InProgress => return Err(EngineError::SendInProgress),
             SendStepped::Forgotten => return Err(EngineError::SendForgotten),
             SendStepped::Done { overflowed } => {
                 self.metrics.packets_queued.inc_by((packets.len() - overflowed.len()) as u64);
                 self.close_overflowed(overflowed);
-                return Ok(Some(Some(body.map(str::to_owned))));
+                return Ok(OneStep::Done(Some(body.map(str::to_owned))));
             }
             SendStepped::Denied => protocol::error_text(token, "access denied"),
             SendStepped::NoTarget => protocol::error_text(token, &no_target(&target)),
@@ -414,7 +421,7 @@ impl Engine {
             self.store.complete_send(id, seq, Some(failure.clone())).await?;
             claim.disarm();
         }
-        Ok(Some(Some(Some(failure))))
+        Ok(OneStep::Done(Some(Some(failure))))
     }
 
     /// Runs a token sent with `send`, at most once per `seq` when one is given. Returns the

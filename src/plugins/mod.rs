@@ -26,8 +26,8 @@ pub use crate::store::CloseReason;
 
 /// The system plugin's hot path, which the engine runs itself: a `send` or an `echo` read in
 /// place ([`TokenView`]), without the token map the generic dispatch
-/// ([`Plugin::process_token`]) builds. The system plugin is the one implementation;
-/// [`crate::server::plugins`] hands it to the engine with the plugins.
+/// ([`Plugin::process_token`]) builds. The system plugin is the one implementation; the
+/// server hands it to the engine with the plugins it assembles.
 pub(crate) trait HotTokens: Send + Sync {
     /// Runs a system `send` (`send` true) or `echo` (false).
     fn run<'a>(&'a self, ctx: &'a mut RequestContext<'_>, send: bool, view: &'a TokenView<'_>) -> BoxFuture<'a, ()>;

@@ -88,6 +88,8 @@ pub(super) async fn subscribe_single(client: redis::Client, channel: String, wai
     }
 }
 
+/// Subscribes to each of `channels` on its own: each lives in its partition's slot, and one
+/// `SSUBSCRIBE` may name channels of one slot only.
 async fn ssubscribe_each(conn: &mut ClusterConnection, channels: &[String]) -> redis::RedisResult<()> {
     for channel in channels {
         conn.ssubscribe(channel).await?;
@@ -111,7 +113,6 @@ pub(super) async fn subscribe_cluster(seeds: Vec<String>, channels: Vec<String>,
             Err(e) => Err(e),
         };
         match connection {
-            // One channel at a time: each lives in its partition's slot.
             Ok(mut conn) => match ssubscribe_each(&mut conn, &channels).await {
                 Ok(()) => {
                     wake_all(&waiters);

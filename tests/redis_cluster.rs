@@ -109,6 +109,16 @@ async fn a_master_killed_mid_stream_fails_over_without_loss() {
         let killed = redis.kill_master(i);
         redis.wait_failover();
         assert_ne!(redis.owner_of(slot), killed, "slot {slot} is still the killed master's");
+        // Every node subscribes again to its wake-up channel of every partition, each on its
+        // slot's master, the promoted replica included: 3 nodes × 16 partitions.
+        let channels = || -> usize {
+            redis.masters().iter().map(|&m| redis.cli(m, &["PUBSUB", "SHARDCHANNELS"]).lines().count()).sum()
+        };
+        let start = Instant::now();
+        while channels() != 3 * 16 && start.elapsed() < Duration::from_secs(15) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(channels(), 3 * 16, "wake-up channels subscribed on the masters after the failover");
         eprintln!("master {killed} (slot {slot}) killed; its replica took over at {:.1?}", started.elapsed());
         killed
     });

@@ -12,7 +12,7 @@
 //! | `P c:{id}` | hash | a connector: session, address, user agent, times, `closed`, poll `ticket` and `holder` node, queue `last`/`acked`/`bytes`, `sendlast`, `sendfloor` (highest forgotten send) |
 //! | `P q:{id}` | list | its queued packets; the first has sequence number `acked + 1` |
 //! | `P sp:{id}` `P sr:{id}` `P so:{id}` | hash, hash, zset | idempotent sends: in progress (since when), kept responses, their order |
-//! | `P once:{id}:{seq}` | hash | the packets an idempotent send in progress queued in this partition, so a re-run does not queue them twice; deleted when it completes (elsewhere, they expire) |
+//! | `P once:{id}:{seq}` | hash | the packets an idempotent send in progress queued in this partition, so a re-run does not queue them twice; deleted when it completes (by the node that ran it, in every partition it queued in) |
 //! | `P live` | zset | the partition's live connectors by last activity (admission count, eviction) |
 //! | `P sm:{sid}` `P s:{sid}` `P sc:{sid}` | hash, hash, set | a session: meta (`last`, `shared`, `empty`, `v`: its storage's version), storage, connectors |
 //! | `P sx:{sid}` | hash | a session's record for the admin API (`opened`, `addr`, `ua`, `user`, `closed`, `last`), kept after it closes |
@@ -193,6 +193,10 @@ pub struct RedisStore {
     senders: Mutex<HashMap<String, Sender>>,
     /// Redis Cluster: the partitions of the connectors this node served, by connector id.
     homes: Mutex<HashMap<String, Home>>,
+    /// Redis Cluster: for each idempotent send this node is running (`sender:seq`), the
+    /// partitions other than its sender's where it queued packets under its `once` keys, so
+    /// that its completion deletes them there too (its own partition's go in `sends.lua`).
+    once_elsewhere: Mutex<HashMap<String, Vec<usize>>>,
     /// Ends the subscriber task when the store goes.
     _subscriber: DropGuard,
     meter: StoreMeter,
@@ -247,6 +251,7 @@ impl RedisStore {
             waiters,
             senders: Mutex::default(),
             homes: Mutex::default(),
+            once_elsewhere: Mutex::default(),
             _subscriber: stop.drop_guard(),
             meter,
             down: AtomicBool::new(false),
@@ -553,6 +558,7 @@ impl RedisStore {
         limits: QueueLimits,
         once: Option<&str>,
     ) -> StoreResult<Vec<String>> {
+        self.note_once_elsewhere(part, once);
         let mut statuses = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(PUSH_CHUNK) {
             let mut call = self.invoke(&self.scripts.push, part, || {
@@ -585,6 +591,24 @@ impl RedisStore {
             .query_async(&mut self.conn()?)
             .await
             .map_err(|e| self.failed(e))
+    }
+
+    /// Redis Cluster: notes that the send of `once` ('<sender>:<seq>:<n>') queues in
+    /// partition `part`, when that is not its sender's (see `once_elsewhere`).
+    fn note_once_elsewhere(&self, part: usize, once: Option<&str>) {
+        let Some((record, _)) = once.and_then(|once| once.rsplit_once(':')) else { return };
+        if !self.parts.clustered() {
+            return;
+        }
+        let sender = record.rsplit_once(':').map_or(record, |(sender, _)| sender);
+        if self.homes.lock().get(sender).is_some_and(|home| home.part == part) {
+            return;
+        }
+        let mut elsewhere = self.once_elsewhere.lock();
+        let parts = elsewhere.entry(record.to_owned()).or_default();
+        if !parts.contains(&part) {
+            parts.push(part);
+        }
     }
 
     /// The live connectors of partition `part`.
@@ -1284,10 +1308,21 @@ impl Store for RedisStore {
             None => "-".to_owned(),
         };
         self.sends_op(id, "complete", seq, &[&stored, &SEND_RESPONSES_KEPT.to_string()]).await?;
+        // Done: its `once` records in other partitions go as its own did (`sends.lua`).
+        let record = format!("{id}:{seq}");
+        let elsewhere = self.once_elsewhere.lock().remove(&record).unwrap_or_default();
+        try_join_all(elsewhere.into_iter().map(|part| {
+            let key = self.key_in(part, "once", &record);
+            async move { redis::cmd("DEL").arg(key).query_async::<()>(&mut self.conn()?).await.map_err(|e| self.failed(e)) }
+        }))
+        .await?;
         Ok(())
     }
 
+    /// The send's `once` records stay for its retry, which may run on another node; those in
+    /// other partitions then expire with the connector's keys.
     async fn release_send(&self, id: &str, seq: u64) -> StoreResult<()> {
+        self.once_elsewhere.lock().remove(&format!("{id}:{seq}"));
         self.sends_op(id, "release", seq, &[]).await?;
         Ok(())
     }

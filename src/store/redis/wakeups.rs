@@ -98,9 +98,13 @@ async fn ssubscribe_each(conn: &mut ClusterConnection, channels: &[String]) -> r
 }
 
 /// Holds this node's sharded subscriptions to `channels` (one per partition) on the Redis
-/// Cluster of `seeds`. The cluster connection subscribes again by itself after a
-/// disconnection or a slot's move; each of those, announced as a push, wakes every local
-/// poll. Runs until the task is cancelled.
+/// Cluster of `seeds`, until the task is cancelled. When a master's connection is lost (it
+/// died, and a replica may be taking over) or Redis drops a subscription (its slot moved to
+/// another master), the subscriptions are all made again on a new cluster connection, from
+/// the topology as it is then, retrying until every channel is subscribed on its slot's
+/// master; meanwhile, and after, every local poll is woken, so none sleeps through a packet
+/// queued while a channel had no subscriber. (The cluster connection's own resubscription
+/// was seen to miss most channels of a master after a failover.)
 pub(super) async fn subscribe_cluster(seeds: Vec<String>, channels: Vec<String>, waiters: Waiters) {
     loop {
         let (tx, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
@@ -123,15 +127,15 @@ pub(super) async fn subscribe_cluster(seeds: Vec<String>, channels: Vec<String>,
                                     wake_ids(&waiters, &String::from_utf8_lossy(payload));
                                 }
                             }
-                            // A master went away, or a subscription was made again (maybe
-                            // on another master): what was published meanwhile is missed.
-                            PushKind::Disconnection | PushKind::SSubscribe | PushKind::SUnsubscribe => {
-                                wake_all(&waiters)
-                            }
+                            // Made again (by the connection itself): what was published
+                            // meanwhile is missed.
+                            PushKind::SSubscribe => wake_all(&waiters),
+                            // A master went away, or a channel's slot moved: subscribe anew.
+                            PushKind::Disconnection | PushKind::SUnsubscribe => break,
                             _ => {}
                         }
                     }
-                    tracing::warn!("redis cluster subscription lost; reconnecting");
+                    tracing::warn!("redis cluster subscription lost; subscribing again");
                 }
                 Err(e) => tracing::warn!(error = %e, "redis cluster subscribe failed; retrying"),
             },

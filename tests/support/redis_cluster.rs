@@ -4,6 +4,7 @@
 //! does to it what operators and failures do: kill a master, restart every instance, move a
 //! slot to another master.
 
+use std::net::TcpStream;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,21 @@ const STEP_LIMIT: Duration = Duration::from_secs(30);
 const ERROR_CODES: &[&str] =
     &["ERR", "NOPERM", "MOVED", "ASK", "CLUSTERDOWN", "LOADING", "TRYAGAIN", "CROSSSLOT", "BUSYKEY", "IOERR", "NOAUTH"];
 
+/// Whether `child` listens on `port` (within 20 s), or exited first (false).
+fn listening(port: u16, child: &mut Child) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("redis-server (cluster mode) did not listen on {port} within 20 s");
+}
+
 /// One `redis-server` of the cluster.
 struct Instance {
     /// Its client port (the cluster bus is `bus_port`, chosen free too).
@@ -31,9 +47,31 @@ struct Instance {
 }
 
 impl Instance {
+    /// Starts it again on its ports (after a stop or a kill).
     fn spawn(&mut self) {
+        let mut child = self.launch();
+        wait_for_port(self.port, "redis-server (cluster mode)", &mut child);
+        self.child = Some(child);
+    }
+
+    /// Starts it for the first time, on other free ports when the ones picked were taken
+    /// meanwhile: tests pick free ports in parallel, and a port is free only until bound.
+    fn spawn_first(&mut self) {
+        for _ in 0..5 {
+            let mut child = self.launch();
+            if listening(self.port, &mut child) {
+                self.child = Some(child);
+                return;
+            }
+            let _ = std::fs::remove_file(self.dir.path().join("nodes.conf"));
+            (self.port, self.bus_port) = (free_port(), free_port());
+        }
+        panic!("redis-server (cluster mode) did not start on five pairs of free ports:\n{}", self.log_tail());
+    }
+
+    fn launch(&self) -> Child {
         let dir = self.dir.path();
-        let mut child = Command::new(program("redis-server", "redis-server"))
+        Command::new(program("redis-server", "redis-server"))
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--cluster-enabled", "yes", "--cluster-port", &self.bus_port.to_string()])
             .arg("--cluster-config-file")
@@ -50,9 +88,7 @@ impl Instance {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start redis-server");
-        wait_for_port(self.port, "redis-server (cluster mode)", &mut child);
-        self.child = Some(child);
+            .expect("start redis-server")
     }
 
     fn running(&self) -> bool {
@@ -135,7 +171,7 @@ impl RedisCluster {
             })
             .collect();
         for instance in &mut instances {
-            instance.spawn();
+            instance.spawn_first();
         }
         let cluster = RedisCluster { instances };
         let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];

@@ -8,10 +8,9 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use pollgate::client::{Builder, Session};
 use support::cluster::Cluster;
 use support::faults::Link;
-use support::two_way::TwoWay;
+use support::two_way::{through, TwoWay};
 use support::Client;
 
 /// Messages in each direction: 1,000 unless `TEST_STREAM_MESSAGES` says otherwise
@@ -31,19 +30,6 @@ fn limit() -> Duration {
 
 /// Every node: no access log of thousands of lines.
 const QUIET: &[(&str, &str)] = &[("ACCESS_LOG", "false")];
-
-/// Sessions through the balancer with retries that outlast each fault: a send cut on a dying
-/// node holds its claim for the 10 s lease (409 "in progress" until then), and a Redis down
-/// or out of reach means 503 for a few seconds.
-fn through(addr: SocketAddr) -> impl Fn() -> Builder {
-    move || {
-        Session::builder(format!("http://{addr}/jWebSocket/http"))
-            .max_retries(400)
-            .retry_timeout(Duration::from_millis(100))
-            .timeout(Duration::from_secs(90))
-            .poll_wait(Duration::from_secs(2))
-    }
-}
 
 /// The same connection id, speaking to another address.
 fn via(client: &Client, addr: SocketAddr) -> Client {

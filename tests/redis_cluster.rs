@@ -7,14 +7,12 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use pollgate::client::{Builder, Session};
 use serde_json::{json, Value};
 use support::cluster::{Cluster, Redis};
 use support::redis_cluster::RedisCluster;
-use support::two_way::TwoWay;
+use support::two_way::{through, TwoWay};
 use support::Client;
 
 /// Every node: no access log of thousands of lines.
@@ -31,18 +29,6 @@ fn messages() -> usize {
 /// messages, 60 s at least.
 fn limit() -> Duration {
     Duration::from_secs((120 * messages() as u64).div_ceil(1_000).max(60))
-}
-
-/// Sessions through the balancer with retries that outlast a failover or a migration (a few
-/// seconds of 503 at most).
-fn through(addr: SocketAddr) -> impl Fn() -> Builder {
-    move || {
-        Session::builder(format!("http://{addr}/jWebSocket/http"))
-            .max_retries(400)
-            .retry_timeout(Duration::from_millis(100))
-            .timeout(Duration::from_secs(90))
-            .poll_wait(Duration::from_secs(2))
-    }
 }
 
 /// Three pollgate nodes behind nginx over a Redis Cluster of `masters` masters with

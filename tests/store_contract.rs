@@ -113,6 +113,20 @@ async fn contract(store: Arc<dyn Store>) {
     assert_eq!(store.touch("a", now).await.unwrap().as_deref(), Some("s1"), "a live connector survives a sweep");
 }
 
+/// A Redis store on the server at `url`, or on the Redis Cluster of `cluster_nodes`.
+fn redis_store(url: String, cluster_nodes: Vec<String>) -> Arc<RedisStore> {
+    let options = RedisOptions {
+        url,
+        cluster_nodes,
+        prefix: "contract:".into(),
+        key_ttl_ms: 600_000,
+        retention_ms: 60_000,
+        touch_granularity_ms: 1_000,
+        record_retention_ms: 60_000,
+    };
+    RedisStore::new(options, StoreMeter::default()).unwrap()
+}
+
 /// The contract holds for the memory store.
 #[tokio::test]
 async fn the_memory_store_keeps_the_contract() {
@@ -123,16 +137,7 @@ async fn the_memory_store_keeps_the_contract() {
 #[tokio::test]
 async fn the_redis_store_keeps_the_contract() {
     let redis = RedisServer::start();
-    let options = RedisOptions {
-        url: redis.url(),
-        cluster_nodes: Vec::new(),
-        prefix: "contract:".into(),
-        key_ttl_ms: 600_000,
-        retention_ms: 60_000,
-        touch_granularity_ms: 1_000,
-        record_retention_ms: 60_000,
-    };
-    contract(RedisStore::new(options, StoreMeter::default()).unwrap()).await;
+    contract(redis_store(redis.url(), Vec::new())).await;
 }
 
 /// The contract holds for the Redis store on a Redis Cluster of three masters, its keys
@@ -140,16 +145,8 @@ async fn the_redis_store_keeps_the_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_store_keeps_the_contract_on_a_redis_cluster() {
     let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0));
-    let options = RedisOptions {
-        url: String::new(),
-        cluster_nodes: cluster.seeds().split(',').map(str::to_owned).collect(),
-        prefix: "contract:".into(),
-        key_ttl_ms: 600_000,
-        retention_ms: 60_000,
-        touch_granularity_ms: 1_000,
-        record_retention_ms: 60_000,
-    };
-    contract(RedisStore::new(options, StoreMeter::default()).unwrap()).await;
+    let seeds = cluster.seeds().split(',').map(str::to_owned).collect();
+    contract(redis_store(String::new(), seeds)).await;
     let sizes = tokio::task::block_in_place(|| cluster.dbsize_per_master());
     assert!(sizes.iter().filter(|(_, n)| *n > 0).count() > 1, "every key on one master: {sizes:?}");
 }

@@ -13,6 +13,20 @@ use tokio::task::JoinHandle;
 
 const SYSTEM: &str = "org.jwebsocket.plugins.system";
 
+/// Sessions through the balancer at `addr` with retries that outlast a cluster's faults: a
+/// send cut on a dying node holds its claim for the 10 s lease (409 "in progress" until
+/// then), and a Redis down, out of reach, failing over or moving a slot means 503 for a few
+/// seconds.
+pub fn through(addr: std::net::SocketAddr) -> impl Fn() -> Builder {
+    move || {
+        Session::builder(format!("http://{addr}/jWebSocket/http"))
+            .max_retries(400)
+            .retry_timeout(Duration::from_millis(100))
+            .timeout(Duration::from_secs(90))
+            .poll_wait(Duration::from_secs(2))
+    }
+}
+
 /// Two sessions exchanging `messages` numbered messages each way; see [`TwoWay::finish`].
 pub struct TwoWay {
     sessions: [Session; 2],

@@ -441,16 +441,17 @@ impl RedisStore {
         Ok(false)
     }
 
-    /// How many live connectors each partition holds.
-    async fn live_counts(&self) -> StoreResult<Vec<usize>> {
-        self.in_every_part(|part| async move {
-            redis::cmd("ZCARD")
-                .arg(self.index_in(part, "live"))
-                .query_async(&mut self.conn()?)
-                .await
-                .map_err(|e| self.failed(e))
-        })
-        .await
+    /// One command, one round trip.
+    async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> StoreResult<T> {
+        cmd.query_async(&mut self.conn()?).await.map_err(|e| self.failed(e))
+    }
+
+    /// How many entries index `name` (`live`, `active`) holds over all partitions.
+    async fn index_total(&self, name: &str) -> StoreResult<usize> {
+        let counts: Vec<usize> =
+            self.in_every_part(|part| async move { self.query(redis::cmd("ZCARD").arg(self.index_in(part, name))).await })
+                .await?;
+        Ok(counts.into_iter().sum())
     }
 
     /// The live connectors of partition `part`, least recently active first.
@@ -642,19 +643,18 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         // One command at a time, as in `connectors_in`.
-        let query = |cmd: &mut redis::Cmd| {
-            let cmd = cmd.clone();
-            async move { cmd.query_async::<redis::Value>(&mut self.conn()?).await.map_err(|e| self.failed(e)) }
-        };
-        let values = try_join_all(ids.iter().flat_map(|sid| {
-            [
-                query(redis::cmd("HGETALL").arg(self.key_in(part, "sx", sid))),
-                query(redis::cmd("HGET").arg(self.key_in(part, "sm", sid)).arg("last")),
-                query(redis::cmd("SMEMBERS").arg(self.key_in(part, "sc", sid))),
-                query(redis::cmd("HGETALL").arg(self.key_in(part, "s", sid))),
-            ]
-        }))
-        .await?;
+        let commands: Vec<redis::Cmd> = ids
+            .iter()
+            .flat_map(|sid| {
+                [
+                    redis::cmd("HGETALL").arg(self.key_in(part, "sx", sid)).clone(),
+                    redis::cmd("HGET").arg(self.key_in(part, "sm", sid)).arg("last").clone(),
+                    redis::cmd("SMEMBERS").arg(self.key_in(part, "sc", sid)).clone(),
+                    redis::cmd("HGETALL").arg(self.key_in(part, "s", sid)).clone(),
+                ]
+            })
+            .collect();
+        let values: Vec<redis::Value> = try_join_all(commands.iter().map(|cmd| self.query(cmd))).await?;
         type Row = (HashMap<String, String>, Option<i64>, Vec<String>, Vec<(String, String)>);
         let mut records = Vec::new();
         let mut expired = Vec::new();
@@ -785,20 +785,11 @@ impl Store for RedisStore {
     }
 
     async fn connector_count(&self) -> StoreResult<usize> {
-        Ok(self.live_counts().await?.into_iter().sum())
+        self.index_total("live").await
     }
 
     async fn session_count(&self) -> StoreResult<usize> {
-        let counts: Vec<usize> = self
-            .in_every_part(|part| async move {
-                redis::cmd("ZCARD")
-                    .arg(self.index_in(part, "active"))
-                    .query_async(&mut self.conn()?)
-                    .await
-                    .map_err(|e| self.failed(e))
-            })
-            .await?;
-        Ok(counts.into_iter().sum())
+        self.index_total("active").await
     }
 
     async fn least_recent(&self) -> StoreResult<Option<String>> {

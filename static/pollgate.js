@@ -159,6 +159,8 @@
 
   /** The most connectors one shared poll may carry (the server's limit). */
   const SHARE_LIMIT = 64;
+  /** How long the hub waits for its members to confirm a hand-over before it polls again. */
+  const CONFIRM_MS = 1000;
   const SHARE_PREFIX = "pollgate shared poll ";
 
   /** The URL of this script, for the SharedWorker (the module sets it when imported). */
@@ -181,6 +183,13 @@
    * retryBudget, minBackoff, maxBackoff, post(message)}`. Messages to a member: `count`
    * (how many share the poll), `poll` (one connector's part of an answer), `solo` (poll on
    * your own), `unreachable` (the retry budget ran out).
+   *
+   * A member's `ack` moves only when the member confirms what it was handed (`ack(key, n)`):
+   * a hand-over travels by message, and a hub that acknowledged to the server what it had
+   * only posted could lose it if its tab went away before the message arrived. So after each
+   * answer the hub waits, up to CONFIRM_MS, for the confirmations before it polls again; a
+   * member that stays silent that long (a frozen tab) is counted as handed, so one slow tab
+   * cannot hold the others' poll back.
    */
   class PollHub {
     #endpoint;
@@ -190,6 +199,8 @@
     #changed = false;
     #running = false;
     #stopped = false;
+    /** Resolves the wait for confirmations (see `ack`). */
+    #wake = null;
 
     /** Told the members (`[{key, connectionId}]`) each time they change. */
     #onChange;
@@ -213,7 +224,7 @@
       const known = this.#members.get(member.key);
       if (known) {
         // Joining again (a new leader, or after a takeover): the socket's own `ack` wins.
-        Object.assign(known, member);
+        Object.assign(known, member, { handed: 0 });
       } else if (this.#members.size >= SHARE_LIMIT || this.#stopped) {
         return member.post({ type: "solo" });
       } else {
@@ -227,9 +238,24 @@
       if (this.#members.delete(key)) this.#update();
     }
 
+    /** A member confirms that it has handled everything up to `n`: the next poll acks it. */
+    ack(key, n) {
+      const m = this.#members.get(key);
+      if (!m || !(n > m.ack)) return;
+      m.ack = n;
+      this.#woken();
+    }
+
+    #woken() {
+      const wake = this.#wake;
+      this.#wake = null;
+      if (wake) wake();
+    }
+
     stop() {
       this.#stopped = true;
       this.#members.clear();
+      this.#woken();
       if (this.#poll) this.#poll.abort();
     }
 
@@ -238,6 +264,7 @@
       for (const m of this.#members.values()) m.post({ type: "count", n: this.#members.size });
       this.#onChange([...this.#members.values()].map((m) => ({ key: m.key, connectionId: m.connectionId })));
       this.#changed = true;
+      this.#woken();
       if (this.#poll) this.#poll.abort();
       if (!this.#running) this.#run();
     }
@@ -284,6 +311,7 @@
             failingSince = 0;
             attempt = 0;
             this.#hand(members, res.text);
+            await this.#confirmations();
             continue;
           }
           if (res && res.status < 500) {
@@ -329,12 +357,25 @@
           this.#members.delete(m.key);
           left = true;
         } else if (c.seq > m.ack) {
-          // Handed over: the member handles it (a lost hand-over is asked for again by the
-          // member's own `ack` when it joins a new hub).
-          m.ack = c.seq;
+          m.handed = Math.max(m.handed || 0, c.seq); // acked once the member confirms it
         }
       });
       if (left) this.#update();
+    }
+
+    /** Waits until every member confirmed its hand-over, the members change, or CONFIRM_MS. */
+    async #confirmations() {
+      const pending = () => [...this.#members.values()].filter((m) => m.handed > m.ack);
+      const deadline = Date.now() + CONFIRM_MS;
+      while (pending().length && !this.#changed && !this.#stopped && Date.now() < deadline) {
+        await new Promise((resolve) => {
+          this.#wake = resolve;
+          setTimeout(resolve, deadline - Date.now());
+        });
+        this.#wake = null;
+      }
+      if (this.#changed || this.#stopped) return;
+      for (const m of pending()) m.ack = m.handed;
     }
 
     #dismiss(message) {
@@ -344,11 +385,12 @@
   }
 
   /**
-   * Puts a socket's connector into the origin's shared poll: returns `{mode, join(), leave(),
-   * release()}`, or null where sharing is not possible. `member()` describes the connector
-   * (its `ack` as of now); `onMessage` gets the hub's messages. `join()` joins (again: after
-   * a takeover), `leave()` takes the connector out, `release()` (when the socket has ended)
-   * lets the hub know the socket is gone.
+   * Puts a socket's connector into the origin's shared poll: returns `{mode, join(), ack(n),
+   * leave(), release()}`, or null where sharing is not possible. `member()` describes the
+   * connector (its `ack` as of now); `onMessage` gets the hub's messages. `join()` joins
+   * (again: after a takeover), `ack(n)` confirms that the socket handled everything up to
+   * `n`, `leave()` takes the connector out, `release()` (when the socket has ended) lets the
+   * hub know the socket is gone.
    */
   function joinSharedPoll(endpoint, key, member, onMessage) {
     const nav = global.navigator;
@@ -377,6 +419,9 @@
     return {
       mode: chosen.mode,
       join,
+      ack(n) {
+        if (chosen) chosen.ack(n);
+      },
       leave() {
         clearTimeout(deaf);
         const link = chosen;
@@ -403,6 +448,7 @@
     return {
       mode: "worker",
       join: (member) => worker.port.postMessage({ t: "join", member }),
+      ack: (n) => worker.port.postMessage({ t: "ack", key, ack: n }),
       leave() {
         worker.port.postMessage({ t: "leave", key });
         worker.port.close();
@@ -438,6 +484,8 @@
           if (m.t === "join") {
             const to = m.member.key;
             hub.join(Object.assign(m.member, { post: (message) => serve.postMessage({ to, message }) }));
+          } else if (m.t === "ack") {
+            hub.ack(m.key, m.ack);
           } else if (m.t === "leave") {
             hub.leave(m.key);
           }
@@ -457,6 +505,7 @@
     return {
       mode: "follower",
       join: (member) => channel.postMessage({ t: "join", member }),
+      ack: (n) => channel.postMessage({ t: "ack", key, ack: n }),
       leave() {
         channel.postMessage({ t: "leave", key });
         channel.close();
@@ -474,6 +523,7 @@
       port.onmessage = (m) => {
         const data = m.data;
         if (data.t === "join") hub.join(Object.assign(data.member, { post: (message) => port.postMessage(message) }));
+        else if (data.t === "ack") hub.ack(data.key, data.ack);
         else if (data.t === "leave") hub.leave(data.key);
       };
       port.start();
@@ -768,6 +818,7 @@
               }
               if (!Array.isArray(message.packets)) return resolve("solo");
               if (!this.#take(message.packets, message.seq, message.close || "")) resolve("ended");
+              else link.ack(this.#ack);
               break;
             case "unreachable":
               resolve({ unreachable: message.reason });

@@ -42,17 +42,25 @@ echo "== building the fuzz targets (sanitizer: $sanitizer)"
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 failed=()
+# A run that outlives its time by FUZZ_GRACE seconds is stuck (libFuzzer's own -timeout
+# covers one input, not the process): it is killed and counted as a failure.
+grace_secs=${FUZZ_GRACE:-120}
 for target in "${targets[@]}"; do
-  echo "== fuzz $target (${seconds}s)"
+  echo "== fuzz $target (${seconds}s) from $(date -u +%H:%M:%S)"
   mkdir -p "$scratch/$target" "fuzz/artifacts/$target"
   # libFuzzer writes new inputs into the first corpus directory only: the scratch one.
-  if ! (cd fuzz && cargo "${toolchain[@]}" fuzz run -s "$sanitizer" "$target" \
+  # Progress lines (#N) are left out; the rest is passed on line by line as it comes.
+  status=0
+  (cd fuzz && timeout --kill-after=10 "$((seconds + grace_secs))" \
+      cargo "${toolchain[@]}" fuzz run -s "$sanitizer" "$target" \
       "$scratch/$target" "corpus/$target" -- \
       -max_total_time="$seconds" -timeout="$timeout_secs" -max_len="${max_len[$target]:-4096}" \
       -rss_limit_mb=2048 -dict="dict/$target.dict" -print_final_stats=1 \
-      -artifact_prefix="artifacts/$target/" 2>&1 | grep -v '^#[0-9]' ; exit "${PIPESTATUS[0]}"); then
-    failed+=("$target")
+      -artifact_prefix="artifacts/$target/" </dev/null 2>&1 | grep --line-buffered -v '^#[0-9]' ; exit "${PIPESTATUS[0]}") || status=$?
+  if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+    echo "fuzz $target did not end within $((seconds + grace_secs)) s: killed" >&2
   fi
+  [ "$status" -eq 0 ] || failed+=("$target")
 done
 
 if [ ${#failed[@]} -gt 0 ]; then

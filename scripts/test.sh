@@ -5,11 +5,15 @@
 # integration tests, and compiles the benchmarks. The integration tests then run a second
 # time with every server keeping its state in Redis (the store of a cluster), and a third
 # time on a Redis Cluster of three masters; the cluster tests run again on a Redis Cluster.
-# Last, each
-# fuzz target runs for about a minute (scripts/fuzz.sh, which installs cargo-fuzz).
+# Last, each fuzz target runs for about a minute (scripts/fuzz.sh, which installs
+# cargo-fuzz). Each step's heading says when it began, so a slow step shows in the log.
 # Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+section() {
+  echo "== $* [$(date -u +%H:%M:%S), ${SECONDS} s in]"
+}
 
 need_apt=()
 command -v cc >/dev/null || need_apt+=(build-essential)
@@ -32,21 +36,21 @@ if ! command -v cargo >/dev/null; then
   echo "cargo is required (install Rust with rustup) and was not found" >&2
   exit 1
 fi
-echo "== npm ci (tests/browser: playwright-core, which drives /usr/bin/chromium)"
+section "npm ci (tests/browser: playwright-core, which drives /usr/bin/chromium)"
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt || true
 
-echo "== cargo fmt --check"
+section "cargo fmt --check"
 cargo fmt --check
-echo "== cargo clippy --all-targets"
+section "cargo clippy --all-targets"
 cargo clippy --all-targets --quiet -- -D warnings
-echo "== module layers (docs/ARCHITECTURE.md)"
+section "module layers (docs/ARCHITECTURE.md)"
 ./scripts/check-layers.py
-echo "== cargo test (unit, integration, doc tests; benchmarks compiled)"
+section "cargo test (unit, integration, doc tests; benchmarks compiled)"
 cargo test --all-targets --quiet
 cargo test --doc --quiet
 
-echo "== integration tests again, every server on the Redis store"
+section "integration tests again, every server on the Redis store"
 redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 redis_dir=$(mktemp -d)
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$redis_dir" \
@@ -69,7 +73,7 @@ for f in tests/*.rs; do
 done
 TEST_REDIS_URL="redis://127.0.0.1:$redis_port" cargo test --quiet "${suites[@]}"
 
-echo "== integration tests a third time, every server on a Redis Cluster of three masters"
+section "integration tests a third time, every server on a Redis Cluster of three masters"
 cluster_ports=()
 cluster_pids=()
 # A cluster node also listens on its port + 10000 (the cluster bus): both must be free.
@@ -119,9 +123,9 @@ for f in tests/*.rs; do
 done
 TEST_REDIS_CLUSTER_NODES="${seeds%,}" cargo test --quiet "${cluster_suites[@]}"
 
-echo "== cluster tests again, the nodes on a Redis Cluster of three masters"
+section "cluster tests again, the nodes on a Redis Cluster of three masters"
 TEST_REDIS_CLUSTER=1 cargo test --quiet --test cluster --test cluster_faults
 
 # Five targets of 45 s each keep the step near four minutes once the targets are built.
-echo "== fuzz (scripts/fuzz.sh: every target, 45 s each)"
+section "fuzz (scripts/fuzz.sh: every target, 45 s each)"
 ./scripts/fuzz.sh 45

@@ -344,9 +344,7 @@ impl RedisStore {
         }
         let session: Option<String> = redis::cmd("GET")
             .arg(self.key("d", id))
-            .query_async(&mut self.conn()?)
-            .await
-            .map_err(|e| self.failed(e))?;
+            .ask(self).await?;
         let Some(session) = session else { return Ok(None) };
         let part = self.parts.of(&session);
         self.homes.lock().insert(id.to_owned(), Home { part, session: session.into(), refreshed_ms: now });
@@ -407,9 +405,7 @@ impl RedisStore {
                 .arg(now_ms)
                 .arg(max)
                 .arg(self.options.key_ttl_ms)
-                .invoke_async(&mut self.conn()?)
-                .await
-                .map_err(|e| self.failed(e))?;
+                .ask(self).await?;
             if admitted != "full" {
                 return Ok(true);
             }
@@ -422,9 +418,7 @@ impl RedisStore {
                 .arg(self.index("admitted"))
                 .arg("-inf")
                 .arg(before)
-                .query_async(&mut self.conn()?)
-                .await
-                .map_err(|e| self.failed(e))?;
+                .ask(self).await?;
             let live: std::collections::HashSet<String> =
                 self.in_every_part(|part| self.live_ids(part)).await?.into_iter().flatten().collect();
             let stale: Vec<&String> = admitted.iter().filter(|id| !live.contains(*id)).collect();
@@ -434,22 +428,15 @@ impl RedisStore {
             let _: () = redis::cmd("ZREM")
                 .arg(self.index("admitted"))
                 .arg(&stale)
-                .query_async(&mut self.conn()?)
-                .await
-                .map_err(|e| self.failed(e))?;
+                .ask(self).await?;
         }
         Ok(false)
-    }
-
-    /// One command, one round trip.
-    async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> StoreResult<T> {
-        cmd.query_async(&mut self.conn()?).await.map_err(|e| self.failed(e))
     }
 
     /// How many entries index `name` (`live`, `active`) holds over all partitions.
     async fn index_total(&self, name: &str) -> StoreResult<usize> {
         let counts: Vec<usize> =
-            self.in_every_part(|part| async move { self.query(redis::cmd("ZCARD").arg(self.index_in(part, name))).await })
+            self.in_every_part(|part| async move { redis::cmd("ZCARD").arg(self.index_in(part, name)).ask(self).await })
                 .await?;
         Ok(counts.into_iter().sum())
     }
@@ -460,9 +447,7 @@ impl RedisStore {
             .arg(self.index_in(part, "live"))
             .arg(0)
             .arg(-1)
-            .query_async(&mut self.conn()?)
-            .await
-            .map_err(|e| self.failed(e))
+            .ask(self).await
     }
 
     /// The connection for one round trip (counted), or at once the store error while Redis is
@@ -520,7 +505,7 @@ impl RedisStore {
             .arg(self.options.key_ttl_ms)
             .arg(self.options.touch_granularity_ms)
             .arg(keys);
-        invocation.invoke_async(&mut self.conn()?).await.map_err(|e| self.failed(e))
+        invocation.ask(self).await
     }
 
     /// One step of `sends.lua` (claim, complete or release the idempotent send `seq`).
@@ -536,7 +521,7 @@ impl RedisStore {
         for a in args {
             call.arg(*a);
         }
-        call.invoke_async(&mut self.conn()?).await.map_err(|e| self.failed(e))
+        call.ask(self).await
     }
 
     async fn session_op(&self, session_id: &str, op: &str, args: &[&str]) -> StoreResult<redis::Value> {
@@ -546,7 +531,7 @@ impl RedisStore {
         for a in args {
             call.arg(*a);
         }
-        call.invoke_async(&mut self.conn()?).await.map_err(|e| self.failed(e))
+        call.ask(self).await
     }
 
     /// `push.lua` in partition `part` for `ids` (all of that partition), in bounded chunks;
@@ -578,7 +563,7 @@ impl RedisStore {
             for id in chunk {
                 call.arg(*id);
             }
-            let status: Vec<String> = call.invoke_async(&mut self.conn()?).await.map_err(|e| self.failed(e))?;
+            let status: Vec<String> = call.ask(self).await?;
             statuses.extend(status);
         }
         Ok(statuses)
@@ -589,9 +574,7 @@ impl RedisStore {
         redis::cmd("HMGET")
             .arg(self.key_in(part, "c", id))
             .arg(&["closed", "sid", "addr", "ua", "opened", "active"])
-            .query_async(&mut self.conn()?)
-            .await
-            .map_err(|e| self.failed(e))
+            .ask(self).await
     }
 
     /// Redis Cluster: notes that the send of `once` ('<sender>:<seq>:<n>') queues in
@@ -636,9 +619,7 @@ impl RedisStore {
             .arg(&index)
             .arg(0)
             .arg(-1)
-            .query_async(&mut self.conn()?)
-            .await
-            .map_err(|e| self.failed(e))?;
+            .ask(self).await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -654,7 +635,7 @@ impl RedisStore {
                 ]
             })
             .collect();
-        let values: Vec<redis::Value> = try_join_all(commands.iter().map(|cmd| self.query(cmd))).await?;
+        let values: Vec<redis::Value> = try_join_all(commands.iter().map(|cmd| cmd.ask(self))).await?;
         type Row = (HashMap<String, String>, Option<i64>, Vec<String>, Vec<(String, String)>);
         let mut records = Vec::new();
         let mut expired = Vec::new();
@@ -670,9 +651,7 @@ impl RedisStore {
             let _: () = redis::cmd("ZREM")
                 .arg(&index)
                 .arg(&expired)
-                .query_async(&mut self.conn()?)
-                .await
-                .map_err(|e| self.failed(e))?;
+                .ask(self).await?;
         }
         Ok(records)
     }
@@ -686,6 +665,32 @@ fn unreachable(e: &RedisError) -> bool {
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
+}
+
+
+/// A command, a pipeline or a script call sent over the store's link: one round trip,
+/// counted, its failure noted (`RedisStore::failed`), and refused at once while Redis is
+/// known to be out of reach (`RedisStore::conn`).
+trait RoundTrip {
+    async fn ask<T: FromRedisValue>(&self, store: &RedisStore) -> StoreResult<T>;
+}
+
+impl RoundTrip for redis::Cmd {
+    async fn ask<T: FromRedisValue>(&self, store: &RedisStore) -> StoreResult<T> {
+        self.query_async(&mut store.conn()?).await.map_err(|e| store.failed(e))
+    }
+}
+
+impl RoundTrip for redis::Pipeline {
+    async fn ask<T: FromRedisValue>(&self, store: &RedisStore) -> StoreResult<T> {
+        self.query_async(&mut store.conn()?).await.map_err(|e| store.failed(e))
+    }
+}
+
+impl RoundTrip for ScriptInvocation<'_> {
+    async fn ask<T: FromRedisValue>(&self, store: &RedisStore) -> StoreResult<T> {
+        self.invoke_async(&mut store.conn()?).await.map_err(|e| store.failed(e))
+    }
 }
 
 #[async_trait]
@@ -706,14 +711,12 @@ impl Store for RedisStore {
         if self.parts.clustered() {
             let directory = self.key("d", &info.id);
             let old: Option<String> =
-                redis::cmd("GET").arg(&directory).query_async(&mut self.conn()?).await.map_err(|e| self.failed(e))?;
+                redis::cmd("GET").arg(&directory).ask(self).await?;
             if let Some(old_part) = old.map(|sid| self.parts.of(&sid)).filter(|old| *old != part) {
                 let retired: String = self
                     .invoke(&self.scripts.retire, old_part, || self.own_keys(old_part, &info.id))
                     .arg(&info.id)
-                    .invoke_async(&mut self.conn()?)
-                    .await
-                    .map_err(|e| self.failed(e))?;
+                    .ask(self).await?;
                 if retired == "live" {
                     return Ok(OpenOutcome::Exists);
                 }
@@ -728,9 +731,7 @@ impl Store for RedisStore {
                 .arg(&info.session_id)
                 .arg("PX")
                 .arg(self.options.key_ttl_ms)
-                .query_async(&mut self.conn()?)
-                .await
-                .map_err(|e| self.failed(e))?;
+                .ask(self).await?;
         }
         let outcome: String = self
             .invoke(&self.scripts.open, part, || {
@@ -748,9 +749,7 @@ impl Store for RedisStore {
             .arg(max)
             .arg(&*welcome)
             .arg(self.options.key_ttl_ms)
-            .invoke_async(&mut self.conn()?)
-            .await
-            .map_err(|e| self.failed(e))?;
+            .ask(self).await?;
         Ok(match outcome.as_str() {
             "opened" => {
                 if self.parts.clustered() {
@@ -800,9 +799,7 @@ impl Store for RedisStore {
                     .arg(0)
                     .arg(0)
                     .arg("WITHSCORES")
-                    .query_async(&mut self.conn()?)
-                    .await
-                    .map_err(|e| self.failed(e))
+                    .ask(self).await
             })
             .await?;
         Ok(oldest.into_iter().flatten().min_by(|a, b| a.1.total_cmp(&b.1)).map(|(id, _)| id))
@@ -842,9 +839,7 @@ impl Store for RedisStore {
                     .arg(SHARED_SESSION_LINGER_MS)
                     .arg(farewell.unwrap_or_default())
                     .arg(self.options.record_retention_ms)
-                    .invoke_async(&mut self.conn()?)
-                    .await
-                    .map_err(|e| self.failed(e))
+                    .ask(self).await
             })
             .await?;
         self.senders.lock().remove(id);
@@ -853,9 +848,7 @@ impl Store for RedisStore {
             let _: () = redis::cmd("ZREM")
                 .arg(self.index("admitted"))
                 .arg(id)
-                .query_async(&mut self.conn()?)
-                .await
-                .map_err(|e| self.failed(e))?;
+                .ask(self).await?;
         }
         Ok(fields.and_then(|f| info_from(id, f)))
     }
@@ -983,9 +976,7 @@ impl Store for RedisStore {
                             .arg(&self.node)
                             .arg(self.options.key_ttl_ms)
                             .arg(self.options.touch_granularity_ms)
-                            .invoke_async(&mut self.conn()?)
-                            .await
-                            .map_err(|e| self.failed(e))
+                            .ask(self).await
                     }
                 },
             )
@@ -1093,7 +1084,7 @@ impl Store for RedisStore {
             for (target, text) in step.packets {
                 call.arg(*target).arg(*text);
             }
-            let reply: Vec<String> = call.invoke_async(&mut self.conn()?).await.map_err(|e| self.failed(e))?;
+            let reply: Vec<String> = call.ask(self).await?;
             let mut reply = reply.into_iter();
             let outcome = match reply.next().as_deref() {
                 Some("stale") => {
@@ -1134,9 +1125,7 @@ impl Store for RedisStore {
     async fn session_storage(&self, session_id: &str) -> StoreResult<Token> {
         let stored: Vec<(String, String)> = redis::cmd("HGETALL")
             .arg(self.key_in(self.parts.of(session_id), "s", session_id))
-            .query_async(&mut self.conn()?)
-            .await
-            .map_err(|e| self.failed(e))?;
+            .ask(self).await?;
         Ok(storage_from(stored))
     }
 
@@ -1144,9 +1133,7 @@ impl Store for RedisStore {
         let stored: Option<String> = redis::cmd("HGET")
             .arg(self.key_in(self.parts.of(session_id), "s", session_id))
             .arg(key)
-            .query_async(&mut self.conn()?)
-            .await
-            .map_err(|e| self.failed(e))?;
+            .ask(self).await?;
         Ok(stored.and_then(|s| split_stored(&s)).map(|(_, v)| v))
     }
 
@@ -1159,9 +1146,7 @@ impl Store for RedisStore {
         let stored: Vec<Option<String>> = redis::cmd("HMGET")
             .arg(self.key_in(self.parts.of(session_id), "s", session_id))
             .arg(keys)
-            .query_async(&mut self.conn()?)
-            .await
-            .map_err(|e| self.failed(e))?;
+            .ask(self).await?;
         read(&session_entries(keys, stored));
         Ok(())
     }
@@ -1193,9 +1178,7 @@ impl Store for RedisStore {
     async fn session_connectors(&self, session_id: &str) -> StoreResult<Vec<String>> {
         redis::cmd("SMEMBERS")
             .arg(self.key_in(self.parts.of(session_id), "sc", session_id))
-            .query_async(&mut self.conn()?)
-            .await
-            .map_err(|e| self.failed(e))
+            .ask(self).await
     }
 
     async fn session_records(&self) -> StoreResult<Vec<SessionRecord>> {
@@ -1220,9 +1203,7 @@ impl Store for RedisStore {
             .arg(self.index_in(part, "active"))
             .arg(session_id)
             .ignore()
-            .query_async(&mut self.conn()?)
-            .await
-            .map_err(|e| self.failed(e))?;
+            .ask(self).await?;
         Ok(deleted > 0)
     }
 
@@ -1231,9 +1212,7 @@ impl Store for RedisStore {
             let Some(part) = self.home(id).await? else { return Ok(0) };
             redis::cmd("LLEN")
                 .arg(self.key_in(part, "q", id))
-                .query_async(&mut self.conn()?)
-                .await
-                .map_err(|e| self.failed(e))
+                .ask(self).await
         }))
         .await
     }
@@ -1245,9 +1224,7 @@ impl Store for RedisStore {
                     .arg(self.index_in(part, "active"))
                     .arg("-inf")
                     .arg(format!("({idle_before_ms}"))
-                    .query_async(&mut self.conn()?)
-                    .await
-                    .map_err(|e| self.failed(e))
+                    .ask(self).await
             })
             .await?;
         Ok(parts.into_iter().flatten().collect())
@@ -1266,9 +1243,7 @@ impl Store for RedisStore {
                     .arg(index)
                     .arg("-inf")
                     .arg(stale)
-                    .query_async::<()>(&mut self.conn()?)
-                    .await
-                    .map_err(|e| self.failed(e))
+                    .ask::<()>(self).await
             }
         }))
         .await?;
@@ -1304,7 +1279,7 @@ impl Store for RedisStore {
         let elsewhere = self.once_elsewhere.lock().remove(&record).unwrap_or_default();
         try_join_all(elsewhere.into_iter().map(|part| {
             let key = self.key_in(part, "once", &record);
-            async move { redis::cmd("DEL").arg(key).query_async::<()>(&mut self.conn()?).await.map_err(|e| self.failed(e)) }
+            async move { redis::cmd("DEL").arg(key).ask::<()>(self).await }
         }))
         .await?;
         Ok(())
@@ -1339,9 +1314,7 @@ impl Store for RedisStore {
             .arg(&k)
             .arg(COUNTER_TTL_MS)
             .ignore()
-            .query_async(&mut self.conn()?)
-            .await
-            .map_err(|e| self.failed(e))?;
+            .ask(self).await?;
         Ok(count)
     }
 
@@ -1351,9 +1324,7 @@ impl Store for RedisStore {
             .arg(format!("({}", now_ms - window_ms))
             .arg("+inf")
             .arg("WITHSCORES")
-            .query_async(&mut self.conn()?)
-            .await
-            .map_err(|e| self.failed(e))?;
+            .ask(self).await?;
         let oldest = times.first().map_or(now_ms, |(_, t)| *t as i64 + window_ms);
         Ok((times.len() as u32, oldest))
     }
@@ -1391,9 +1362,7 @@ impl Store for RedisStore {
             let _: () = redis::cmd("PEXPIRE")
                 .arg(self.index("admitted"))
                 .arg(self.options.key_ttl_ms)
-                .query_async(&mut self.conn()?)
-                .await
-                .map_err(|e| self.failed(e))?;
+                .ask(self).await?;
         }
         Ok(())
     }
@@ -1403,9 +1372,7 @@ impl Store for RedisStore {
             .arg(self.index("nodes"))
             .arg(now_ms - NODE_ALIVE_MS)
             .arg("+inf")
-            .query_async(&mut self.conn()?)
-            .await
-            .map_err(|e| self.failed(e))?;
+            .ask(self).await?;
         Ok(nodes.iter().filter(|n| **n != self.node).count())
     }
 
@@ -1413,9 +1380,7 @@ impl Store for RedisStore {
         let _: () = redis::cmd("ZREM")
             .arg(self.index("nodes"))
             .arg(&self.node)
-            .query_async(&mut self.conn()?)
-            .await
-            .map_err(|e| self.failed(e))?;
+            .ask(self).await?;
         Ok(())
     }
 }

@@ -1,9 +1,9 @@
 //! pollgate on a Redis Cluster: what only a cluster of Redis masters can show. Each test
 //! starts its own Redis Cluster (real `redis-server` processes in cluster mode) and three
 //! pollgate nodes over it behind a real round-robin `nginx`, all on loopback: keys spread over
-//! the masters, a master killed and replaced by its replica, a slot moved to another master,
-//! and the system plugin's cluster-wide tokens across masters. The streams are the two-way
-//! streams of `cluster_faults.rs` (see `support::two_way`).
+//! the masters, a master killed and replaced by its replica, a master frozen for a while, a
+//! slot moved to another master, and the system plugin's cluster-wide tokens across masters.
+//! The streams are the two-way streams of `cluster_faults.rs` (see `support::two_way`).
 
 mod support;
 
@@ -112,6 +112,32 @@ async fn a_master_killed_mid_stream_fails_over_without_loss() {
     stream.finish().await;
     assert!(!tokio::task::block_in_place(|| c.redis.cluster().masters()).contains(&killed));
     eprintln!("{} each way, a master killed, in {:.1?}", messages(), started.elapsed());
+}
+
+/// The master that holds a streaming connector's state frozen (SIGSTOP) for 3 s, three times
+/// the cluster's node timeout, a third of the way through a two-way stream (3 masters, no
+/// replica, so no failover: the cluster is down until the master wakes). The nodes' requests
+/// to it end by their timeouts rather than wait on it, and once it is back the stream
+/// completes with every message delivered once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_frozen_mid_stream_is_waited_out_without_loss() {
+    let started = Instant::now();
+    let mut c = tokio::task::block_in_place(|| cluster_of(3, 0));
+    let stream = TwoWay::start(through(c.nginx.addr), messages()).await;
+    stream.until_received(messages() / 3, limit()).await;
+    let [a, _] = stream.source_ids();
+    tokio::task::block_in_place(|| {
+        let slot = slot_of_connector(&mut c, &a);
+        let redis = c.redis.cluster();
+        let owner = redis.owner_of(slot);
+        let i = redis.masters().iter().position(|&p| p == owner).unwrap();
+        redis.pause_master(i, Duration::from_secs(3));
+        assert_eq!(redis.owner_of(slot), owner, "slot {slot} changed hands without a replica");
+        eprintln!("master {owner} (slot {slot}) frozen for 3 s; the cluster whole again at {:.1?}", started.elapsed());
+    });
+    assert!(stream.received() < messages(), "the stream ended before the master woke");
+    stream.finish().await;
+    eprintln!("{} each way, a master frozen, in {:.1?}", messages(), started.elapsed());
 }
 
 /// The slot of a streaming connector's state moved to another master a third of the way

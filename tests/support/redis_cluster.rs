@@ -310,6 +310,20 @@ impl RedisCluster {
         port
     }
 
+    /// Freezes the `i`th master of [`RedisCluster::masters`] (SIGSTOP) for `pause`, then lets
+    /// it go on (SIGCONT) and waits until the cluster is whole again. Its connections stay
+    /// open and unanswered meanwhile, as on a host that hangs. Returns its port.
+    pub fn pause_master(&mut self, i: usize, pause: Duration) -> u16 {
+        let port = self.masters()[i];
+        let instance = self.instances.iter().find(|x| x.port == port).unwrap();
+        let pid = instance.child.as_ref().expect("the master runs").id().to_string();
+        assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+        std::thread::sleep(pause);
+        assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+        self.wait_ok("the frozen master's return");
+        port
+    }
+
     /// Waits until a replica has taken over every master that went away: every running
     /// instance reports `cluster_state:ok` with all slots served by running masters.
     pub fn wait_failover(&self) {

@@ -11,6 +11,10 @@ use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 /// How long connecting, and then each answer, may take before the round trip fails.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// On a Redis Cluster, how long a request may take in all, its retries, redirects and
+/// reconnections included. Without this bound a request that the cluster connection holds
+/// while it finds its way after a failover could wait for ever, and the heartbeat with it.
+const OVERALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many partitions the keys of a Redis Cluster are spread over. Each partition is one
 /// hash tag, so one slot: everything of a session and its connectors lives in one, and a
@@ -50,6 +54,7 @@ impl Link {
             .retries(8)
             .min_retry_wait(20)
             .max_retry_wait(500)
+            .overall_response_timeout(Some(OVERALL_TIMEOUT))
             .build()?;
         let config =
             ClusterConfig::new().set_connection_timeout(CONNECTION_TIMEOUT).set_response_timeout(RESPONSE_TIMEOUT);

@@ -179,7 +179,9 @@ pub struct RedisOptions {
 }
 
 pub struct RedisStore {
-    conn: Link,
+    /// The link every request clones; on a Redis Cluster replaced by a fresh one when a probe
+    /// times out (see `renew_link`).
+    conn: Mutex<Link>,
     scripts: Scripts,
     parts: Partitions,
     options: RedisOptions,
@@ -215,7 +217,12 @@ pub struct RedisStore {
     down: AtomicBool,
     /// Redis Cluster: when this node last looked for ids left in the admitted set.
     reconciled_ms: AtomicI64,
+    /// Redis Cluster: when the link was last replaced (`renew_link`).
+    renewed_ms: AtomicI64,
 }
+
+/// The least time between two replacements of a Redis Cluster link.
+const RENEW_EVERY_MS: i64 = 10_000;
 
 fn store_error(e: RedisError) -> StoreError {
     StoreError(format!("redis: {e}"))
@@ -243,7 +250,7 @@ impl RedisStore {
             (Link::single(&client).map_err(store_error)?, Partitions::single(&options.prefix))
         };
         Ok(Arc::new(RedisStore {
-            conn,
+            conn: Mutex::new(conn),
             scripts: Scripts::new(clustered),
             parts,
             options,
@@ -256,6 +263,7 @@ impl RedisStore {
             meter,
             down: AtomicBool::new(false),
             reconciled_ms: AtomicI64::new(0),
+            renewed_ms: AtomicI64::new(0),
         }))
     }
 
@@ -464,7 +472,28 @@ impl RedisStore {
     /// `down`, and its outcome sets `down` (see [`RedisStore::probed`]).
     fn probe_conn(&self) -> Link {
         self.meter.round_trips.inc();
-        self.conn.clone()
+        self.conn.lock().clone()
+    }
+
+    /// A Redis Cluster link whose probe timed out may have lost its way (it holds requests
+    /// for a topology that changed under it, and answers none): a new link starts again from
+    /// the seeds, at most once every [`RENEW_EVERY_MS`]. Requests in flight on the old link
+    /// end by its timeouts.
+    fn renew_link(&self) {
+        let now = crate::protocol::now_ms();
+        let last = self.renewed_ms.load(Ordering::Relaxed);
+        if now - last < RENEW_EVERY_MS
+            || self.renewed_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            return;
+        }
+        match Link::cluster(&self.options.cluster_nodes) {
+            Ok(link) => {
+                *self.conn.lock() = link;
+                tracing::warn!("redis cluster probe timed out; the link starts again from the seeds");
+            }
+            Err(e) => tracing::warn!(error = %e, "redis cluster link could not be renewed"),
+        }
     }
 
     /// Records a probe's outcome: an answer from Redis, even an error, means it is reachable.
@@ -479,6 +508,9 @@ impl RedisStore {
             Err(e) => {
                 if !unreachable(&e) {
                     self.down.store(false, Ordering::Relaxed);
+                }
+                if e.is_timeout() && self.parts.clustered() {
+                    self.renew_link();
                 }
                 Err(self.failed(e))
             }

@@ -40,12 +40,14 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
-/// What a shared store counts: its round trips (a pipeline or a script is one) and the
-/// ones that failed. The memory store makes none.
+/// What a shared store counts: its round trips (a pipeline or a script is one), the ones
+/// that failed, and (Redis Cluster) the times its link was replaced after a probe timed out.
+/// The memory store makes none.
 #[derive(Clone, Default)]
 pub struct StoreMeter {
     pub round_trips: Counter,
     pub errors: Counter,
+    pub link_renewals: Counter,
 }
 
 type LatencyFamily = Family<ActionLabel, Histogram, fn() -> Histogram>;
@@ -134,6 +136,11 @@ impl Default for Metrics {
         r.register("panics", "Panics caught in a request or a reaper pass", metrics.panics.clone());
         r.register("store_round_trips", "Round trips to a shared store", metrics.store.round_trips.clone());
         r.register("store_errors", "Failed round trips to a shared store", metrics.store.errors.clone());
+        r.register(
+            "store_link_renewals",
+            "Redis Cluster links replaced after a probe timed out",
+            metrics.store.link_renewals.clone(),
+        );
         Metrics { registry, ..metrics }
     }
 }

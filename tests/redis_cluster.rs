@@ -1,8 +1,9 @@
 //! pollgate on a Redis Cluster: what only a cluster of Redis masters can show. Each test
 //! starts its own Redis Cluster (real `redis-server` processes in cluster mode) and three
 //! pollgate nodes over it behind a real round-robin `nginx`, all on loopback: keys spread over
-//! the masters, a master killed and replaced by its replica, a master frozen for a while, a
-//! slot moved to another master, and the system plugin's cluster-wide tokens across masters.
+//! the masters, a master killed and replaced by its replica, a master and then the whole
+//! cluster frozen for a while, a slot moved to another master, and the system plugin's
+//! cluster-wide tokens across masters.
 //! The streams are the two-way streams of `cluster_faults.rs` (see `support::two_way`).
 
 mod support;
@@ -138,6 +139,30 @@ async fn a_master_frozen_mid_stream_is_waited_out_without_loss() {
     assert!(stream.received() < messages(), "the stream ended before the master woke");
     stream.finish().await;
     eprintln!("{} each way, a master frozen, in {:.1?}", messages(), started.elapsed());
+}
+
+/// The whole Redis Cluster frozen (SIGSTOP) for 12 s a third of the way through a two-way
+/// stream: longer than a request may wait on the cluster (10 s), so the nodes' heartbeats time
+/// out and each node replaces its link while Redis still does not answer. Once the cluster
+/// is back the new links find it, and the stream completes with every message delivered
+/// once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_cluster_frozen_mid_stream_is_waited_out_without_loss() {
+    let started = Instant::now();
+    let mut c = tokio::task::block_in_place(|| cluster_of(3, 0));
+    let stream = TwoWay::start(through(c.nginx.addr), messages()).await;
+    stream.until_received(messages() / 3, limit()).await;
+    tokio::task::block_in_place(|| {
+        c.redis.cluster().pause_all(Duration::from_secs(12));
+        eprintln!("the cluster frozen for 12 s; whole again at {:.1?}", started.elapsed());
+    });
+    assert!(stream.received() < messages(), "the stream ended before the cluster woke");
+    stream.finish().await;
+    let renewals: Vec<f64> = tokio::task::block_in_place(|| {
+        c.nodes.iter().map(|n| n.metric("pollgate_store_link_renewals_total")).collect()
+    });
+    assert!(renewals.iter().all(|r| *r >= 1.0), "each node renews its link: {renewals:?}");
+    eprintln!("{} each way, the cluster frozen, in {:.1?}", messages(), started.elapsed());
 }
 
 /// The slot of a streaming connector's state moved to another master a third of the way

@@ -324,6 +324,18 @@ impl RedisCluster {
         port
     }
 
+    /// Freezes every running instance (SIGSTOP) for `pause`, then lets them all go on
+    /// (SIGCONT) and waits until the cluster is whole again: a Redis Cluster that hangs as a
+    /// whole, its connections open and unanswered.
+    pub fn pause_all(&mut self, pause: Duration) {
+        let pids: Vec<String> =
+            self.instances.iter().filter_map(|x| x.child.as_ref()).map(|c| c.id().to_string()).collect();
+        assert!(Command::new("kill").arg("-STOP").args(&pids).status().unwrap().success());
+        std::thread::sleep(pause);
+        assert!(Command::new("kill").arg("-CONT").args(&pids).status().unwrap().success());
+        self.wait_ok("the frozen cluster's return");
+    }
+
     /// Waits until a replica has taken over every master that went away: every running
     /// instance reports `cluster_state:ok` with all slots served by running masters.
     pub fn wait_failover(&self) {

@@ -490,6 +490,7 @@ impl RedisStore {
         match Link::cluster(&self.options.cluster_nodes) {
             Ok(link) => {
                 *self.conn.lock() = link;
+                self.meter.link_renewals.inc();
                 tracing::warn!("redis cluster probe timed out; the link starts again from the seeds");
             }
             Err(e) => tracing::warn!(error = %e, "redis cluster link could not be renewed"),

@@ -1,9 +1,10 @@
 //! A real Redis Cluster for the tests: `redis-server` processes in cluster mode on loopback
 //! ports, each in a scratch folder of its own (its `nodes.conf` and append-only file), joined
 //! by `redis-cli --cluster create`, killed on drop. Besides starting it, [`RedisCluster`]
-//! does to it what operators and failures do: kill a master, restart every instance, move a
-//! slot to another master.
+//! does to it what operators and failures do: kill or freeze a master, freeze or restart
+//! every instance, move a slot to another master.
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -20,11 +21,13 @@ const STEP_LIMIT: Duration = Duration::from_secs(30);
 const ERROR_CODES: &[&str] =
     &["ERR", "NOPERM", "MOVED", "ASK", "CLUSTERDOWN", "LOADING", "TRYAGAIN", "CROSSSLOT", "BUSYKEY", "IOERR", "NOAUTH"];
 
-/// Whether `child` listens on `port` (within 20 s), or exited first (false).
+/// Whether `child` itself listens on `port` (within 20 s), or exited first (false). A port
+/// picked free may be taken meanwhile by another instance, whose answer is not `child`'s:
+/// the process id in `INFO server` tells them apart.
 fn listening(port: u16, child: &mut Child) -> bool {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if pid_on(port) == Some(child.id()) {
             return true;
         }
         if let Ok(Some(_)) = child.try_wait() {
@@ -33,6 +36,28 @@ fn listening(port: u16, child: &mut Child) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("redis-server (cluster mode) did not listen on {port} within 20 s");
+}
+
+/// The process id of the `redis-server` that answers on `port`, if one does.
+fn pid_on(port: u16) -> Option<u32> {
+    const FIELD: &str = "process_id:";
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"INFO server\r\n").ok()?;
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(at) = text.find(FIELD) {
+            if let Some(line) = text[at + FIELD.len()..].split_once('\n').map(|(line, _)| line) {
+                return line.trim().parse().ok();
+            }
+        }
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
 }
 
 /// One `redis-server` of the cluster.

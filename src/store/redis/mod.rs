@@ -224,6 +224,14 @@ pub struct RedisStore {
 /// The least time between two replacements of a Redis Cluster link.
 const RENEW_EVERY_MS: i64 = 10_000;
 
+/// Whether the caller takes the turn of a chore done at most every `every_ms` whose last turn
+/// began at `last` (ms): enough time has passed, and no other caller took it meanwhile. The
+/// turn is then recorded as beginning at `now_ms`.
+fn take_turn(last: &AtomicI64, now_ms: i64, every_ms: i64) -> bool {
+    let before = last.load(Ordering::Relaxed);
+    now_ms - before >= every_ms && last.compare_exchange(before, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
 fn store_error(e: RedisError) -> StoreError {
     StoreError(format!("redis: {e}"))
 }
@@ -417,8 +425,7 @@ impl RedisStore {
             if admitted != "full" {
                 return Ok(true);
             }
-            let last = self.reconciled_ms.load(Ordering::Relaxed);
-            if attempt > 0 || now_ms - last < 1000 || self.reconciled_ms.compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            if attempt > 0 || !take_turn(&self.reconciled_ms, now_ms, 1000) {
                 break;
             }
             let before = format!("({}", now_ms - ADMISSION_GRACE_MS);
@@ -480,11 +487,7 @@ impl RedisStore {
     /// the seeds, at most once every [`RENEW_EVERY_MS`]. Requests in flight on the old link
     /// end by its timeouts.
     fn renew_link(&self) {
-        let now = crate::protocol::now_ms();
-        let last = self.renewed_ms.load(Ordering::Relaxed);
-        if now - last < RENEW_EVERY_MS
-            || self.renewed_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
-        {
+        if !take_turn(&self.renewed_ms, crate::protocol::now_ms(), RENEW_EVERY_MS) {
             return;
         }
         match Link::cluster(&self.options.cluster_nodes) {

@@ -4,8 +4,6 @@
 //! does to it what operators and failures do: kill or freeze a master, freeze or restart
 //! every instance, move a slot to another master.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -40,24 +38,12 @@ fn listening(port: u16, child: &mut Child) -> bool {
 
 /// The process id of the `redis-server` that answers on `port`, if one does.
 fn pid_on(port: u16) -> Option<u32> {
-    const FIELD: &str = "process_id:";
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream.write_all(b"INFO server\r\n").ok()?;
-    let mut text = String::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(at) = text.find(FIELD) {
-            if let Some(line) = text[at + FIELD.len()..].split_once('\n').map(|(line, _)| line) {
-                return line.trim().parse().ok();
-            }
-        }
-        let n = stream.read(&mut buf).ok()?;
-        if n == 0 {
-            return None;
-        }
-        text.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    let out = Command::new(program("redis-cli", "redis-tools"))
+        .args(["-p", &port.to_string(), "INFO", "server"])
+        .output()
+        .ok()?;
+    let info = String::from_utf8_lossy(&out.stdout);
+    info.lines().find_map(|l| l.strip_prefix("process_id:")).and_then(|pid| pid.trim().parse().ok())
 }
 
 /// One `redis-server` of the cluster.
@@ -342,10 +328,7 @@ impl RedisCluster {
         let port = self.masters()[i];
         let instance = self.instances.iter().find(|x| x.port == port).unwrap();
         let pid = instance.child.as_ref().expect("the master runs").id().to_string();
-        assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
-        std::thread::sleep(pause);
-        assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
-        self.wait_ok("the frozen master's return");
+        self.freeze(&[pid], pause, "the frozen master's return");
         port
     }
 
@@ -355,10 +338,16 @@ impl RedisCluster {
     pub fn pause_all(&mut self, pause: Duration) {
         let pids: Vec<String> =
             self.instances.iter().filter_map(|x| x.child.as_ref()).map(|c| c.id().to_string()).collect();
-        assert!(Command::new("kill").arg("-STOP").args(&pids).status().unwrap().success());
+        self.freeze(&pids, pause, "the frozen cluster's return");
+    }
+
+    /// SIGSTOP to the processes `pids`, SIGCONT after `pause`, then waits until the cluster
+    /// is whole again (`what` names the step in a panic).
+    fn freeze(&self, pids: &[String], pause: Duration, what: &str) {
+        assert!(Command::new("kill").arg("-STOP").args(pids).status().unwrap().success());
         std::thread::sleep(pause);
-        assert!(Command::new("kill").arg("-CONT").args(&pids).status().unwrap().success());
-        self.wait_ok("the frozen cluster's return");
+        assert!(Command::new("kill").arg("-CONT").args(pids).status().unwrap().success());
+        self.wait_ok(what);
     }
 
     /// Waits until a replica has taken over every master that went away: every running

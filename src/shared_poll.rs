@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::{join_all, select_all};
+use futures_util::future::{select_all, try_join_all};
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -114,22 +114,31 @@ pub async fn hold(
     let wait = wait.min(Duration::from_millis(engine.config.max_sync_wait));
     let deadline = Instant::now() + wait;
     let mut last_round = wait.is_zero();
-    let mut tickets: Vec<Option<u64>> = vec![None; carried.len()];
+    // Empty until the first round, which begins the poll of every connector.
+    let mut tickets: Vec<u64> = Vec::new();
     let mut waited = false;
     loop {
         let now = protocol::now_ms();
-        let rounds = join_all(
-            carried
-                .iter()
-                .zip(&tickets)
-                .map(|(c, ticket)| engine.store.poll_round(&c.id, Some(c.ack), *ticket, now, waited)),
-        )
-        .await;
+        let rounds = match tickets.is_empty() {
+            // All connectors taken over together (an older poll that carried several of them
+            // answers them all superseded).
+            true => {
+                let begin: Vec<_> = carried.iter().map(|c| (&*c.id, Some(c.ack))).collect();
+                engine.store.begin_polls(&begin, now).await?
+            }
+            false => try_join_all(
+                carried
+                    .iter()
+                    .zip(&tickets)
+                    .map(|(c, ticket)| engine.store.poll_round(&c.id, Some(c.ack), Some(*ticket), now, waited)),
+            )
+            .await?,
+        };
+        tickets.clear();
         let mut found = Vec::with_capacity(carried.len());
         let mut wakeups = Vec::with_capacity(carried.len());
-        for (round, ticket) in rounds.into_iter().zip(tickets.iter_mut()) {
-            let round = round?;
-            *ticket = Some(round.ticket);
+        for round in rounds {
+            tickets.push(round.ticket);
             found.push(round.drained);
             wakeups.push(round.wakeup);
         }

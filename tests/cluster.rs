@@ -146,14 +146,21 @@ fn a_shared_poll_on_one_node_wakes_for_sends_on_another() {
         "to the second"
     );
     assert_eq!(got[1]["seq"], 2);
-    // A newer shared poll on node 0 supersedes one held on node 2, then gets the next packet.
-    let older = poll_on(2, (1, 2));
-    std::thread::sleep(Duration::from_millis(500));
-    let newer = poll_on(0, (1, 2));
-    let (r, took) = older.join().unwrap();
-    assert!(took < Duration::from_secs(20), "not superseded: {took:?}");
-    let got = support::carried(&r);
-    assert_eq!((got[0]["state"].as_str(), got[1]["state"].as_str()), (Some("superseded"), Some("superseded")));
+    // A newer shared poll on another node supersedes the one held, for both connectors at
+    // once (the older one is woken only when both are taken), again and again; the last one
+    // gets the next packet.
+    let mut older = poll_on(2, (1, 2));
+    for node in [0, 1, 2, 0, 1, 2, 0] {
+        std::thread::sleep(Duration::from_millis(500));
+        let newer = poll_on(node, (1, 2));
+        let (r, took) = older.join().unwrap();
+        assert!(took < Duration::from_secs(20), "not superseded: {took:?}");
+        let got = support::carried(&r);
+        let states = (got[0]["state"].as_str(), got[1]["state"].as_str());
+        assert_eq!(states, (Some("superseded"), Some("superseded")), "taken over on node {node}");
+        older = newer;
+    }
+    let newer = older;
     std::thread::sleep(Duration::from_millis(300));
     sender.send(&send_to(&first_id, "to the first"));
     let got = support::carried(&newer.join().unwrap().0);

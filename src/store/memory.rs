@@ -415,6 +415,21 @@ impl Store for MemoryStore {
         Ok(PollRound { ticket, drained, wakeup })
     }
 
+    /// Under one lock: an older poll woken by a beginning drains only after the lock is
+    /// released, when every connector is taken.
+    async fn begin_polls(&self, carried: &[(&str, Option<u64>)], now_ms: i64) -> StoreResult<Vec<PollRound>> {
+        let mut inner = self.inner.lock();
+        let tickets: Vec<u64> = carried.iter().map(|(id, _)| inner.begin_poll(id, now_ms)).collect();
+        Ok(carried
+            .iter()
+            .zip(tickets)
+            .map(|((id, ack), ticket)| {
+                let (drained, wakeup) = inner.drain(id, *ack, ticket, None);
+                PollRound { ticket, drained, wakeup }
+            })
+            .collect())
+    }
+
     fn wake_all(&self) {
         for entry in self.inner.lock().connectors.values() {
             entry.wake();

@@ -404,6 +404,12 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
         waited: bool,
     ) -> StoreResult<PollRound>;
+    /// The first rounds of a poll that carries several connectors at once (a shared poll):
+    /// [`Store::poll_round`] with no ticket for each `(id, ack)`, in the order given, except
+    /// that the older polls they take over are woken only once every one is taken. So an
+    /// older poll woken by the takeover finds all the connectors it shares with the new one
+    /// taken, not some: a newest poll takes its connectors over together.
+    async fn begin_polls(&self, carried: &[(&str, Option<u64>)], now_ms: i64) -> StoreResult<Vec<PollRound>>;
     /// Fires every wake-up made on this node (shutdown: held polls answer at once).
     fn wake_all(&self);
 

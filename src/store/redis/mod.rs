@@ -74,6 +74,7 @@ use futures_util::future::try_join_all;
 use parking_lot::Mutex;
 use redis::{FromRedisValue, RedisError, Script, ScriptInvocation};
 use serde_json::Value;
+use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use self::decode::{info_from, parse_u64, record_from, session_entries, split_stored, storage_from};
@@ -405,6 +406,60 @@ impl RedisStore {
         try_join_all((0..self.parts.len()).map(op)).await
     }
 
+    /// Runs `poll.lua` for one round of a sync of connector `id` (see [`Store::poll_round`])
+    /// in its partition; `quiet`: another node holding the connector's last sync is named in
+    /// the answer, not woken. Answers the partition and the script's answer.
+    async fn poll_script(
+        &self,
+        id: &str,
+        ack: Option<u64>,
+        ticket: Option<u64>,
+        now_ms: i64,
+        waited: bool,
+        quiet: bool,
+    ) -> StoreResult<(usize, Vec<String>)> {
+        let ticket_arg = ticket.map(|t| t.to_string()).unwrap_or_default();
+        self.at_home(
+            id,
+            || (0, vec![ticket.unwrap_or(0).to_string(), String::new(), "unknown".to_owned()]),
+            |(_, reply): &(usize, Vec<String>)| reply.get(2).map(String::as_str) != Some("unknown"),
+            |part| {
+                let ticket_arg = &ticket_arg;
+                async move {
+                    let reply = self
+                        .invoke(&self.scripts.poll, part, || self.connector_keys(part, id))
+                        .arg(id)
+                        .arg(ticket_arg)
+                        .arg(ack.map(|a| a.to_string()).unwrap_or_default())
+                        .arg(now_ms)
+                        .arg(if waited { "1" } else { "" })
+                        .arg(&self.node)
+                        .arg(self.options.key_ttl_ms)
+                        .arg(self.options.touch_granularity_ms)
+                        .arg(if quiet { "1" } else { "" })
+                        .ask(self)
+                        .await?;
+                    Ok((part, reply))
+                }
+            },
+        )
+        .await
+    }
+
+    /// After a sync of connector `id` began: wakes an older one held on this node, without
+    /// counting that wake-up as the new sync's own `wakeup` (made before it began) unless
+    /// something else fired it since.
+    fn wake_older_here(&self, id: &str, wakeup: &mut watch::Receiver<u64>) {
+        if let Some(tx) = self.waiters.lock().get(id) {
+            // Every wake-up is sent under this lock: nothing can slip in between.
+            let fired_since = wakeup.has_changed().unwrap_or(true);
+            wake(tx);
+            if !fired_since {
+                wakeup.mark_unchanged();
+            }
+        }
+    }
+
     /// Redis Cluster: admits connector `id` under `max` live connectors, in the one set
     /// that counts them all (so the limit is exact across partitions and nodes). A full set
     /// is first checked for ids no partition holds live, left by a node that died between a
@@ -703,6 +758,35 @@ fn unreachable(e: &RedisError) -> bool {
         || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
 }
 
+/// What a round of a sync found, from `poll.lua`'s answer (see there) to a round with
+/// acknowledgement `ack`.
+fn poll_reply(reply: &[String], ack: Option<u64>, wakeup: watch::Receiver<u64>) -> PollRound {
+    let field = |i: usize| reply.get(i).map(String::as_str).unwrap_or_default();
+    let close_reason = |s: &str| CloseReason::parse(s);
+    let drained = match field(2) {
+        "unknown" => Ok(Drained { unknown: true, seq: ack.unwrap_or(0), ..Drained::default() }),
+        "superseded" => Ok(Drained {
+            superseded: true,
+            seq: parse_u64(field(3)),
+            close_reason: close_reason(field(4)),
+            ..Drained::default()
+        }),
+        "ahead" => Err(parse_u64(field(3))),
+        _ => {
+            let first = parse_u64(field(3));
+            let acked = parse_u64(field(4));
+            let packets: Vec<QueuedPacket> = reply
+                .iter()
+                .skip(6)
+                .zip(first..)
+                .map(|(text, seq)| QueuedPacket { seq, text: text.as_str().into(), quoted: None })
+                .collect();
+            let seq = packets.last().map_or(acked, |p| p.seq);
+            Ok(Drained { packets, seq, close_reason: close_reason(field(5)), superseded: false, unknown: false })
+        }
+    };
+    PollRound { ticket: parse_u64(field(0)), drained, wakeup: Wakeup::Watch(wakeup) }
+}
 
 /// A command, a pipeline or a script call sent over the store's link: one round trip,
 /// counted, its failure noted (`RedisStore::failed`), and refused at once while Redis is
@@ -994,64 +1078,41 @@ impl Store for RedisStore {
         waited: bool,
     ) -> StoreResult<PollRound> {
         let mut wakeup = subscribe(&self.waiters, id);
-        let ticket_arg = ticket.map(|t| t.to_string()).unwrap_or_default();
-        let reply: Vec<String> = self
-            .at_home(
-                id,
-                || vec![ticket.unwrap_or(0).to_string(), "unknown".to_owned()],
-                |reply: &Vec<String>| reply.get(1).map(String::as_str) != Some("unknown"),
-                |part| {
-                    let ticket_arg = &ticket_arg;
-                    async move {
-                        self.invoke(&self.scripts.poll, part, || self.connector_keys(part, id))
-                            .arg(id)
-                            .arg(ticket_arg)
-                            .arg(ack.map(|a| a.to_string()).unwrap_or_default())
-                            .arg(now_ms)
-                            .arg(if waited { "1" } else { "" })
-                            .arg(&self.node)
-                            .arg(self.options.key_ttl_ms)
-                            .arg(self.options.touch_granularity_ms)
-                            .ask(self).await
-                    }
-                },
-            )
-            .await?;
+        let (_, reply) = self.poll_script(id, ack, ticket, now_ms, waited, false).await?;
         if ticket.is_none() {
-            if let Some(tx) = self.waiters.lock().get(id) {
-                // Every wake-up is sent under this lock: nothing can slip in between.
-                let fired_since = wakeup.has_changed().unwrap_or(true);
-                wake(tx);
-                if !fired_since {
-                    wakeup.mark_unchanged();
-                }
+            self.wake_older_here(id, &mut wakeup);
+        }
+        Ok(poll_reply(&reply, ack, wakeup))
+    }
+
+    /// Every round first, with the other nodes to wake named in the answers instead of woken
+    /// by the scripts; then one message per node and partition, and the polls held here.
+    async fn begin_polls(&self, carried: &[(&str, Option<u64>)], now_ms: i64) -> StoreResult<Vec<PollRound>> {
+        let mut wakeups: Vec<_> = carried.iter().map(|(id, _)| subscribe(&self.waiters, id)).collect();
+        let replies =
+            try_join_all(carried.iter().map(|(id, ack)| self.poll_script(id, *ack, None, now_ms, false, true))).await?;
+        let mut messages: HashMap<(usize, &str), Vec<&str>> = HashMap::new();
+        for ((id, _), (part, reply)) in carried.iter().zip(&replies) {
+            match reply.get(1).map(String::as_str) {
+                Some(holder) if !holder.is_empty() => messages.entry((*part, holder)).or_default().push(id),
+                _ => {}
             }
         }
-        let field = |i: usize| reply.get(i).map(String::as_str).unwrap_or_default();
-        let close_reason = |s: &str| CloseReason::parse(s);
-        let drained = match field(1) {
-            "unknown" => Ok(Drained { unknown: true, seq: ack.unwrap_or(0), ..Drained::default() }),
-            "superseded" => Ok(Drained {
-                superseded: true,
-                seq: parse_u64(field(2)),
-                close_reason: close_reason(field(3)),
-                ..Drained::default()
-            }),
-            "ahead" => Err(parse_u64(field(2))),
-            _ => {
-                let first = parse_u64(field(2));
-                let acked = parse_u64(field(3));
-                let packets: Vec<QueuedPacket> = reply
-                    .iter()
-                    .skip(5)
-                    .zip(first..)
-                    .map(|(text, seq)| QueuedPacket { seq, text: text.as_str().into(), quoted: None })
-                    .collect();
-                let seq = packets.last().map_or(acked, |p| p.seq);
-                Ok(Drained { packets, seq, close_reason: close_reason(field(4)), superseded: false, unknown: false })
-            }
-        };
-        Ok(PollRound { ticket: parse_u64(field(0)), drained, wakeup: Wakeup::Watch(wakeup) })
+        let publish = if self.parts.clustered() { "SPUBLISH" } else { "PUBLISH" };
+        try_join_all(messages.into_iter().map(|((part, holder), ids)| {
+            let channel = format!("{}n:{holder}", self.parts.prefix(part));
+            async move { redis::cmd(publish).arg(channel).arg(ids.join(" ")).ask::<()>(self).await }
+        }))
+        .await?;
+        for ((id, _), wakeup) in carried.iter().zip(wakeups.iter_mut()) {
+            self.wake_older_here(id, wakeup);
+        }
+        Ok(carried
+            .iter()
+            .zip(replies)
+            .zip(wakeups)
+            .map(|(((_, ack), (_, reply)), wakeup)| poll_reply(&reply, *ack, wakeup))
+            .collect())
     }
 
     fn wake_all(&self) {

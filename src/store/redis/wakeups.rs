@@ -4,6 +4,9 @@
 //! node's subscriber signals the local `watch` channel of the held poll. On one Redis server
 //! that is plain pub/sub on one channel; on a Redis Cluster, sharded pub/sub (`SPUBLISH`,
 //! `SSUBSCRIBE`, Redis 7), one channel per partition, each served by the master of its slot.
+//! A shared poll that takes over polls held elsewhere publishes their wake-ups itself, once
+//! its scripts have taken every connector
+//! ([`Store::begin_polls`](crate::store::Store::begin_polls)).
 //! Whenever a subscription may have missed a message (lost, re-made, or moved to another
 //! master), every local poll is woken, so none sleeps through a packet queued meanwhile.
 

@@ -1,12 +1,15 @@
 -- Store::poll_round. ARGV: prefix, connector id, ticket ('' to begin the poll first), ack
 -- ('' for none), now ms, whether the sync waited ('1' or ''), this node, key ttl ms,
--- granularity ms.
+-- granularity ms, whether to leave the wake-up of another node to the caller ('1' or '').
 -- Beginning records the sync as a request of a live connector (touch_fn.lua) and takes a new
 -- ticket; another node that held the last sync is woken so that sync returns (the caller
--- wakes one held on its own node). A round of a sync that waited records its request again.
+-- wakes one held on its own node), or named in the answer for the caller to wake (a shared
+-- poll wakes them once it has taken all its connectors). A round of a sync that waited
+-- records its request again.
 -- The connector's `holder` is this node while its sync waits, '' once it answers: a push
 -- wakes a node only when a poll is held there.
--- Returns the ticket (0 for an unknown connector), then what the drain found: 'unknown';
+-- Returns the ticket (0 for an unknown connector), the node left to the caller to wake ('' for
+-- none), then what the drain found: 'unknown';
 -- 'superseded', acked, closed; 'ahead', last seq; or 'ok', first seq, acked, closed,
 -- packets...; closed is '' or the reason.
 -- One read of the connector's hash and one write (`set`), so a round is a few commands.
@@ -15,7 +18,7 @@ local c, q = P .. 'c:' .. id, P .. 'q:' .. id
 local now, ttl, granularity = tonumber(ARGV[5]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local f = redis.call('HMGET', c, 'closed', 'active', 'sid', 'ticket', 'holder', 'last', 'acked', 'bytes')
 local ticket = ARGV[3]
-if not f[1] then return { ticket == '' and '0' or ticket, 'unknown' } end
+if not f[1] then return { ticket == '' and '0' or ticket, '', 'unknown' } end
 local closed, holder = f[1], f[5] or ''
 local last, acked, bytes = tonumber(f[6]), tonumber(f[7]), tonumber(f[8] or '0')
 local set = {}
@@ -31,22 +34,25 @@ local function finish(waits)
   end
   if #set > 0 then redis.call('HSET', c, unpack(set)) end
 end
+local wake = ''
 if ticket == '' then
   ticket = tostring(tonumber(f[4] or '0') + 1)
   set[#set + 1] = 'ticket'
   set[#set + 1] = ticket
-  if holder ~= '' and holder ~= node then redis.call('PUBLISH', P .. 'n:' .. holder, id) end
+  if holder ~= '' and holder ~= node then
+    if ARGV[10] == '' then redis.call('PUBLISH', P .. 'n:' .. holder, id) else wake = holder end
+  end
 elseif f[4] ~= ticket then
   -- A newer sync owns the holder.
   if #set > 0 then redis.call('HSET', c, unpack(set)) end
-  return { ticket, 'superseded', tostring(acked), closed }
+  return { ticket, '', 'superseded', tostring(acked), closed }
 end
 local packets, delivered = {}, false
 if ARGV[4] ~= '' then
   local ack = tonumber(ARGV[4])
   if ack > last then
     finish(false)
-    return { ticket, 'ahead', tostring(last) }
+    return { ticket, wake, 'ahead', tostring(last) }
   end
   if ack > acked then
     local n = ack - acked
@@ -73,6 +79,6 @@ if delivered then
 else
   finish(#packets == 0 and closed == '')
 end
-local out = { ticket, 'ok', tostring(first), tostring(acked), closed }
+local out = { ticket, wake, 'ok', tostring(first), tostring(acked), closed }
 for _, p in ipairs(packets) do out[#out + 1] = p end
 return out

@@ -81,6 +81,18 @@ async fn contract(store: Arc<dyn Store>) {
     assert_eq!(texts(&newer.drained.unwrap().packets), ["wake"]);
     let old = store.poll_round("a", None, Some(held.ticket), now, true).await.unwrap();
     assert!(old.drained.unwrap().superseded, "a newer sync took over");
+    // A poll of several connectors begins them together, each as a sync of its own: it
+    // wakes the older poll of each and takes its place; acknowledged drains remove nothing.
+    let held = store.poll_round("a", None, None, now, false).await.unwrap();
+    let mut wakeup = held.wakeup;
+    let both = store.begin_polls(&[("a", None), ("b", Some(0))], now).await.unwrap();
+    let woke = tokio::time::timeout(Duration::from_secs(5), wakeup.changed()).await;
+    assert!(woke.is_ok(), "the takeover wakes the older poll");
+    assert_ne!(both[0].ticket, held.ticket);
+    assert!(both[0].drained.as_ref().unwrap().packets.is_empty());
+    assert_eq!(texts(&both[1].drained.as_ref().unwrap().packets), ["hi", "x0", "x1"]);
+    let old = store.poll_round("a", None, Some(held.ticket), now, true).await.unwrap();
+    assert!(old.drained.unwrap().superseded, "the poll of both took over");
 
     // Idempotent sends: claimed once, in progress meanwhile, replayed once complete, run
     // again at once once released.

@@ -38,12 +38,18 @@ fn listening(port: u16, child: &mut Child) -> bool {
 
 /// The process id of the `redis-server` that answers on `port`, if one does.
 fn pid_on(port: u16) -> Option<u32> {
-    let out = Command::new(program("redis-cli", "redis-tools"))
-        .args(["-p", &port.to_string(), "INFO", "server"])
-        .output()
-        .ok()?;
+    let out = run_cli(Some(port), &["INFO", "server"]);
     let info = String::from_utf8_lossy(&out.stdout);
     info.lines().find_map(|l| l.strip_prefix("process_id:")).and_then(|pid| pid.trim().parse().ok())
+}
+
+/// Runs `redis-cli` (against `port` if given) with `args`; the raw output.
+fn run_cli(port: Option<u16>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(program("redis-cli", "redis-tools"));
+    if let Some(port) = port {
+        cmd.args(["-p", &port.to_string()]);
+    }
+    cmd.args(args).stdin(Stdio::null()).output().expect("run redis-cli")
 }
 
 /// One `redis-server` of the cluster.
@@ -188,7 +194,7 @@ impl RedisCluster {
         let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
         args.extend(cluster.instances.iter().map(|i| format!("127.0.0.1:{}", i.port)));
         args.extend(["--cluster-replicas".into(), replicas_per_master.to_string(), "--cluster-yes".into()]);
-        let out = cluster.run_cli(None, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        let out = run_cli(None, &args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(
             out.status.success() && String::from_utf8_lossy(&out.stdout).contains("All 16384 slots covered"),
             "redis-cli --cluster create failed: {}{}",
@@ -216,15 +222,6 @@ impl RedisCluster {
         self.instances.iter().filter(|i| i.running()).map(|i| i.port).collect()
     }
 
-    /// Runs `redis-cli` (against `port` if given) with `args`; the raw output.
-    fn run_cli(&self, port: Option<u16>, args: &[&str]) -> Output {
-        let mut cmd = Command::new(program("redis-cli", "redis-tools"));
-        if let Some(port) = port {
-            cmd.args(["-p", &port.to_string()]);
-        }
-        cmd.args(args).stdin(Stdio::null()).output().expect("run redis-cli")
-    }
-
     /// Runs one command on the instance at `port` with `redis-cli`; its output, trimmed.
     /// Fails the test if `redis-cli` fails or Redis answers an error.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
@@ -233,7 +230,7 @@ impl RedisCluster {
 
     /// The same, the failure as an error (for polling an instance that may be down).
     pub fn try_cli(&self, port: u16, args: &[&str]) -> Result<String, String> {
-        let out = self.run_cli(Some(port), args);
+        let out = run_cli(Some(port), args);
         let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         // Not on a terminal, redis-cli prints an error reply to stdout and exits 0.
         let error_reply = stdout.split([' ', '\n']).next().is_some_and(|code| ERROR_CODES.contains(&code));

@@ -1093,9 +1093,8 @@ impl Store for RedisStore {
             try_join_all(carried.iter().map(|(id, ack)| self.poll_script(id, *ack, None, now_ms, false, true))).await?;
         let mut messages: HashMap<(usize, &str), Vec<&str>> = HashMap::new();
         for ((id, _), (part, reply)) in carried.iter().zip(&replies) {
-            match reply.get(1).map(String::as_str) {
-                Some(holder) if !holder.is_empty() => messages.entry((*part, holder)).or_default().push(id),
-                _ => {}
+            if let Some(holder) = reply.get(1).filter(|holder| !holder.is_empty()) {
+                messages.entry((*part, holder.as_str())).or_default().push(id);
             }
         }
         let publish = if self.parts.clustered() { "SPUBLISH" } else { "PUBLISH" };

@@ -11,14 +11,24 @@ spent (utime + stime from /proc) by the echoes:
   multi  the same six inside MULTI/EXEC, one transaction per round trip
   lua    the same six in two small scripts that also read the connector's state (HMGET)
          before they write, as a store must
+  pollgate  pollgate's own scripts (src/store/redis/lua), with the arguments a node sends
+         for an echo: send.lua (a send to oneself, no seq) and poll.lua (a sync that begins
+         and drains)
 
 Each shape runs two ways: `pipelined` sends the round trips of all clients in one write on
 one connection (the best batching a node could reach), `conns` gives each client its own
 connection with one round trip in flight.
 
+With --instructions, each shape instead runs a fixed number of pipelined echoes in a
+redis-server under valgrind's callgrind and prints the instructions redis-server ran per
+echo: a count that does not depend on what else the machine is doing, to compare one
+version of the scripts with another.
+
 Usage: ./scripts/redis-floor.py [seconds-per-run] [clients] [runs]   (default 4 10 3)
+       ./scripts/redis-floor.py --instructions [echoes-per-client] [clients]   (default 300 10)
 """
 import os
+import pathlib
 import shutil
 import socket
 import statistics
@@ -28,9 +38,13 @@ import tempfile
 import threading
 import time
 
-SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 4.0
-CLIENTS = int(sys.argv[2]) if len(sys.argv) > 2 else 10
-RUNS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+INSTRUCTIONS = sys.argv[1:2] == ["--instructions"]
+ARGS = sys.argv[2:] if INSTRUCTIONS else sys.argv[1:]
+SECONDS = float(ARGS[0]) if len(ARGS) > 0 and not INSTRUCTIONS else 4.0
+ECHOES = int(ARGS[0]) if len(ARGS) > 0 and INSTRUCTIONS else 300
+CLIENTS = int(ARGS[1]) if len(ARGS) > 1 else 10
+RUNS = int(ARGS[2]) if len(ARGS) > 2 else 3
+LUA = pathlib.Path(__file__).resolve().parent.parent / "src" / "store" / "redis" / "lua"
 TEXT = '{"ns":"org.jwebsocket.plugins.system","type":"send","data":"hello world 0123456789"}'
 
 SEND_LUA = """local c, q = KEYS[1], KEYS[2]
@@ -112,14 +126,17 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_redis(port, workdir):
+def start_redis(port, workdir, wrapper=()):
+    """redis-server on CPU 0, run by `wrapper` (a command line before it) if given."""
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") and os.cpu_count() >= 2 else []
     proc = subprocess.Popen(
-        pin + ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", workdir],
+        pin + list(wrapper) + ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", workdir],
         stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    for _ in range(100):
+    # Under valgrind it takes seconds to start.
+    for _ in range(600):
         try:
             Conn(port).batch([["PING"]])
             return proc
@@ -134,27 +151,72 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# What a node sends for an echo on pollgate's scripts: a system `send` to oneself (its
+# response queued for the requester), then a sync that begins, drains and answers at once.
+SESSION = "318ec10a94968337189d1f7e055e9f62"
+WELCOME = '{"ns":"org.jwebsocket.plugins.system","type":"welcome"}'
+RESPONSE = '{"type":"response","code":0,"msg":"ok","utid":1,"ns":"org.jwebsocket.plugins.system","reqType":"send"}'
+TTL_MS, GRANULARITY_MS = 3600000, 1000
+
+
+def load_scripts(conn):
+    """The scripts of the `lua` shape and pollgate's open, send and poll, as its store
+    builds them (touch_fn.lua before send.lua and poll.lua)."""
+    touch_fn = (LUA / "touch_fn.lua").read_text()
+    sources = {"lua_send": SEND_LUA, "lua_poll": POLL_LUA, "open": (LUA / "open.lua").read_text(),
+               "send": touch_fn + (LUA / "send.lua").read_text(), "poll": touch_fn + (LUA / "poll.lua").read_text()}
+    return {name: conn.batch([["SCRIPT", "LOAD", text]])[0].decode() for name, text in sources.items()}
+
+
+def setup(port, shape, mode, shas):
+    """Fresh connectors for one run; returns their ids."""
+    ids = [f"{mode}{i}" for i in range(CLIENTS)]
+    conn = Conn(port)
+    for cid in ids:
+        if shape != "pollgate":
+            conn.batch([["DEL", f"c:{cid}", f"q:{cid}"],
+                        ["HSET", f"c:{cid}", "closed", "", "last", 0, "acked", 0, "bytes", 0, "holder", "node1"]])
+            continue
+        now = int(time.time() * 1000)
+        conn.batch([["DEL", f"f:c:{cid}", f"f:q:{cid}"]])
+        opened = conn.batch([["EVALSHA", shas["open"], 0, "f:", cid, SESSION, "127.0.0.1", "redis-floor", now, 1,
+                              1000000, WELCOME, TTL_MS]])
+        assert opened == [b"opened"], opened
+        shas["version"] = conn.batch([["HGET", f"f:sm:{SESSION}", "v"]])[0].decode()
+        shas["now"] = now
+        send, sync = round_trips(shape, cid, shas)
+        # The welcome, then one whole echo: each must answer as the node expects.
+        conn.batch(sync)
+        assert conn.batch(send)[0] == [b"ok"], "send.lua did not queue the echo"
+        polled = conn.batch(sync)[0]
+        assert polled[2] == b"ok" and polled[6:] == [RESPONSE.encode()], polled
+    return ids
+
+
 def round_trips(shape, cid, shas):
     """The send's and the sync's commands of one echo for connector `cid`."""
     c, q = f"c:{cid}", f"q:{cid}"
     if shape == "ping":
         return [["PING"]], [["PING"]]
+    if shape == "pollgate":
+        # `now` stays that of the opening: within the granularity, as a busy connector's.
+        now, since = shas["now"], shas["now"] - GRANULARITY_MS
+        send = ["EVALSHA", shas["send"], 0, "f:", cid, now, TTL_MS, since, SESSION, shas["version"], "1", "",
+                10000, 64, "-", 1000, 4194304, 2, "$is_authenticated", "$authorities", cid, RESPONSE]
+        sync = ["EVALSHA", shas["poll"], 0, "f:", cid, "", "", now, "", "node1", TTL_MS, since, ""]
+        return [send], [sync]
     send = [["RPUSH", q, TEXT], ["HINCRBY", c, "last", 1], ["PUBLISH", "n:node1", cid]]
     sync = [["LRANGE", q, 0, -1], ["LTRIM", q, 1, -1], ["HSET", c, "holder", "node1"]]
     if shape == "plain":
         return send, sync
     if shape == "multi":
         return [["MULTI"], *send, ["EXEC"]], [["MULTI"], *sync, ["EXEC"]]
-    return [["EVALSHA", shas[0], 2, c, q, TEXT, cid]], [["EVALSHA", shas[1], 2, c, q, "node1"]]
+    return [["EVALSHA", shas["lua_send"], 2, c, q, TEXT, cid]], [["EVALSHA", shas["lua_poll"], 2, c, q, "node1"]]
 
 
 def run(port, pid, shape, mode, shas):
     """Echoes for SECONDS; returns redis-server's CPU µs per echo."""
-    ids = [f"{mode}{i}" for i in range(CLIENTS)]
-    setup = Conn(port)
-    for cid in ids:
-        setup.batch([["DEL", f"c:{cid}", f"q:{cid}"],
-                     ["HSET", f"c:{cid}", "closed", "", "last", 0, "acked", 0, "bytes", 0, "holder", "node1"]])
+    ids = setup(port, shape, mode, shas)
     echoes = [0] * CLIENTS
     stop = time.monotonic() + SECONDS
 
@@ -184,10 +246,41 @@ def run(port, pid, shape, mode, shas):
     return (cpu_seconds(pid) - before) / sum(echoes) * 1e6
 
 
+def instructions(shape):
+    """Instructions redis-server runs per echo of `shape`, ECHOES pipelined rounds of CLIENTS
+    echoes counted by callgrind (the opening of the connectors left out)."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as workdir:
+        out = os.path.join(workdir, "callgrind.out")
+        redis = start_redis(port, workdir, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"])
+        try:
+            shas = load_scripts(Conn(port))
+            ids = setup(port, shape, "pipelined", shas)
+            conn = Conn(port)
+            trips = [round_trips(shape, cid, shas) for cid in ids]
+            sends = [c for send, _ in trips for c in send]
+            syncs = [c for _, sync in trips for c in sync]
+            subprocess.run(["callgrind_control", "--zero", str(redis.pid)], check=True, capture_output=True)
+            for _ in range(ECHOES):
+                conn.batch(sends)
+                conn.batch(syncs)
+            subprocess.run(["callgrind_control", "--dump", str(redis.pid)], check=True, capture_output=True)
+            # The dump after --zero is the first numbered part.
+            with open(out + ".1") as dump:
+                total = next(int(line.split()[1]) for line in dump if line.startswith("summary:"))
+            return total / (ECHOES * CLIENTS)
+        finally:
+            redis.kill()
+            redis.wait()
+
+
 def drain(sock):
     """Reads and drops whatever comes, until the connection ends."""
     while sock.recv(1 << 20):
         pass
+
+
+SHAPES = ("ping", "plain", "multi", "lua", "pollgate")
 
 
 def main():
@@ -195,6 +288,13 @@ def main():
         sys.exit("redis-server is missing (./scripts/test.sh installs it)")
     if shutil.which("taskset") and os.cpu_count() >= 2:
         os.sched_setaffinity(0, {1})
+    if INSTRUCTIONS:
+        if shutil.which("valgrind") is None:
+            sys.exit("valgrind is missing (apt-get install valgrind)")
+        print(f"redis-server instructions per echo ({CLIENTS} clients, {ECHOES} pipelined echoes each)")
+        for shape in SHAPES:
+            print(f"{shape:<9} {instructions(shape):>10,.0f}", flush=True)
+        return
     port = free_port()
     with tempfile.TemporaryDirectory() as workdir:
         redis = start_redis(port, workdir)
@@ -204,14 +304,14 @@ def main():
             sub = Conn(port)
             sub.batch([["SUBSCRIBE", "n:node1"]])
             threading.Thread(target=drain, args=(sub.sock,), daemon=True).start()
-            shas = [conn.batch([["SCRIPT", "LOAD", s]])[0].decode() for s in (SEND_LUA, POLL_LUA)]
+            shas = load_scripts(conn)
             print(f"redis-server CPU per echo, µs ({CLIENTS} clients, {SECONDS:g} s a run, {RUNS} runs)")
-            print(f"{'shape':<6} {'mode':<10} {'median':>7}   runs")
-            for shape in ("ping", "plain", "multi", "lua"):
+            print(f"{'shape':<9} {'mode':<10} {'median':>7}   runs")
+            for shape in SHAPES:
                 for mode in ("pipelined", "conns"):
                     values = [run(port, redis.pid, shape, mode, shas) for _ in range(RUNS)]
                     runs = " / ".join(f"{v:.1f}" for v in values)
-                    print(f"{shape:<6} {mode:<10} {statistics.median(values):7.1f}   {runs}", flush=True)
+                    print(f"{shape:<9} {mode:<10} {statistics.median(values):7.1f}   {runs}", flush=True)
         finally:
             redis.kill()
             redis.wait()

@@ -435,7 +435,7 @@ impl RedisStore {
                         .arg(if waited { "1" } else { "" })
                         .arg(&self.node)
                         .arg(self.options.key_ttl_ms)
-                        .arg(self.options.touch_granularity_ms)
+                        .arg(now_ms - self.options.touch_granularity_ms)
                         .arg(if quiet { "1" } else { "" })
                         .ask(self)
                         .await?;
@@ -594,7 +594,7 @@ impl RedisStore {
             .arg(id)
             .arg(now_ms)
             .arg(self.options.key_ttl_ms)
-            .arg(self.options.touch_granularity_ms)
+            .arg(now_ms - self.options.touch_granularity_ms)
             .arg(keys);
         invocation.ask(self).await
     }
@@ -1137,7 +1137,8 @@ impl Store for RedisStore {
                 }
             }
         }
-        let body = match step.body {
+        // The body is recorded only for a seq.
+        let body = match step.body.filter(|_| step.seq.is_some()) {
             Some(b) => format!("+{b}"),
             None => "-".to_owned(),
         };
@@ -1165,7 +1166,7 @@ impl Store for RedisStore {
             call.arg(step.id)
                 .arg(step.now_ms)
                 .arg(self.options.key_ttl_ms)
-                .arg(self.options.touch_granularity_ms)
+                .arg(step.now_ms - self.options.touch_granularity_ms)
                 .arg(&session_id)
                 .arg(&version)
                 .arg(if allowed { "1" } else { "" })

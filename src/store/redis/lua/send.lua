@@ -1,9 +1,9 @@
 -- Store::send_step: a `send` of the system plugin in one step (the script is touch_fn.lua
--- followed by this file). ARGV: prefix, requester id, now ms, key ttl ms, granularity ms,
--- the session id and session version the node has cached for the requester, whether the
--- cached rights allow the send ('1' or ''), seq ('' for none), lease ms, responses kept, the
--- response body to record ('-' for none, '+' .. body), max packets, max bytes, k, the k
--- session keys of the rights, then target id and packet pairs.
+-- followed by this file). ARGV: prefix, requester id, now ms, key ttl ms, since (now less
+-- the granularity, ms), the session id and session version the node has cached for the
+-- requester, whether the cached rights allow the send ('1' or ''), seq ('' for none), lease
+-- ms, responses kept, the response body to record ('-' for none, '+' .. body), max packets,
+-- max bytes, k, the k session keys of the rights, then target id and packet pairs.
 -- Returns:
 --   {'unknown'}: no live connector has the requester's id; nothing done.
 --   {'stale', session id, version, the k keys' stored values ('' where not set)}: the cache
@@ -17,15 +17,22 @@
 -- Reads come first and the queues are the first writes: a packet that cannot be queued (an
 -- error) leaves nothing written. A send taken over from a node that died (its claim older
 -- than the lease) skips what that node queued under its once keys (push.lua).
-local P, id = ARGV[1], ARGV[2]
-local now, ttl, granularity = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local P, id, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local c = P .. 'c:' .. id
-local f = redis.call('HMGET', c, 'closed', 'active', 'sid', 'sendlast', 'sendfloor')
+local k = tonumber(ARGV[15])
+-- A send to oneself (an echo) reads the requester's queue with it (fields 6 to 9, as a
+-- target's below): one read of the hash, not two.
+local own = ARGV[16 + k] == id
+local f
+if own then
+  f = redis.call('HMGET', c, 'closed', 'active', 'sid', 'sendlast', 'sendfloor', 'bytes', 'holder', 'last', 'acked')
+else
+  f = redis.call('HMGET', c, 'closed', 'active', 'sid', 'sendlast', 'sendfloor')
+end
 if f[1] ~= '' then return { 'unknown' } end
 local sid = f[3]
 -- The session's version changes with every write to its storage (session.lua).
 local version = redis.call('HGET', P .. 'sm:' .. sid, 'v') or ''
-local k = tonumber(ARGV[15])
 if sid ~= ARGV[6] or version ~= ARGV[7] then
   local stored = redis.call('HMGET', P .. 's:' .. sid, unpack(ARGV, 16, 15 + k))
   local out = { 'stale', sid, version }
@@ -44,7 +51,7 @@ if seq ~= '' then
   else
     local since = redis.call('HGET', sp, seq)
     if since then
-      if now - tonumber(since) < tonumber(ARGV[10]) then return { 'busy' } end
+      if tonumber(now) - tonumber(since) < tonumber(ARGV[10]) then return { 'busy' } end
       fresh, once = 'again', P .. 'once:' .. id .. ':' .. seq
       if redis.call('EXISTS', once) == 0 then once = nil end
     else
@@ -57,7 +64,7 @@ if seq ~= '' then
 end
 -- Records the request (touch_fn.lua) and writes the requester's hash once.
 local function finish()
-  record(P, id, now, ttl, granularity, f[2], sid, set)
+  record(P, id, now, ARGV[5], ttl, f[2], sid, set)
   if #set > 0 then redis.call('HSET', c, unpack(set)) end
 end
 -- Keeps seq claimed: the caller completes it with the failure's body (sends.lua).
@@ -80,7 +87,12 @@ local max_packets, max_bytes = tonumber(ARGV[13]), tonumber(ARGV[14])
 local plan, overflowed = {}, {}
 for i = 16 + k, #ARGV, 2 do
   local target, text = ARGV[i], ARGV[i + 1]
-  local t = redis.call('HMGET', P .. 'c:' .. target, 'closed', 'bytes', 'holder', 'last', 'acked')
+  local t
+  if target == id and own then
+    t = { f[1], f[6], f[7], f[8], f[9] }
+  else
+    t = redis.call('HMGET', P .. 'c:' .. target, 'closed', 'bytes', 'holder', 'last', 'acked')
+  end
   local skip = once and redis.call('HEXISTS', once, ((i - 14 - k) / 2) .. ':' .. target) == 1
   if t[1] ~= '' then
     if i == 16 + k then
@@ -90,25 +102,30 @@ for i = 16 + k, #ARGV, 2 do
     end
   elseif skip then
     -- Queued by the node that died in the middle of this send.
-  elseif tonumber(t[4]) - tonumber(t[5]) >= max_packets or tonumber(t[2]) + #text > max_bytes then
-    overflowed[#overflowed + 1] = target
   else
-    plan[#plan + 1] = { target, text, t }
+    local last, bytes = tonumber(t[4]), tonumber(t[2]) + #text
+    if last - tonumber(t[5]) >= max_packets or bytes > max_bytes then
+      overflowed[#overflowed + 1] = target
+    else
+      plan[#plan + 1] = { target, text, t[3], string.format('%d', last + 1), string.format('%d', bytes) }
+    end
   end
 end
 local wake = {}
 for _, p in ipairs(plan) do
-  local target, text, t = p[1], p[2], p[3]
+  local target, text, holder, last, bytes = p[1], p[2], p[3], p[4], p[5]
   redis.call('RPUSH', P .. 'q:' .. target, text)
-  local fields = { 'last', tonumber(t[4]) + 1, 'bytes', tonumber(t[2]) + #text }
   if target == id then
-    for _, v in ipairs(fields) do set[#set + 1] = v end
+    set[#set + 1] = 'last'
+    set[#set + 1] = last
+    set[#set + 1] = 'bytes'
+    set[#set + 1] = bytes
   else
-    redis.call('HSET', P .. 'c:' .. target, unpack(fields))
+    redis.call('HSET', P .. 'c:' .. target, 'last', last, 'bytes', bytes)
   end
-  if t[3] and t[3] ~= '' then
-    local ids = wake[t[3]]
-    if ids then ids[#ids + 1] = target else wake[t[3]] = { target } end
+  if holder and holder ~= '' then
+    local ids = wake[holder]
+    if ids then ids[#ids + 1] = target else wake[holder] = { target } end
   end
 end
 if seq ~= '' then
@@ -122,7 +139,7 @@ if seq ~= '' then
   if once then redis.call('DEL', once) end
   local sr, so = P .. 'sr:' .. id, P .. 'so:' .. id
   redis.call('HSET', sr, seq, ARGV[12])
-  redis.call('ZADD', so, tonumber(seq), seq)
+  redis.call('ZADD', so, seq, seq)
   local extra = redis.call('ZCARD', so) - tonumber(ARGV[11])
   if extra > 0 then
     local floor = tonumber(f[5] or '0')

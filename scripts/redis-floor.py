@@ -22,7 +22,8 @@ connection with one round trip in flight.
 With --instructions, each shape instead runs a fixed number of pipelined echoes in a
 redis-server under valgrind's callgrind and prints the instructions redis-server ran per
 echo: a count that does not depend on what else the machine is doing, to compare one
-version of the scripts with another.
+version of the scripts with another. It ends with what the pieces of a script cost, each
+piece a small script run 3,000 times (instructions a call).
 
 Usage: ./scripts/redis-floor.py [seconds-per-run] [clients] [runs]   (default 4 10 3)
        ./scripts/redis-floor.py --instructions [echoes-per-client] [clients]   (default 300 10)
@@ -246,32 +247,76 @@ def run(port, pid, shape, mode, shas):
     return (cpu_seconds(pid) - before) / sum(echoes) * 1e6
 
 
-def instructions(shape):
-    """Instructions redis-server runs per echo of `shape`, ECHOES pipelined rounds of CLIENTS
-    echoes counted by callgrind (the opening of the connectors left out)."""
+def counted(prepare, batches, rounds):
+    """Instructions redis-server runs for `rounds` rounds of `batches` (lists of commands,
+    each written at once), counted by callgrind; `prepare(port)` runs first, uncounted, and
+    returns the batches' context."""
     port = free_port()
     with tempfile.TemporaryDirectory() as workdir:
         out = os.path.join(workdir, "callgrind.out")
         redis = start_redis(port, workdir, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"])
         try:
-            shas = load_scripts(Conn(port))
-            ids = setup(port, shape, "pipelined", shas)
+            work = batches(prepare(port))
             conn = Conn(port)
-            trips = [round_trips(shape, cid, shas) for cid in ids]
-            sends = [c for send, _ in trips for c in send]
-            syncs = [c for _, sync in trips for c in sync]
             subprocess.run(["callgrind_control", "--zero", str(redis.pid)], check=True, capture_output=True)
-            for _ in range(ECHOES):
-                conn.batch(sends)
-                conn.batch(syncs)
+            for _ in range(rounds):
+                for batch in work:
+                    conn.batch(batch)
             subprocess.run(["callgrind_control", "--dump", str(redis.pid)], check=True, capture_output=True)
             # The dump after --zero is the first numbered part.
             with open(out + ".1") as dump:
-                total = next(int(line.split()[1]) for line in dump if line.startswith("summary:"))
-            return total / (ECHOES * CLIENTS)
+                return next(int(line.split()[1]) for line in dump if line.startswith("summary:"))
         finally:
             redis.kill()
             redis.wait()
+
+
+def instructions(shape):
+    """Instructions redis-server runs per echo of `shape`, ECHOES pipelined rounds of CLIENTS
+    echoes (the opening of the connectors left out)."""
+
+    def prepare(port):
+        shas = load_scripts(Conn(port))
+        return [round_trips(shape, cid, shas) for cid in setup(port, shape, "pipelined", shas)]
+
+    def batches(trips):
+        return [[c for send, _ in trips for c in send], [c for _, sync in trips for c in sync]]
+
+    return counted(prepare, batches, ECHOES) / (ECHOES * CLIENTS)
+
+
+# The pieces of a script: (what, script, its arguments). A connector's hash as open.lua
+# writes it is at key `h`.
+# A piece whose name starts with '+' is counted over the first one's cost.
+PIECES = [
+    ("a script that returns at once, no arguments", "return 1", []),
+    ("the same, 21 arguments", "return 1", ["1814"] * 21),
+    ("+ HGET of one field", "redis.call('HGET', 'h', 'closed') return 1", []),
+    ("+ HMGET of 8 fields", "redis.call('HMGET', 'h', 'closed', 'active', 'sid', 'ticket', 'holder', 'last', "
+     "'acked', 'bytes') return 1", []),
+    ("+ HSET of one field", "redis.call('HSET', 'h', 'ticket', '1815') return 1", []),
+    ("+ 10 tonumber of a counter's text", "local a for i = 1, 10 do a = tonumber(ARGV[1]) end return 1", ["1814"]),
+    ("+ 10 string.format('%d')", "local a for i = 1, 10 do a = string.format('%d', 1814 + i) end return 1", []),
+    ("+ 10 comparisons of decimal text", "local a, b, r = ARGV[1], ARGV[2] for i = 1, 10 do r = #a > #b or "
+     "(#a == #b and a > b) end return 1", ["1814", "1796606054364"]),
+]
+
+
+def piece_costs():
+    """Instructions a call of each of PIECES, 3,000 calls 10 at a time."""
+    rounds = 300
+
+    def prepare(port):
+        conn = Conn(port)
+        conn.batch([["HSET", "h", "closed", "", "active", 1796606054364, "sid", SESSION, "ticket", 1814, "holder", "",
+                     "last", 1814, "acked", 1814, "bytes", 0, "addr", "127.0.0.1:45678", "ua", "redis-floor"]])
+        return [(conn.batch([["SCRIPT", "LOAD", script]])[0].decode(), args) for _, script, args in PIECES]
+
+    costs = []
+    for i, (what, _, _) in enumerate(PIECES):
+        total = counted(prepare, lambda shas, i=i: [[["EVALSHA", shas[i][0], 0, *shas[i][1]]] * 10], rounds)
+        costs.append((what, total / (rounds * 10)))
+    return costs
 
 
 def drain(sock):
@@ -294,6 +339,11 @@ def main():
         print(f"redis-server instructions per echo ({CLIENTS} clients, {ECHOES} pipelined echoes each)")
         for shape in SHAPES:
             print(f"{shape:<9} {instructions(shape):>10,.0f}", flush=True)
+        print("redis-server instructions per call of a script (10 calls a write)")
+        costs = piece_costs()
+        for what, cost in costs:
+            cost -= costs[0][1] if what.startswith("+") else 0
+            print(f"{cost:>10,.0f}  {what}", flush=True)
         return
     port = free_port()
     with tempfile.TemporaryDirectory() as workdir:

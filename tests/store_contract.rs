@@ -123,6 +123,12 @@ async fn contract(store: Arc<dyn Store>) {
     assert!(store.expired_sessions(now - 60_000).await.unwrap().is_empty());
     store.sweep(now, 60_000, 60_000).await.unwrap();
     assert_eq!(store.touch("a", now).await.unwrap().as_deref(), Some("s1"), "a live connector survives a sweep");
+
+    // Activity: a request past the touch granularity counts, so the session is no longer idle
+    // before a cut between the two requests.
+    assert_eq!(store.expired_sessions(now + 2_500).await.unwrap(), ["s1"]);
+    store.touch("a", now + 5_000).await.unwrap();
+    assert!(store.expired_sessions(now + 2_500).await.unwrap().is_empty(), "the later request counts");
 }
 
 /// A Redis store on the server at `url`, or on the Redis Cluster of `cluster_nodes`.

@@ -1,6 +1,7 @@
 -- Store::poll_round. ARGV: prefix, connector id, ticket ('' to begin the poll first), ack
 -- ('' for none), now ms, whether the sync waited ('1' or ''), this node, key ttl ms, since
--- (now less the granularity, ms), whether to leave the wake-up of another node to the caller ('1' or '').
+-- (now less the granularity, ms), whether to leave the wake-up of another node to the
+-- caller ('1' or '').
 -- Beginning records the sync as a request of a live connector (touch_fn.lua) and takes a new
 -- ticket; another node that held the last sync is woken so that sync returns (the caller
 -- wakes one held on its own node), or named in the answer for the caller to wake (a shared

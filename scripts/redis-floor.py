@@ -21,8 +21,8 @@ connection with one round trip in flight.
 
 With --instructions, each shape instead runs a fixed number of pipelined echoes in a
 redis-server under valgrind's callgrind and prints the instructions redis-server ran per
-echo: a count that does not depend on what else the machine is doing, to compare one
-version of the scripts with another. It ends with what the pieces of a script cost, each
+echo: a count that does not move with what else the machine is doing (within a fraction
+of a percent), to compare one version of the scripts with another. It ends with what the pieces of a script cost, each
 piece a small script run 3,000 times (instructions a call).
 
 Usage: ./scripts/redis-floor.py [seconds-per-run] [clients] [runs]   (default 4 10 3)
@@ -161,15 +161,16 @@ TTL_MS, GRANULARITY_MS = 3600000, 1000
 
 
 def load_scripts(conn):
-    """The scripts of the `lua` shape and pollgate's open, send and poll, as its store
-    builds them (touch_fn.lua before send.lua and poll.lua)."""
+    """The context of the runs: the shas of the `lua` shape's scripts and of pollgate's open,
+    send and poll, as its store builds them (touch_fn.lua before send.lua and poll.lua).
+    setup() adds the session version and the opening time of pollgate's connectors."""
     touch_fn = (LUA / "touch_fn.lua").read_text()
     sources = {"lua_send": SEND_LUA, "lua_poll": POLL_LUA, "open": (LUA / "open.lua").read_text(),
                "send": touch_fn + (LUA / "send.lua").read_text(), "poll": touch_fn + (LUA / "poll.lua").read_text()}
     return {name: conn.batch([["SCRIPT", "LOAD", text]])[0].decode() for name, text in sources.items()}
 
 
-def setup(port, shape, mode, shas):
+def setup(port, shape, mode, ctx):
     """Fresh connectors for one run; returns their ids."""
     ids = [f"{mode}{i}" for i in range(CLIENTS)]
     conn = Conn(port)
@@ -180,12 +181,12 @@ def setup(port, shape, mode, shas):
             continue
         now = int(time.time() * 1000)
         conn.batch([["DEL", f"f:c:{cid}", f"f:q:{cid}"]])
-        opened = conn.batch([["EVALSHA", shas["open"], 0, "f:", cid, SESSION, "127.0.0.1", "redis-floor", now, 1,
+        opened = conn.batch([["EVALSHA", ctx["open"], 0, "f:", cid, SESSION, "127.0.0.1", "redis-floor", now, 1,
                               1000000, WELCOME, TTL_MS]])
         assert opened == [b"opened"], opened
-        shas["version"] = conn.batch([["HGET", f"f:sm:{SESSION}", "v"]])[0].decode()
-        shas["now"] = now
-        send, sync = round_trips(shape, cid, shas)
+        ctx["version"] = conn.batch([["HGET", f"f:sm:{SESSION}", "v"]])[0].decode()
+        ctx["now"] = now
+        send, sync = round_trips(shape, cid, ctx)
         # The welcome, then one whole echo: each must answer as the node expects.
         conn.batch(sync)
         assert conn.batch(send)[0] == [b"ok"], "send.lua did not queue the echo"
@@ -194,17 +195,17 @@ def setup(port, shape, mode, shas):
     return ids
 
 
-def round_trips(shape, cid, shas):
+def round_trips(shape, cid, ctx):
     """The send's and the sync's commands of one echo for connector `cid`."""
     c, q = f"c:{cid}", f"q:{cid}"
     if shape == "ping":
         return [["PING"]], [["PING"]]
     if shape == "pollgate":
         # `now` stays that of the opening: within the granularity, as a busy connector's.
-        now, since = shas["now"], shas["now"] - GRANULARITY_MS
-        send = ["EVALSHA", shas["send"], 0, "f:", cid, now, TTL_MS, since, SESSION, shas["version"], "1", "",
+        now, since = ctx["now"], ctx["now"] - GRANULARITY_MS
+        send = ["EVALSHA", ctx["send"], 0, "f:", cid, now, TTL_MS, since, SESSION, ctx["version"], "1", "",
                 10000, 64, "-", 1000, 4194304, 2, "$is_authenticated", "$authorities", cid, RESPONSE]
-        sync = ["EVALSHA", shas["poll"], 0, "f:", cid, "", "", now, "", "node1", TTL_MS, since, ""]
+        sync = ["EVALSHA", ctx["poll"], 0, "f:", cid, "", "", now, "", "node1", TTL_MS, since, ""]
         return [send], [sync]
     send = [["RPUSH", q, TEXT], ["HINCRBY", c, "last", 1], ["PUBLISH", "n:node1", cid]]
     sync = [["LRANGE", q, 0, -1], ["LTRIM", q, 1, -1], ["HSET", c, "holder", "node1"]]
@@ -212,17 +213,17 @@ def round_trips(shape, cid, shas):
         return send, sync
     if shape == "multi":
         return [["MULTI"], *send, ["EXEC"]], [["MULTI"], *sync, ["EXEC"]]
-    return [["EVALSHA", shas["lua_send"], 2, c, q, TEXT, cid]], [["EVALSHA", shas["lua_poll"], 2, c, q, "node1"]]
+    return [["EVALSHA", ctx["lua_send"], 2, c, q, TEXT, cid]], [["EVALSHA", ctx["lua_poll"], 2, c, q, "node1"]]
 
 
-def run(port, pid, shape, mode, shas):
+def run(port, pid, shape, mode, ctx):
     """Echoes for SECONDS; returns redis-server's CPU µs per echo."""
-    ids = setup(port, shape, mode, shas)
+    ids = setup(port, shape, mode, ctx)
     echoes = [0] * CLIENTS
     stop = time.monotonic() + SECONDS
 
     def one_client(i):
-        conn, (send, sync) = Conn(port), round_trips(shape, ids[i], shas)
+        conn, (send, sync) = Conn(port), round_trips(shape, ids[i], ctx)
         while time.monotonic() < stop:
             conn.batch(send)
             conn.batch(sync)
@@ -231,7 +232,7 @@ def run(port, pid, shape, mode, shas):
     before = cpu_seconds(pid)
     if mode == "pipelined":
         conn = Conn(port)
-        trips = [round_trips(shape, cid, shas) for cid in ids]
+        trips = [round_trips(shape, cid, ctx) for cid in ids]
         sends = [c for send, _ in trips for c in send]
         syncs = [c for _, sync in trips for c in sync]
         while time.monotonic() < stop:
@@ -276,8 +277,8 @@ def instructions(shape):
     echoes (the opening of the connectors left out)."""
 
     def prepare(port):
-        shas = load_scripts(Conn(port))
-        return [round_trips(shape, cid, shas) for cid in setup(port, shape, "pipelined", shas)]
+        ctx = load_scripts(Conn(port))
+        return [round_trips(shape, cid, ctx) for cid in setup(port, shape, "pipelined", ctx)]
 
     def batches(trips):
         return [[c for send, _ in trips for c in send], [c for _, sync in trips for c in sync]]
@@ -314,7 +315,7 @@ def piece_costs():
 
     costs = []
     for i, (what, _, _) in enumerate(PIECES):
-        total = counted(prepare, lambda shas, i=i: [[["EVALSHA", shas[i][0], 0, *shas[i][1]]] * 10], rounds)
+        total = counted(prepare, lambda loaded, i=i: [[["EVALSHA", loaded[i][0], 0, *loaded[i][1]]] * 10], rounds)
         costs.append((what, total / (rounds * 10)))
     return costs
 
@@ -354,12 +355,12 @@ def main():
             sub = Conn(port)
             sub.batch([["SUBSCRIBE", "n:node1"]])
             threading.Thread(target=drain, args=(sub.sock,), daemon=True).start()
-            shas = load_scripts(conn)
+            ctx = load_scripts(conn)
             print(f"redis-server CPU per echo, µs ({CLIENTS} clients, {SECONDS:g} s a run, {RUNS} runs)")
             print(f"{'shape':<9} {'mode':<10} {'median':>7}   runs")
             for shape in SHAPES:
                 for mode in ("pipelined", "conns"):
-                    values = [run(port, redis.pid, shape, mode, shas) for _ in range(RUNS)]
+                    values = [run(port, redis.pid, shape, mode, ctx) for _ in range(RUNS)]
                     runs = " / ".join(f"{v:.1f}" for v in values)
                     print(f"{shape:<9} {mode:<10} {statistics.median(values):7.1f}   {runs}", flush=True)
         finally:

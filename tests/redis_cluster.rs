@@ -141,11 +141,13 @@ async fn a_master_frozen_mid_stream_is_waited_out_without_loss() {
     eprintln!("{} each way, a master frozen, in {:.1?}", messages(), started.elapsed());
 }
 
-/// The whole Redis Cluster frozen (SIGSTOP) for 12 s a third of the way through a two-way
-/// stream: longer than a request may wait on the cluster (10 s), so the nodes' heartbeats time
-/// out and each node replaces its link while Redis still does not answer. Once the cluster
-/// is back the new links find it, and the stream completes with every message delivered
-/// once, in order.
+/// The whole Redis Cluster frozen (SIGSTOP) for 24 s a third of the way through a two-way
+/// stream, so that each node's heartbeat times out while Redis still does not answer and the
+/// node replaces its link: a request waits on the cluster at most 10 s, and a node whose
+/// heartbeat answered just before the freeze spends up to 10 s on its reaper pass's request
+/// and starts its next heartbeat a second later, which times out 10 s after that. Once the
+/// cluster is back the new links find it, and the stream completes with every message
+/// delivered once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_cluster_frozen_mid_stream_is_waited_out_without_loss() {
     let started = Instant::now();
@@ -153,8 +155,8 @@ async fn the_whole_cluster_frozen_mid_stream_is_waited_out_without_loss() {
     let stream = TwoWay::start(through(c.nginx.addr), messages()).await;
     stream.until_received(messages() / 3, limit()).await;
     tokio::task::block_in_place(|| {
-        c.redis.cluster().pause_all(Duration::from_secs(12));
-        eprintln!("the cluster frozen for 12 s; whole again at {:.1?}", started.elapsed());
+        c.redis.cluster().pause_all(Duration::from_secs(24));
+        eprintln!("the cluster frozen for 24 s; whole again at {:.1?}", started.elapsed());
     });
     assert!(stream.received() < messages(), "the stream ended before the cluster woke");
     stream.finish().await;

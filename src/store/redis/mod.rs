@@ -435,7 +435,7 @@ impl RedisStore {
                         .arg(if waited { "1" } else { "" })
                         .arg(&self.node)
                         .arg(self.options.key_ttl_ms)
-                        .arg(now_ms - self.options.touch_granularity_ms)
+                        .arg(self.record_since(now_ms))
                         .arg(if quiet { "1" } else { "" })
                         .ask(self)
                         .await?;
@@ -530,6 +530,12 @@ impl RedisStore {
         Ok(self.probe_conn())
     }
 
+    /// The `since` of the scripts that record a request at `now_ms` (touch_fn.lua): a request
+    /// records nothing when the connector's last recorded activity is after it.
+    fn record_since(&self, now_ms: i64) -> i64 {
+        now_ms - self.options.touch_granularity_ms
+    }
+
     /// The connection for a probe (the heartbeat, `/readyz`): it goes to Redis even while
     /// `down`, and its outcome sets `down` (see [`RedisStore::probed`]).
     fn probe_conn(&self) -> Link {
@@ -594,7 +600,7 @@ impl RedisStore {
             .arg(id)
             .arg(now_ms)
             .arg(self.options.key_ttl_ms)
-            .arg(now_ms - self.options.touch_granularity_ms)
+            .arg(self.record_since(now_ms))
             .arg(keys);
         invocation.ask(self).await
     }
@@ -1166,7 +1172,7 @@ impl Store for RedisStore {
             call.arg(step.id)
                 .arg(step.now_ms)
                 .arg(self.options.key_ttl_ms)
-                .arg(step.now_ms - self.options.touch_granularity_ms)
+                .arg(self.record_since(step.now_ms))
                 .arg(&session_id)
                 .arg(&version)
                 .arg(if allowed { "1" } else { "" })

@@ -22,8 +22,8 @@ connection with one round trip in flight.
 With --instructions, each shape instead runs a fixed number of pipelined echoes in a
 redis-server under valgrind's callgrind and prints the instructions redis-server ran per
 echo: a count that does not move with what else the machine is doing (within a fraction
-of a percent), to compare one version of the scripts with another. It ends with what the pieces of a script cost, each
-piece a small script run 3,000 times (instructions a call).
+of a percent), to compare one version of the scripts with another. It ends with what the
+pieces of a script cost, each piece a small script run 3,000 times (instructions a call).
 
 Usage: ./scripts/redis-floor.py [seconds-per-run] [clients] [runs]   (default 4 10 3)
        ./scripts/redis-floor.py --instructions [echoes-per-client] [clients]   (default 300 10)
@@ -248,25 +248,29 @@ def run(port, pid, shape, mode, ctx):
     return (cpu_seconds(pid) - before) / sum(echoes) * 1e6
 
 
-def counted(prepare, batches, rounds):
-    """Instructions redis-server runs for `rounds` rounds of `batches` (lists of commands,
-    each written at once), counted by callgrind; `prepare(port)` runs first, uncounted, and
-    returns the batches' context."""
+def counted(prepare, rounds):
+    """Instructions redis-server runs for each workload of `prepare(port)`, in one
+    redis-server under callgrind. `prepare` runs first, uncounted, and returns the workloads,
+    each a list of batches (lists of commands, each batch written at once); a workload's
+    count covers `rounds` rounds of its batches."""
     port = free_port()
     with tempfile.TemporaryDirectory() as workdir:
         out = os.path.join(workdir, "callgrind.out")
         redis = start_redis(port, workdir, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"])
         try:
-            work = batches(prepare(port))
+            workloads = prepare(port)
             conn = Conn(port)
-            subprocess.run(["callgrind_control", "--zero", str(redis.pid)], check=True, capture_output=True)
-            for _ in range(rounds):
-                for batch in work:
-                    conn.batch(batch)
-            subprocess.run(["callgrind_control", "--dump", str(redis.pid)], check=True, capture_output=True)
-            # The dump after --zero is the first numbered part.
-            with open(out + ".1") as dump:
-                return next(int(line.split()[1]) for line in dump if line.startswith("summary:"))
+            counts = []
+            # Each workload is counted from a --zero to a --dump, which writes the next part.
+            for part, work in enumerate(workloads, start=1):
+                subprocess.run(["callgrind_control", "--zero", str(redis.pid)], check=True, capture_output=True)
+                for _ in range(rounds):
+                    for batch in work:
+                        conn.batch(batch)
+                subprocess.run(["callgrind_control", "--dump", str(redis.pid)], check=True, capture_output=True)
+                with open(f"{out}.{part}") as dump:
+                    counts.append(next(int(line.split()[1]) for line in dump if line.startswith("summary:")))
+            return counts
         finally:
             redis.kill()
             redis.wait()
@@ -278,12 +282,11 @@ def instructions(shape):
 
     def prepare(port):
         ctx = load_scripts(Conn(port))
-        return [round_trips(shape, cid, ctx) for cid in setup(port, shape, "pipelined", ctx)]
+        trips = [round_trips(shape, cid, ctx) for cid in setup(port, shape, "pipelined", ctx)]
+        return [[[c for send, _ in trips for c in send], [c for _, sync in trips for c in sync]]]
 
-    def batches(trips):
-        return [[c for send, _ in trips for c in send], [c for _, sync in trips for c in sync]]
-
-    return counted(prepare, batches, ECHOES) / (ECHOES * CLIENTS)
+    [total] = counted(prepare, ECHOES)
+    return total / (ECHOES * CLIENTS)
 
 
 # The pieces of a script: (what, script, its arguments). A connector's hash as open.lua
@@ -311,13 +314,10 @@ def piece_costs():
         conn = Conn(port)
         conn.batch([["HSET", "h", "closed", "", "active", 1796606054364, "sid", SESSION, "ticket", 1814, "holder", "",
                      "last", 1814, "acked", 1814, "bytes", 0, "addr", "127.0.0.1:45678", "ua", "redis-floor"]])
-        return [(conn.batch([["SCRIPT", "LOAD", script]])[0].decode(), args) for _, script, args in PIECES]
+        shas = [conn.batch([["SCRIPT", "LOAD", script]])[0].decode() for _, script, _ in PIECES]
+        return [[[["EVALSHA", sha, 0, *args]] * 10] for sha, (_, _, args) in zip(shas, PIECES)]
 
-    costs = []
-    for i, (what, _, _) in enumerate(PIECES):
-        total = counted(prepare, lambda loaded, i=i: [[["EVALSHA", loaded[i][0], 0, *loaded[i][1]]] * 10], rounds)
-        costs.append((what, total / (rounds * 10)))
-    return costs
+    return [(what, total / (rounds * 10)) for (what, _, _), total in zip(PIECES, counted(prepare, rounds))]
 
 
 def drain(sock):

@@ -14,6 +14,9 @@ spent (utime + stime from /proc) by the echoes:
   pollgate  pollgate's own scripts (src/store/redis/lua), with the arguments a node sends
          for an echo: send.lua (a send to oneself, no seq) and poll.lua (a sync that begins
          and drains)
+  memory the send's one small script also publishes the packet itself and removes what the
+         connector's last sync acknowledged; the sync answers from the node's memory and
+         sends Redis nothing (a design pollgate does not have: what it would cost Redis)
 
 Each shape runs two ways: `pipelined` sends the round trips of all clients in one write on
 one connection (the best batching a node could reach), `conns` gives each client its own
@@ -67,6 +70,18 @@ else
   redis.call('HSET', c, 'holder', ARGV[1])
 end
 return p"""
+MEMORY_LUA = """local c, q = KEYS[1], KEYS[2]
+local f = redis.call('HMGET', c, 'closed', 'last', 'acked', 'bytes', 'holder')
+if f[1] ~= '' then return 0 end
+local bytes, acked = tonumber(f[4]), tonumber(f[3])
+for _, p in ipairs(redis.call('LPOP', q, ARGV[2]) or {}) do
+  bytes, acked = bytes - #p, acked + 1
+end
+local last = tonumber(f[2]) + 1
+redis.call('RPUSH', q, ARGV[1])
+redis.call('HSET', c, 'last', last, 'acked', acked, 'bytes', bytes + #ARGV[1])
+redis.call('PUBLISH', 'n:' .. f[5], ARGV[3] .. ':' .. last .. ':' .. ARGV[1])
+return last"""
 
 
 def encode(*args):
@@ -165,7 +180,7 @@ def load_scripts(conn):
     send and poll, as its store builds them (touch_fn.lua before send.lua and poll.lua).
     setup() adds the session version and the opening time of pollgate's connectors."""
     touch_fn = (LUA / "touch_fn.lua").read_text()
-    sources = {"lua_send": SEND_LUA, "lua_poll": POLL_LUA, "open": (LUA / "open.lua").read_text(),
+    sources = {"lua_send": SEND_LUA, "lua_poll": POLL_LUA, "memory": MEMORY_LUA, "open": (LUA / "open.lua").read_text(),
                "send": touch_fn + (LUA / "send.lua").read_text(), "poll": touch_fn + (LUA / "poll.lua").read_text()}
     return {name: conn.batch([["SCRIPT", "LOAD", text]])[0].decode() for name, text in sources.items()}
 
@@ -207,6 +222,9 @@ def round_trips(shape, cid, ctx):
                 10000, 64, "-", 1000, 4194304, 2, "$is_authenticated", "$authorities", cid, RESPONSE]
         sync = ["EVALSHA", ctx["poll"], 0, "f:", cid, "", "", now, "", "node1", TTL_MS, since, ""]
         return [send], [sync]
+    if shape == "memory":
+        # The sync before acknowledged one packet, the echo before this one.
+        return [["EVALSHA", ctx["memory"], 2, c, q, TEXT, 1, cid]], []
     send = [["RPUSH", q, TEXT], ["HINCRBY", c, "last", 1], ["PUBLISH", "n:node1", cid]]
     sync = [["LRANGE", q, 0, -1], ["LTRIM", q, 1, -1], ["HSET", c, "holder", "node1"]]
     if shape == "plain":
@@ -326,7 +344,7 @@ def drain(sock):
         pass
 
 
-SHAPES = ("ping", "plain", "multi", "lua", "pollgate")
+SHAPES = ("ping", "plain", "multi", "lua", "pollgate", "memory")
 
 
 def main():

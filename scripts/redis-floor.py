@@ -42,12 +42,18 @@ import tempfile
 import threading
 import time
 
+if sys.argv[1:2] in (["-h"], ["--help"]):
+    print(__doc__)
+    sys.exit(0)
 INSTRUCTIONS = sys.argv[1:2] == ["--instructions"]
 ARGS = sys.argv[2:] if INSTRUCTIONS else sys.argv[1:]
-SECONDS = float(ARGS[0]) if len(ARGS) > 0 and not INSTRUCTIONS else 4.0
-ECHOES = int(ARGS[0]) if len(ARGS) > 0 and INSTRUCTIONS else 300
-CLIENTS = int(ARGS[1]) if len(ARGS) > 1 else 10
-RUNS = int(ARGS[2]) if len(ARGS) > 2 else 3
+try:
+    SECONDS = float(ARGS[0]) if len(ARGS) > 0 and not INSTRUCTIONS else 4.0
+    ECHOES = int(ARGS[0]) if len(ARGS) > 0 and INSTRUCTIONS else 300
+    CLIENTS = int(ARGS[1]) if len(ARGS) > 1 else 10
+    RUNS = int(ARGS[2]) if len(ARGS) > 2 else 3
+except ValueError as e:
+    sys.exit(f"redis-floor.py: {e} (--help tells the arguments)")
 LUA = pathlib.Path(__file__).resolve().parent.parent / "src" / "store" / "redis" / "lua"
 TEXT = '{"ns":"org.jwebsocket.plugins.system","type":"send","data":"hello world 0123456789"}'
 

@@ -186,8 +186,8 @@ def load_scripts(conn):
     send and poll, as its store builds them (touch_fn.lua before send.lua and poll.lua).
     setup() adds the session version and the opening time of pollgate's connectors."""
     touch_fn = (LUA / "touch_fn.lua").read_text()
-    sources = {"lua_send": SEND_LUA, "lua_poll": POLL_LUA, "memory": MEMORY_LUA, "open": (LUA / "open.lua").read_text(),
-               "send": touch_fn + (LUA / "send.lua").read_text(), "poll": touch_fn + (LUA / "poll.lua").read_text()}
+    sources = {"lua_send": SEND_LUA, "lua_poll": POLL_LUA, "memory": MEMORY_LUA,
+               "open": (LUA / "open.lua").read_text(), "send": touch_fn + (LUA / "send.lua").read_text(), "poll": touch_fn + (LUA / "poll.lua").read_text()}
     return {name: conn.batch([["SCRIPT", "LOAD", text]])[0].decode() for name, text in sources.items()}
 
 
@@ -240,6 +240,13 @@ def round_trips(shape, cid, ctx):
     return [["EVALSHA", ctx["lua_send"], 2, c, q, TEXT, cid]], [["EVALSHA", ctx["lua_poll"], 2, c, q, "node1"]]
 
 
+def pipelined(shape, ids, ctx):
+    """The two batches of a pipelined round of echoes, one for each connector of `ids`: every
+    send's commands, then every sync's."""
+    trips = [round_trips(shape, cid, ctx) for cid in ids]
+    return [[c for send, _ in trips for c in send], [c for _, sync in trips for c in sync]]
+
+
 def run(port, pid, shape, mode, ctx):
     """Echoes for SECONDS; returns redis-server's CPU µs per echo."""
     ids = setup(port, shape, mode, ctx)
@@ -256,9 +263,7 @@ def run(port, pid, shape, mode, ctx):
     before = cpu_seconds(pid)
     if mode == "pipelined":
         conn = Conn(port)
-        trips = [round_trips(shape, cid, ctx) for cid in ids]
-        sends = [c for send, _ in trips for c in send]
-        syncs = [c for _, sync in trips for c in sync]
+        sends, syncs = pipelined(shape, ids, ctx)
         while time.monotonic() < stop:
             conn.batch(sends)
             conn.batch(syncs)
@@ -306,8 +311,7 @@ def instructions(shape):
 
     def prepare(port):
         ctx = load_scripts(Conn(port))
-        trips = [round_trips(shape, cid, ctx) for cid in setup(port, shape, "pipelined", ctx)]
-        return [[[c for send, _ in trips for c in send], [c for _, sync in trips for c in sync]]]
+        return [pipelined(shape, setup(port, shape, "pipelined", ctx), ctx)]
 
     [total] = counted(prepare, ECHOES)
     return total / (ECHOES * CLIENTS)
